@@ -1,0 +1,70 @@
+"""``lmlab <verb> [hydra overrides]``: one Hydra app per verb, configs from ``./conf``.
+
+The CLI is thin: each verb module turns its validated config into calls of
+library functions that tests call directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lmlab.config import register_configs
+from lmlab.errors import LmlabError
+
+VERBS = {
+    "download": "fetch the corpus and labeled set into data/raw (verified by sha256)",
+    "split": "cut documents into data/splits/<dataset>/{train,val,test}.jsonl",
+    "tokenize": "train sentencepiece on the corpus train split and encode every split",
+}
+USAGE = "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n\nverbs:\n" + "\n".join(
+    f"  {verb:10s} {text}" for verb, text in VERBS.items()
+) + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
+
+log = logging.getLogger("lmlab")
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    verb = args[0]
+    if verb not in VERBS:
+        print(f"lmlab: unknown verb {verb!r}; choose one of: {', '.join(VERBS)}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    conf = Path.cwd() / "conf"
+    if not (conf / f"{verb}.yaml").is_file():
+        print(f"lmlab: no {conf / (verb + '.yaml')}: run lmlab from the project root (the folder holding conf/)",
+              file=sys.stderr)
+        sys.exit(2)
+    run = importlib.import_module(f"lmlab.cli.{verb}").run
+    register_configs()
+
+    def task(cfg: DictConfig) -> None:
+        try:
+            run(OmegaConf.to_object(cfg))
+        except LmlabError as err:
+            log.error("%s", err)
+            sys.exit(2)
+
+    sys.argv = [f"lmlab {verb}", *args[1:]]
+    hydra.main(version_base="1.3", config_path=str(conf), config_name=verb)(task)()
+
+
+def targets(only: str | None) -> list[str]:
+    """The dataset keys a data verb acts on: ``only=data``, ``only=task_data`` or both."""
+    choices = ("data", "task_data")
+    if only is None:
+        return list(choices)
+    if only not in choices:
+        raise LmlabError(f"only={only!r} is not a dataset key; use one of {', '.join(choices)} (or leave it null for both)")
+    return [only]
+
+

@@ -1,0 +1,1 @@
+"""Data stages: download, split, tokenize, and the readers between them."""

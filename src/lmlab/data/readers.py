@@ -1,0 +1,161 @@
+"""Turn raw files into documents, streaming, whatever their format.
+
+Corpora become ``Document(text)``; labeled sets also carry a class id and an
+optional group key. Bytes that are not valid UTF-8 are replaced with U+FFFD
+and counted, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import json
+import lzma
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from lmlab.config import READER_FORMATS, SPLITS, ReaderConfig
+from lmlab.errors import LmlabError
+
+OPENERS = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}
+FILE_KEYS = (*SPLITS, "all")
+
+
+@dataclass
+class Document:
+    text: str
+    label: int | None = None
+    group: str | None = None
+
+
+@dataclass
+class ReadStats:
+    """What reading dropped or repaired, reported by the split stage."""
+
+    invalid_utf8: int = 0  # invalid UTF-8 sequences, each replaced by one U+FFFD
+    dropped_rows: dict[str, int] = field(default_factory=dict)  # raw label value -> rows dropped
+
+    def drop(self, value: str) -> None:
+        self.dropped_rows[value] = self.dropped_rows.get(value, 0) + 1
+
+
+def validate(reader: ReaderConfig, key: str) -> None:
+    if reader.format not in READER_FORMATS:
+        raise LmlabError(f"{key}.format={reader.format!r} is not supported; use one of {', '.join(READER_FORMATS)}")
+    unknown = set(reader.files) - set(FILE_KEYS)
+    if unknown or not reader.files:
+        raise LmlabError(f"{key}.files keys {sorted(unknown) or '(none)'} are not split names; use {', '.join(FILE_KEYS)}")
+    if "all" in reader.files and len(reader.files) > 1:
+        raise LmlabError(f"{key}.files: 'all' (no own splits) cannot be combined with named splits")
+    if "all" not in reader.files and "train" not in reader.files:
+        raise LmlabError(f"{key}.files names splits {sorted(reader.files)} but no 'train' to carve the others from")
+    if reader.label_field and not reader.label_map:
+        raise LmlabError(f"{key}.label_map is required with label_field={reader.label_field!r}: map raw values to class names")
+    if reader.doc_start is not None:
+        try:
+            re.compile(reader.doc_start)
+        except re.error as err:
+            raise LmlabError(f"{key}.doc_start={reader.doc_start!r} is not a valid regex: {err}") from err
+
+
+def files_for(reader: ReaderConfig, raw_dir: Path, split: str) -> list[Path]:
+    pattern = reader.files[split]
+    files = sorted(p for p in raw_dir.glob(pattern) if p.is_file() and p.name != "source.json")
+    if not files:
+        raise LmlabError(f"no file in {raw_dir} matches {pattern!r} (reader.files.{split}); was the download stage run?")
+    return files
+
+
+def read_documents(reader: ReaderConfig, files: Iterable[Path], stats: ReadStats) -> Iterator[Document]:
+    """Documents of ``files`` in order, never holding more than one file's text (text) or one row."""
+    for path in files:
+        if reader.format == "text":
+            yield from _split_lines(reader, _decoded_lines(path, stats))
+        elif reader.join_rows:
+            yield from _split_lines(reader, (str(r.get(reader.text_field) or "") for r in _rows(reader, path, stats)))
+        else:
+            for row in _rows(reader, path, stats):
+                doc = _row_document(reader, row, path, stats)
+                if doc is not None:
+                    yield doc
+
+
+def _split_lines(reader: ReaderConfig, lines: Iterable[str]) -> Iterator[Document]:
+    """Group lines into documents: a line matching ``doc_start`` opens a new one."""
+    start = re.compile(reader.doc_start) if reader.doc_start else None
+    buffer: list[str] = []
+    for line in lines:
+        if start is not None and buffer and start.match(line.rstrip("\r\n")):
+            if "".join(buffer).strip():
+                yield Document("".join(buffer))
+            buffer = []
+        buffer.append(line)
+    if "".join(buffer).strip():
+        yield Document("".join(buffer))
+
+
+def _row_document(reader: ReaderConfig, row: dict[str, Any], path: Path, stats: ReadStats) -> Document | None:
+    if reader.text_field not in row:
+        raise LmlabError(f"{path} has no column {reader.text_field!r} (reader.text_field); columns: {sorted(row)}")
+    text = row[reader.text_field]
+    if text is None or not str(text).strip():
+        stats.drop("<empty text>")
+        return None
+    label = None
+    if reader.label_field:
+        if reader.label_field not in row:
+            raise LmlabError(f"{path} has no column {reader.label_field!r} (reader.label_field); columns: {sorted(row)}")
+        raw = str(row[reader.label_field])
+        assert reader.label_map is not None
+        if raw not in reader.label_map:
+            stats.drop(raw)
+            return None
+        label = reader.classes.index(reader.label_map[raw])
+    group = None
+    if reader.group_field:
+        if reader.group_field not in row:
+            raise LmlabError(f"{path} has no column {reader.group_field!r} (reader.group_field); columns: {sorted(row)}")
+        group = str(row[reader.group_field])
+    return Document(str(text), label, group)
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    opener = OPENERS.get(path.suffix.lower(), open)
+    return opener(path, "rb")  # type: ignore[operator]
+
+
+def _decoded_lines(path: Path, stats: ReadStats) -> Iterator[str]:
+    """Lines with their endings; invalid UTF-8 replaced and counted (a split on b'\\n' never cuts a character)."""
+    with _open_binary(path) as f:
+        for raw in f:
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", errors="replace")
+                stats.invalid_utf8 += line.count("\ufffd") - raw.count("\ufffd".encode())
+                yield line
+
+
+def _rows(reader: ReaderConfig, path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
+    if reader.format == "jsonl":
+        for number, line in enumerate(_decoded_lines(path, stats), 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise LmlabError(f"{path}:{number} is not valid JSON: {err}") from err
+    elif reader.format == "csv":
+        yield from csv.DictReader(_decoded_lines(path, stats), delimiter=reader.delimiter)
+    elif reader.format == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as err:  # pyarrow raises several types for a bad file
+            raise LmlabError(f"{path} is not a readable parquet file: {err}") from err
+        for batch in parquet.iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
