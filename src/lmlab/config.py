@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 SOURCE_KINDS = ("pypi", "url", "hf", "local")
@@ -57,7 +56,7 @@ class ReaderConfig:
     """
 
     format: str = "text"  # text | jsonl | csv | parquet
-    files: dict[str, str] = field(default_factory=lambda: {"all": "**/*.txt"})
+    files: dict[str, str] = field(default_factory=dict)  # required; a default would merge into every config
     text_field: str = "text"
     label_field: str | None = None
     # rows sharing this field's value stay in one split (e.g. reviews of one movie)
@@ -112,8 +111,8 @@ class TokenizerConfig:
     seed: int = 1337
     # threads for training and encoding (0: all cores)
     num_threads: int = 0
-    # documents per encode batch; bounds memory while encoding
-    batch_documents: int = 512
+    # text per encode batch: memory while encoding is about this times 2 per core
+    batch_bytes: int = 1_000_000
 
     @property
     def name(self) -> str:
@@ -171,6 +170,8 @@ class TokenizeConfig:
 
 def register_configs() -> None:
     """Put the schemas in the ConfigStore; each YAML names its schema in its defaults."""
+    from hydra.core.config_store import ConfigStore  # here: encode workers import this module too
+
     cs = ConfigStore.instance()
     cs.store(name="download_schema", node=DownloadConfig)
     cs.store(name="split_schema", node=SplitStageConfig)

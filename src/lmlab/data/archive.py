@@ -27,12 +27,16 @@ def selected(name: str, members: list[str]) -> bool:
     return not members or any(fnmatch.fnmatchcase(name, pattern) for pattern in members)
 
 
-def _check_member(archive: Path, name: str, dest: Path) -> None:
+def _check_member(archive: Path, name: str, dest: Path, link: str | None = None) -> None:
+    """Refuse ``name`` unless it stays inside ``dest``; for a link, ``name`` is where it points
+    and ``link`` the member itself, which the error names."""
     pure = PurePosixPath(name.replace("\\", "/"))
     target = (dest / pure).resolve()
     if pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(dest.resolve()):
+        what = f"{link!r} (a link to {name!r})" if link is not None else repr(name)
         raise LmlabError(
-            f"refusing archive member {name!r} of {archive}: it would be written outside {dest}. "
+            f"refusing archive member {what} of {archive}: it would "
+            f"{'point' if link is not None else 'be written'} outside {dest}. "
             "Only members with relative paths inside the archive's folder are accepted."
         )
 
@@ -71,7 +75,7 @@ def _extract_tar(archive: Path, dest: Path, members: list[str]) -> list[str]:
             _check_member(archive, member.name, dest)
             if member.issym() or member.islnk():
                 link_base = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
-                _check_member(archive, str(link_base / member.linkname), dest)
+                _check_member(archive, str(link_base / member.linkname), dest, link=member.name)
         chosen = [m for m in all_members if m.isfile() and selected(m.name, members)]
         try:
             tf.extractall(dest, members=chosen, filter="data")

@@ -13,8 +13,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from lmlab.errors import LmlabError
@@ -40,14 +42,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: str | None, what: str) -> str:
-    """Return the file's sha256; on a mismatch delete the file and say both digests."""
+def check_sha256(path: Path, expected: str | None, what: str, *, delete: bool = True) -> str:
+    """Return the file's sha256; on a mismatch say both digests (and delete the file when ``delete``)."""
     actual = sha256_file(path)
     if expected is not None and actual != expected.lower():
-        path.unlink(missing_ok=True)
+        if delete:
+            path.unlink(missing_ok=True)
         raise LmlabError(
             f"sha256 mismatch for {what}:\n  expected {expected.lower()}\n  actual   {actual}\n"
-            "The file was deleted. If the source really changed, update the sha256 in its config."
+            + ("The file was deleted. " if delete else "")
+            + "If the source really changed, update the sha256 in its config."
         )
     return actual
 
@@ -83,7 +87,7 @@ def http_download(
                 reason = "connection closed before the whole file arrived"
             except _Retryable as err:
                 reason = str(err)
-            except requests.RequestException as err:
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
                 reason = f"{type(err).__name__}: {err}"
             progressed = part.exists() and part.stat().st_size > before
             failures = 1 if progressed else failures + 1
@@ -108,7 +112,8 @@ class _Retryable(Exception):
 def _fetch_into(session: requests.Session, url: str, part: Path, timeout: float, headers: dict[str, str]) -> bool:
     """One request; append to ``part`` from where it stops. True when the file is complete."""
     offset = part.stat().st_size if part.exists() else 0
-    request_headers = dict(headers)
+    # the file's own bytes: with gzip on the wire, Content-Length and Range count compressed bytes
+    request_headers = {"Accept-Encoding": "identity", **headers}
     if offset:
         request_headers["Range"] = f"bytes={offset}-"
     with session.get(url, stream=True, timeout=timeout, headers=request_headers) as response:
@@ -133,11 +138,23 @@ def _fetch_into(session: requests.Session, url: str, part: Path, timeout: float,
             total=total, initial=offset, unit="B", unit_scale=True, desc=part.name.split("-", 1)[1][:40],
             disable=None, leave=False,
         ) as bar:
-            for block in response.iter_content(CHUNK):
+            for block in _blocks(response):
                 f.write(block)
                 bar.update(len(block))
     size = part.stat().st_size
     return total is None or size == total
+
+
+def _blocks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives. ``iter_content`` buffers up to a whole chunk and drops that
+    buffer when the connection breaks, so a cut would lose everything since the last full
+    chunk (a file under 1 MiB would never resume); ``read1`` hands over what has arrived."""
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # urllib3 < 2.3
+        yield from response.iter_content(64 * 1024)
+        return
+    while block := read1(CHUNK, decode_content=True):
+        yield block
 
 
 def _int_or_none(value: str | None) -> int | None:

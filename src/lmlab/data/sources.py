@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from lmlab.config import SOURCE_KINDS, SourceConfig
 from lmlab.data.archive import extract, is_archive, selected
-from lmlab.data.fetch import HttpOptions, check_sha256, http_download, sha256_file
+from lmlab.data.fetch import HttpOptions, check_sha256, http_download
 from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def _fetch_local(source: SourceConfig, staging: Path, **_: Any) -> dict[str, Any
     if not root.exists():
         raise LmlabError(f"local source path {root} does not exist")
     if root.is_file():
-        actual = check_sha256(root, source.sha256, str(root)) if source.sha256 else sha256_file(root)
+        actual = check_sha256(root, source.sha256, str(root), delete=False)  # the user's file: never delete it
         if is_archive(root):
             names = extract(root, staging, list(source.members))
         else:

@@ -1,0 +1,5 @@
+"""``python -m lmlab <verb>``: the same CLI as the ``lmlab`` script."""
+
+from lmlab.cli import main
+
+main()

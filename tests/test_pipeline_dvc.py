@@ -1,0 +1,103 @@
+"""`dvc repro` of the data stages on a tiny local dataset, in a temporary copy of the project."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.helpers.project import copy_project, dvc
+
+WORDS = ("state union congress nation people law war peace trade tax school road farm bank court "
+         "army navy treaty budget freedom justice labor health energy").split()
+
+
+def write_corpus(folder: Path, documents: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    for i in range(documents):
+        lines = [" ".join(rng.choices(WORDS, k=rng.randint(5, 15))).capitalize() + "." for _ in range(8)]
+        (folder / f"doc{i:03d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_reviews(path: Path, rows: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["category", "text", "movie_name"])
+        for i in range(rows):
+            label = rng.choice(["fresh", "rotten", "plot"])
+            writer.writerow([label, " ".join(rng.choices(WORDS, k=12)), f"movie{i % 17}"])
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = copy_project(tmp_path / "project")
+    write_corpus(tmp_path / "corpus", documents=40)
+    write_reviews(tmp_path / "reviews.csv", rows=200)
+    (root / "conf/data/tiny.yaml").write_text(yaml.safe_dump({
+        "name": "tiny",
+        "source": {"kind": "local", "path": str(tmp_path / "corpus"), "members": ["*.txt"]},
+        "reader": {"format": "text", "files": {"all": "*.txt"}},
+        "split": {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 7},
+    }))
+    (root / "conf/task_data/tiny_reviews.yaml").write_text(yaml.safe_dump({
+        "name": "tiny_reviews",
+        "source": {"kind": "local", "path": str(tmp_path / "reviews.csv")},
+        "reader": {"format": "csv", "files": {"all": "reviews.csv"}, "text_field": "text",
+                   "label_field": "category", "group_field": "movie_name",
+                   "label_map": {"rotten": "negative", "fresh": "positive"}},
+        "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 7},
+    }))
+    (root / "conf/tokenizer/bpe.yaml").write_text(
+        (root / "conf/tokenizer/bpe.yaml").read_text().replace("byte_fallback: true", "byte_fallback: false")
+    )
+    write_params(root, vocab_size=120)
+    return root
+
+
+def write_params(root: Path, vocab_size: int) -> None:
+    params = {"data": "tiny", "task_data": "tiny_reviews", "tokenizer": {"type": "bpe", "vocab_size": vocab_size}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def repro(root: Path) -> list[str]:
+    result = dvc("repro", cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.findall(r"Running stage '(\w+)'", result.stdout)
+
+
+def test_repro_builds_every_data_stage_then_reruns_only_what_changed(project: Path) -> None:
+    assert sorted(repro(project)) == ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
+
+    out = project / "data/tokenized/tiny-bpe120"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["vocab_size"] == 120 and meta["dtype"] == "uint16"
+    split_meta = json.loads((project / "data/splits/tiny/meta.json").read_text())
+    assert sum(s["documents"] for s in split_meta["splits"].values()) == 40
+    for split in ("train", "val", "test"):
+        tokens = np.memmap(out / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        assert len(tokens) == meta["splits"][split]["tokens"] > 0
+        assert int((tokens == meta["special_ids"]["eod"]).sum()) == split_meta["splits"][split]["documents"]
+        labels = np.load(out / "task" / f"{split}.labels.npy")
+        assert len(labels) == meta["task"]["splits"][split]["documents"] > 0
+    assert (project / "data/raw/tiny/source.json").exists()
+
+    assert repro(project) == []  # nothing changed: a no-op
+
+    write_params(project, vocab_size=140)
+    assert repro(project) == ["tokenize"]
+    assert json.loads((project / "data/tokenized/tiny-bpe140/meta.json").read_text())["vocab_size"] == 140
+
+
+def test_editing_a_split_param_reruns_split_and_tokenize_only(project: Path) -> None:
+    repro(project)
+    config = project / "conf/data/tiny.yaml"
+    config.write_text(config.read_text().replace("seed: 7", "seed: 8"))
+    assert repro(project) == ["split_corpus", "tokenize"]
