@@ -8,6 +8,7 @@ and counted, never dropped silently.
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import json
@@ -131,7 +132,9 @@ def _open_binary(path: Path) -> IO[bytes]:
 def _decoded_lines(path: Path, stats: ReadStats) -> Iterator[str]:
     """Lines with their endings; invalid UTF-8 replaced and counted (a split on b'\\n' never cuts a character)."""
     with _open_binary(path) as f:
-        for raw in f:
+        for number, raw in enumerate(f):
+            if number == 0 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]  # a signature, not text (csv headers saved by Excel have it)
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -149,6 +152,7 @@ def _rows(reader: ReaderConfig, path: Path, stats: ReadStats) -> Iterator[dict[s
                 except json.JSONDecodeError as err:
                     raise LmlabError(f"{path}:{number} is not valid JSON: {err}") from err
     elif reader.format == "csv":
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # the default 128 KiB fails on long documents
         yield from csv.DictReader(_decoded_lines(path, stats), delimiter=reader.delimiter)
     elif reader.format == "parquet":
         import pyarrow.parquet as pq

@@ -3,7 +3,7 @@ split only, encodes every split of the corpus and of the labeled set.
 
 Output (``data/tokenized/<corpus>-<tokenizer>/``):
 
-- ``tokenizer.model`` (lossless: no normalization, newlines kept as a piece);
+- ``tokenizer.model`` (lossless: no normalization, newlines kept as pieces);
   ``{train,val,test}.bin``: flat token streams (uint16 when
   the vocabulary fits, else uint32) with the end-of-document id after each document;
 - ``task/{train,val,test}.bin`` plus ``.offsets.npy`` (document starts, n+1) and
@@ -42,6 +42,7 @@ from lmlab.errors import LmlabError
 log = logging.getLogger(__name__)
 
 UNK_ID, BOS_ID, EOD_ID, PAD_ID = 0, 1, 2, 3
+LINE_BREAKS = ["\n", "\r"]
 TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
@@ -63,7 +64,7 @@ def split_long_line(line: str, max_bytes: int) -> Iterator[str]:
         head = line.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
         cut = head.rfind(" ")
         if cut <= 0:
-            cut = len(head)
+            cut = len(head) or 1  # at least one character, even one wider than max_bytes
         yield line[:cut]
         line = line[cut:].lstrip(" ")
     if line:
@@ -100,7 +101,7 @@ def train_tokenizer(train_jsonl: Path, cfg: TokenizerConfig) -> bytes:
             # lossless: decode(encode(text)) == text, so bits per byte counts every byte
             normalization_rule_name="identity",
             remove_extra_whitespaces=False,
-            user_defined_symbols=["\n"],
+            user_defined_symbols=LINE_BREAKS,  # training sentences are lines: these never appear in them
             # no invisible space before each text: encoding then splits at spaces and newlines,
             # which the word cache below relies on (GPT-2 style: "The" and " The" differ)
             add_dummy_prefix=False,
@@ -126,7 +127,8 @@ def _explain(err: RuntimeError, cfg: TokenizerConfig, corpus: Path) -> LmlabErro
         )
     if cfg.type == "char" and cfg.byte_fallback:
         return LmlabError(
-            f"a char tokenizer with byte_fallback needs tokenizer.vocab_size of at least 260 plus the corpus's "
+            f"a char tokenizer with byte_fallback needs tokenizer.vocab_size of at least {256 + 4 + len(LINE_BREAKS)} "
+            f"plus the corpus's "
             f"characters (got {cfg.vocab_size}); raise it or set tokenizer.byte_fallback=false. ({message})"
         )
     return LmlabError(f"sentencepiece failed on {corpus} with tokenizer={asdict(cfg)}: {message}")
@@ -277,6 +279,10 @@ def tokenize(corpus: DatasetConfig, task: DatasetConfig | None, cfg: TokenizerCo
         started = time.perf_counter()
         model = train_tokenizer(corpus_splits / "train.jsonl", cfg)
         vocab_size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
+        if cfg.type == "char" and not cfg.byte_fallback and vocab_size >= cfg.vocab_size:
+            log.warning("char tokenizer is full (vocab_size=%d): the corpus's rarest characters become <unk>. "
+                        "Raise tokenizer.vocab_size or set tokenizer.byte_fallback=true for a lossless encoding.",
+                        cfg.vocab_size)
         trained = time.perf_counter()
         log.info("trained %s tokenizer (vocab %d) in %.1fs", cfg.type, vocab_size, trained - started)
         enc = Encoding(model, cfg.type != "unigram", token_dtype(vocab_size), cfg.batch_bytes, 2 * workers)
