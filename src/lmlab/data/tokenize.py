@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import re
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -146,7 +147,13 @@ CACHE_LIMIT = 1 << 21  # distinct words kept per worker before the cache starts 
 
 _model = b""
 _processor = spm.SentencePieceProcessor()
-_cache: dict[str, list[int]] = {}
+EOD_KEY = ("end of document",)  # a cache key no text word can equal
+_cache: dict[str | tuple[str], bytes] = {}
+
+
+def _reset_cache() -> None:
+    _cache.clear()
+    _cache[EOD_KEY] = array("i", [EOD_ID]).tobytes()
 
 
 def _load(model: bytes) -> spm.SentencePieceProcessor:
@@ -155,28 +162,46 @@ def _load(model: bytes) -> spm.SentencePieceProcessor:
     global _model, _processor
     if model != _model:
         _model, _processor = model, spm.SentencePieceProcessor(model_proto=model)
-        _cache.clear()
+        _reset_cache()
     return _processor
 
 
-def encode_texts(model: bytes, texts: list[str], word_local: bool) -> list[list[int]]:
-    """Token ids of each text, equal to sentencepiece's own ``encode``."""
+def encode_texts(model: bytes, texts: list[str], word_local: bool, eod: bool) -> tuple[np.ndarray, np.ndarray]:
+    """All texts' token ids in one int32 array, each text followed by the end-of-document id
+    when ``eod``, and the number of ids per text. Equal to sentencepiece's own ``encode``."""
     processor = _load(model)
     if not word_local:
-        return processor.encode(texts, num_threads=1)  # one process per core already
+        pieces = processor.encode(texts, num_threads=1)  # one process per core already
+        if eod:
+            pieces = [[*ids, EOD_ID] for ids in pieces]
+        lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+        return np.fromiter(itertools.chain.from_iterable(pieces), np.int32, int(lengths.sum())), lengths
     words = [WORD.findall(text) for text in texts]
-    missing = list({w for ws in words for w in ws if w not in _cache})
-    if len(_cache) + len(missing) > CACHE_LIMIT:
-        _cache.clear()
-        missing = list({w for ws in words for w in ws})
-    _cache.update(zip(missing, processor.encode(missing, num_threads=1)))
-    encoded = []
-    for ws in words:
-        ids: list[int] = []
-        for w in ws:
-            ids.extend(_cache[w])
-        encoded.append(ids)
-    return encoded
+    if eod:
+        for ws in words:
+            ws.append(EOD_KEY)
+    per_word = _cached_ids(processor, list(itertools.chain.from_iterable(words)))
+    # ids in the first k words, read at each text's word boundaries
+    ids_before = np.concatenate([[0], np.cumsum(np.fromiter(map(len, per_word), np.int64, len(per_word)))]) // 4
+    words_before = np.concatenate([[0], np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))])
+    return np.frombuffer(b"".join(per_word), dtype=np.int32), np.diff(ids_before[words_before])
+
+
+def _cached_ids(processor: spm.SentencePieceProcessor, words: list[str | tuple[str]]) -> list[bytes]:
+    """Each word's ids as int32 bytes, encoding only the words the cache lacks.
+
+    Bytes, so that joining them is one copy; the loops run in C (map, join).
+    """
+    found = list(map(_cache.get, words))
+    if None in found:
+        missing = list({w for w, ids in zip(words, found) if ids is None})
+        if len(_cache) + len(missing) > CACHE_LIMIT:
+            _reset_cache()
+            missing = list(set(words) - {EOD_KEY})
+        encoded = processor.encode(missing, num_threads=1)
+        _cache.update(zip(missing, (array("i", ids).tobytes() for ids in encoded)))
+        found = list(map(_cache.__getitem__, words))
+    return found
 
 
 def _encode_batch(
@@ -185,14 +210,9 @@ def _encode_batch(
     """jsonl lines -> (tokens, per-document lengths, labels, UTF-8 bytes)."""
     records = [json.loads(line) for line in lines]
     texts = [r["text"] for r in records]
-    pieces = encode_texts(model, texts, word_local)
-    if eod:
-        for ids in pieces:
-            ids.append(EOD_ID)
-    lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
-    tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=dtype, count=int(lengths.sum()))
+    tokens, lengths = encode_texts(model, texts, word_local, eod)
     labels = np.array([r["label"] for r in records], dtype=np.int64) if "label" in records[0] else None
-    return tokens, lengths, labels, sum(len(t.encode("utf-8")) for t in texts)
+    return tokens.astype(dtype), lengths, labels, sum(len(t.encode("utf-8")) for t in texts)
 
 
 def _batches(jsonl: Path, size: int) -> Iterator[list[str]]:
@@ -262,8 +282,12 @@ def encoder_pool(workers: int) -> ProcessPoolExecutor:
     """
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     for _ in range(workers):
-        pool.submit(int)
+        pool.submit(_ready)
     return pool
+
+
+def _ready() -> None:
+    """Nothing to do: a worker imports this module (numpy, sentencepiece) to run it."""
 
 
 def tokenize(corpus: DatasetConfig, task: DatasetConfig | None, cfg: TokenizerConfig, paths: PathsConfig) -> dict[str, Any]:
