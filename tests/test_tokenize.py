@@ -382,3 +382,33 @@ def test_a_run_failing_while_encoding_leaves_no_output_and_keeps_an_earlier_one(
         tokenize(DatasetConfig(name="corp"), DatasetConfig(name="plain"), cfg, paths)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+# --- the BPE word cache ------------------------------------------------------------------------
+
+ADVERSARIAL = [
+    "", " ", "  ", "\n", "\r\n", " \n ", "word", " word", "word ", "two  spaces", "tab\there", "a\tb \tc",
+    "line one\nline two\r\nline three\n\n", "digits 12345 mixed abc123def 3.14159",
+    "unseen ✓ characters: 日本語, emoji 🙂, accents é è ü", "punctuation!?.,;:'\"()[]{}",
+    "a" * 5000, ("long " * 2000).strip(), "\u2028\f\x0b odd breaks", "trailing newline\n",
+]
+
+
+@pytest.mark.parametrize("byte_fallback", [False, True])
+def test_the_word_cache_encodes_exactly_as_sentencepiece(tmp_path, byte_fallback):
+    from lmlab.data.tokenize import encode_texts
+
+    paths = paths_for(tmp_path)
+    corpus(paths)
+    cfg = tok("bpe", 400 if byte_fallback else 150, byte_fallback=byte_fallback)
+    tokenize(DatasetConfig(name="corp"), None, cfg, paths)
+    model = (paths.tokenized("corp", cfg) / "tokenizer.model").read_bytes()
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    texts = ADVERSARIAL + [r["text"] for r in read_split(paths, "corp", "test")]
+    for eod in (False, True):
+        tokens, lengths = encode_texts(model, texts, True, eod)
+        expected = [sp.encode(t) + ([EOD_ID] if eod else []) for t in texts]
+        assert lengths.tolist() == [len(ids) for ids in expected]
+        assert tokens.tolist() == [i for ids in expected for i in ids]
+        uncached, _ = encode_texts(model, texts, False, eod)
+        assert np.array_equal(tokens, uncached)
