@@ -47,8 +47,10 @@ def default_corpus() -> tuple[DatasetConfig, PathsConfig]:
 
 def peak_rss_mb() -> dict[str, float]:
     kb = 1024  # ru_maxrss is in KiB on Linux
-    return {"main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb,
-            "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kb}
+    return {
+        "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb,
+        "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kb,
+    }
 
 
 def measure_stage(data_dir: str, corpus: str, tokenizer: dict) -> dict:
@@ -56,8 +58,13 @@ def measure_stage(data_dir: str, corpus: str, tokenizer: dict) -> dict:
     cfg = TokenizerConfig(**tokenizer)
     meta = tokenize(DatasetConfig(name=corpus), None, cfg, PathsConfig(data_dir=data_dir))
     encoded = sum(s["bytes"] for s in meta["splits"].values())
-    return {"bytes": encoded, "tokens": sum(s["tokens"] for s in meta["splits"].values()),
-            "train_s": meta["seconds"]["train"], "encode_s": meta["seconds"]["encode"], **peak_rss_mb()}
+    return {
+        "bytes": encoded,
+        "tokens": sum(s["tokens"] for s in meta["splits"].values()),
+        "train_s": meta["seconds"]["train"],
+        "encode_s": meta["seconds"]["encode"],
+        **peak_rss_mb(),
+    }
 
 
 def measure_reference(data_dir: str, corpus: str, tokenizer: dict) -> dict:
@@ -88,7 +95,9 @@ def measure_reference(data_dir: str, corpus: str, tokenizer: dict) -> dict:
 def in_child(kind: str, data_dir: Path, corpus: str, tokenizer: dict) -> dict:
     result = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(data_dir), corpus, json.dumps(tokenizer)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         sys.exit(f"{kind} measurement failed:\n{result.stderr}")
@@ -111,9 +120,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="size of the large corpus, in copies of the default")
     parser.add_argument("--tokenizer", default="bpe", choices=["bpe", "unigram", "char"])
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--input-sentence-size", type=int, default=20_000,
-                        help="sentences sampled to train the tokenizer, equal for both corpus sizes so that "
-                             "training memory (bounded by this) does not hide the encoder's")
+    parser.add_argument(
+        "--input-sentence-size",
+        type=int,
+        default=20_000,
+        help="sentences sampled to train the tokenizer, equal for both corpus sizes so that "
+        "training memory (bounded by this) does not hide the encoder's",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -123,8 +136,12 @@ def main() -> None:
         return
 
     corpus, paths = default_corpus()
-    tokenizer = {"type": args.tokenizer, "vocab_size": args.vocab_size,
-                 "byte_fallback": args.tokenizer != "char", "input_sentence_size": args.input_sentence_size}
+    tokenizer = {
+        "type": args.tokenizer,
+        "vocab_size": args.vocab_size,
+        "byte_fallback": args.tokenizer != "char",
+        "input_sentence_size": args.input_sentence_size,
+    }
     with tempfile.TemporaryDirectory(prefix="lmlab-bench-") as tmp:
         work = PathsConfig(data_dir=tmp)
         shutil.copytree(paths.splits(corpus.name), work.splits(corpus.name))
@@ -133,23 +150,34 @@ def main() -> None:
         one = in_child("stage", Path(tmp), corpus.name, tokenizer)
         ref = in_child("reference", Path(tmp), corpus.name, tokenizer)  # uses the model the stage trained
         big = in_child("stage", Path(tmp), large, tokenizer)
-    rows = [("sentencepiece encode (reference)", "1x", ref), ("lmlab tokenize stage", "1x", one),
-            ("lmlab tokenize stage", f"{args.repeat}x", big)]
+    rows = [
+        ("sentencepiece encode (reference)", "1x", ref),
+        ("lmlab tokenize stage", "1x", one),
+        ("lmlab tokenize stage", f"{args.repeat}x", big),
+    ]
     cores = worker_count(0)
-    print(f"\ntokenize on {corpus.name} ({args.tokenizer}, vocab {args.vocab_size}, "
-          f"input_sentence_size {args.input_sentence_size}), {cores} cores, "
-          f"python {sys.version.split()[0]}, {os.uname().machine}")
-    print(f"{'what':34s} {'corpus':>6s} {'MB':>8s} {'encode s':>9s} {'MB/s':>7s} {'train s':>8s} "
-          f"{'RSS main MB':>12s} {'RSS worker MB':>14s}")
+    print(
+        f"\ntokenize on {corpus.name} ({args.tokenizer}, vocab {args.vocab_size}, "
+        f"input_sentence_size {args.input_sentence_size}), {cores} cores, "
+        f"python {sys.version.split()[0]}, {os.uname().machine}"
+    )
+    print(
+        f"{'what':34s} {'corpus':>6s} {'MB':>8s} {'encode s':>9s} {'MB/s':>7s} {'train s':>8s} "
+        f"{'RSS main MB':>12s} {'RSS worker MB':>14s}"
+    )
     for what, size, r in rows:
         mbps = r["bytes"] / 1e6 / r["encode_s"]
         train = f"{r['train_s']:8.1f}" if "train_s" in r else f"{'-':>8s}"
-        print(f"{what:34s} {size:>6s} {r['bytes'] / 1e6:8.1f} {r['encode_s']:9.2f} {mbps:7.1f} {train} "
-              f"{r['main_mb']:12.0f} {r['worker_mb']:14.0f}")
+        print(
+            f"{what:34s} {size:>6s} {r['bytes'] / 1e6:8.1f} {r['encode_s']:9.2f} {mbps:7.1f} {train} "
+            f"{r['main_mb']:12.0f} {r['worker_mb']:14.0f}"
+        )
     speed = lambda r: r["bytes"] / r["encode_s"]  # noqa: E731
     print(f"\nlmlab / reference encode speed: {speed(one) / speed(ref):.2f}x")
-    print(f"{args.repeat}x corpus / 1x: encode speed {speed(big) / speed(one):.2f}x, "
-          f"peak RSS main {big['main_mb'] / one['main_mb']:.2f}x, worker {big['worker_mb'] / one['worker_mb']:.2f}x")
+    print(
+        f"{args.repeat}x corpus / 1x: encode speed {speed(big) / speed(one):.2f}x, "
+        f"peak RSS main {big['main_mb'] / one['main_mb']:.2f}x, worker {big['worker_mb'] / one['worker_mb']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ import io
 import json
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -37,8 +37,9 @@ def make_zip(path: Path, files: dict[str, bytes]) -> Path:
     return path
 
 
-def make_tar(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None,
-             hardlinks: dict[str, str] | None = None) -> Path:
+def make_tar(
+    path: Path, files: dict[str, bytes], links: dict[str, str] | None = None, hardlinks: dict[str, str] | None = None
+) -> Path:
     mode = "w:gz" if path.name.endswith(".gz") else "w"
     with tarfile.open(path, mode) as tf:
         for name, data in files.items():
@@ -111,8 +112,11 @@ def test_tar_symlink_pointing_outside_is_refused(
     (tmp_path / "outside").mkdir()
     link_target = link_target.format(tmp=tmp_path.as_posix())
     # the classic attack: a link out, then a file written through it
-    archive = make_tar(outer / archive_name, {"corpus/a.txt": b"fine\n", "corpus/link/evil.txt": b"pwned\n"},
-                       links={"corpus/link": link_target})
+    archive = make_tar(
+        outer / archive_name,
+        {"corpus/a.txt": b"fine\n", "corpus/link/evil.txt": b"pwned\n"},
+        links={"corpus/link": link_target},
+    )
     with pytest.raises(LmlabError) as err:
         extract(archive, target, ["corpus/*"])
     assert "'corpus/link' (a link to" in str(err.value)

@@ -70,7 +70,7 @@ def test_verb_help_names_config_groups() -> None:
 def test_library_error_is_a_message_not_a_traceback() -> None:
     result = lmlab("split", "only=corpus")
     assert result.returncode == 2
-    assert "only='corpus' is not a dataset key" in result.stderr + result.stdout
+    assert "lmlab split: error: only='corpus' is not a dataset key" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -230,7 +230,9 @@ def test_unreachable_host_gives_a_clear_error_with_the_url(dirs: tuple[Path, Pat
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/file.bin"
     with pytest.raises(LmlabError) as err:
-        http_download(url, dest, sha256=SHA, downloads=downloads, options=HttpOptions(retries=1, timeout=2, backoff=0.01))
+        http_download(
+            url, dest, sha256=SHA, downloads=downloads, options=HttpOptions(retries=1, timeout=2, backoff=0.01)
+        )
     assert url in str(err.value) and "ConnectionError" in str(err.value)
 
 

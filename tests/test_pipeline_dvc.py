@@ -14,8 +14,10 @@ import yaml
 
 from tests.helpers.project import copy_project, dvc
 
-WORDS = ("state union congress nation people law war peace trade tax school road farm bank court "
-         "army navy treaty budget freedom justice labor health energy").split()
+WORDS = (
+    "state union congress nation people law war peace trade tax school road farm bank court "
+    "army navy treaty budget freedom justice labor health energy"
+).split()
 
 
 def write_corpus(folder: Path, documents: int, seed: int = 0) -> None:
@@ -41,20 +43,33 @@ def project(tmp_path: Path) -> Path:
     root = copy_project(tmp_path / "project")
     write_corpus(tmp_path / "corpus", documents=40)
     write_reviews(tmp_path / "reviews.csv", rows=200)
-    (root / "conf/data/tiny.yaml").write_text(yaml.safe_dump({
-        "name": "tiny",
-        "source": {"kind": "local", "path": str(tmp_path / "corpus"), "members": ["*.txt"]},
-        "reader": {"format": "text", "files": {"all": "*.txt"}},
-        "split": {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 7},
-    }))
-    (root / "conf/task_data/tiny_reviews.yaml").write_text(yaml.safe_dump({
-        "name": "tiny_reviews",
-        "source": {"kind": "local", "path": str(tmp_path / "reviews.csv")},
-        "reader": {"format": "csv", "files": {"all": "reviews.csv"}, "text_field": "text",
-                   "label_field": "category", "group_field": "movie_name",
-                   "label_map": {"rotten": "negative", "fresh": "positive"}},
-        "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 7},
-    }))
+    (root / "conf/data/tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "source": {"kind": "local", "path": str(tmp_path / "corpus"), "members": ["*.txt"]},
+                "reader": {"format": "text", "files": {"all": "*.txt"}},
+                "split": {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 7},
+            }
+        )
+    )
+    (root / "conf/task_data/tiny_reviews.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny_reviews",
+                "source": {"kind": "local", "path": str(tmp_path / "reviews.csv")},
+                "reader": {
+                    "format": "csv",
+                    "files": {"all": "reviews.csv"},
+                    "text_field": "text",
+                    "label_field": "category",
+                    "group_field": "movie_name",
+                    "label_map": {"rotten": "negative", "fresh": "positive"},
+                },
+                "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 7},
+            }
+        )
+    )
     (root / "conf/tokenizer/bpe.yaml").write_text(
         (root / "conf/tokenizer/bpe.yaml").read_text().replace("byte_fallback: true", "byte_fallback: false")
     )

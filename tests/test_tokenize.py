@@ -21,8 +21,9 @@ from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, read_
 FOREIGN = "jqvxzЖук"
 
 
-def corpus(paths: PathsConfig, name: str = "corp", *, exotic: bool = False,
-           splits: dict[str, list[str]] | None = None) -> DatasetConfig:
+def corpus(
+    paths: PathsConfig, name: str = "corp", *, exotic: bool = False, splits: dict[str, list[str]] | None = None
+) -> DatasetConfig:
     """A split corpus (own splits, so each split's text is known). ``exotic`` puts characters
     in val and test that train never has, a word repeated often in val among them."""
     if splits is None:
@@ -41,7 +42,9 @@ def tok(type: str = "bpe", vocab_size: int = 200, **kw: Any) -> TokenizerConfig:
     return TokenizerConfig(type=type, vocab_size=vocab_size, **kw)
 
 
-def load(paths: PathsConfig, name: str, cfg: TokenizerConfig) -> tuple[Path, dict[str, Any], spm.SentencePieceProcessor]:
+def load(
+    paths: PathsConfig, name: str, cfg: TokenizerConfig
+) -> tuple[Path, dict[str, Any], spm.SentencePieceProcessor]:
     out = paths.tokenized(name, cfg)
     meta = json.loads((out / "meta.json").read_text())
     return out, meta, spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
@@ -55,7 +58,7 @@ def documents_of(tokens: np.ndarray) -> list[list[int]]:
     """Cut a corpus stream at the end-of-document ids (each document is followed by one)."""
     ends = np.flatnonzero(tokens == EOD_ID)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    return [tokens[s:e].tolist() for s, e in zip(starts, ends)]
+    return [tokens[s:e].tolist() for s, e in zip(starts, ends, strict=True)]
 
 
 def vocabulary(sp: spm.SentencePieceProcessor) -> list[tuple[str, float]]:
@@ -64,8 +67,11 @@ def vocabulary(sp: spm.SentencePieceProcessor) -> list[tuple[str, float]]:
 
 def text_pieces(sp: spm.SentencePieceProcessor) -> list[str]:
     """Pieces that are text: not control, unknown or byte pieces."""
-    return [sp.id_to_piece(i) for i in range(sp.get_piece_size())
-            if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))]
+    return [
+        sp.id_to_piece(i)
+        for i in range(sp.get_piece_size())
+        if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))
+    ]
 
 
 def no_output_left(paths: PathsConfig, name: str, cfg: TokenizerConfig) -> bool:
@@ -111,8 +117,12 @@ def test_val_only_words_would_be_learned_if_they_were_in_train(tmp_path):
 # --- every type, lossless, the stream format ----------------------------------------------------
 
 TYPES = [
-    ("bpe", 200, False), ("unigram", 120, False), ("char", 100, False),
-    ("bpe", 400, True), ("unigram", 350, True), ("char", 300, True),
+    ("bpe", 200, False),
+    ("unigram", 120, False),
+    ("char", 100, False),
+    ("bpe", 400, True),
+    ("unigram", 350, True),
+    ("char", 300, True),
 ]
 
 
@@ -153,12 +163,26 @@ def test_each_type_encodes_every_split_losslessly_in_the_stream_format(tmp_path,
 
 def test_whitespace_edge_cases_round_trip(tmp_path):
     paths = paths_for(tmp_path)
-    edge = ["  two leading spaces", "trailing  \t", "\n\nstarts with newlines", "ends with newlines\n\n\n",
-            "a\tb\t\tc", "many     spaces    inside", " ", "\n", "x\fy\u2028z", "in\r\nwindows\r\nlines\r\n"]
+    edge = [
+        "  two leading spaces",
+        "trailing  \t",
+        "\n\nstarts with newlines",
+        "ends with newlines\n\n\n",
+        "a\tb\t\tc",
+        "many     spaces    inside",
+        " ",
+        "\n",
+        "x\fy\u2028z",
+        "in\r\nwindows\r\nlines\r\n",
+    ]
     splits = {"train": make_docs(60, seed=1) + edge, "val": edge[:5], "test": edge[5:]}
     corpus(paths, splits=splits)
-    for type_, vocab, byte_fallback in (("bpe", 150, False), ("unigram", 100, False), ("char", 100, False),
-                                        ("bpe", 400, True)):
+    for type_, vocab, byte_fallback in (
+        ("bpe", 150, False),
+        ("unigram", 100, False),
+        ("char", 100, False),
+        ("bpe", 400, True),
+    ):
         # full coverage: characters seen once in train (\f, \u2028) are pieces too
         cfg = tok(type_, vocab, byte_fallback=byte_fallback, character_coverage=1.0)
         meta = tokenize(DatasetConfig(name="corp"), None, cfg, paths)
@@ -180,7 +204,7 @@ def test_token_dtype_follows_the_vocabulary_size():
 def test_a_vocabulary_over_65536_pieces_is_stored_as_uint32(tmp_path):
     paths = paths_for(tmp_path)
     chars = [chr(c) for c in [*range(0x4E00, 0x9FA6), *range(0xAC00, 0xD7A4), *range(0x20000, 0x20000 + 40000)]]
-    lines = ["".join(chars[i:i + 500]) for i in range(0, len(chars), 500)]
+    lines = ["".join(chars[i : i + 500]) for i in range(0, len(chars), 500)]
     corpus(paths, splits={"train": lines, "val": lines[:2], "test": lines[-2:]})
     cfg = tok("char", 80_000, character_coverage=1.0, num_threads=2)
     meta = tokenize(DatasetConfig(name="corp"), None, cfg, paths)
@@ -219,12 +243,15 @@ def test_the_labeled_set_gets_offsets_and_labels(tmp_path):
         assert labels.tolist() == [r["label"] for r in records]
         assert EOD_ID not in tokens  # no separators in the labeled set
         for k, record in enumerate(records):
-            ids = tokens[offsets[k]:offsets[k + 1]].tolist()
+            ids = tokens[offsets[k] : offsets[k + 1]].tolist()
             assert ids == sp.encode(record["text"])
             assert sp.decode(ids) == record["text"]
         counts = meta["task"]["splits"][split]
-        assert counts == {"documents": len(records), "tokens": len(tokens),
-                          "bytes": sum(len(r["text"].encode()) for r in records)}
+        assert counts == {
+            "documents": len(records),
+            "tokens": len(tokens),
+            "bytes": sum(len(r["text"].encode()) for r in records),
+        }
 
 
 # --- wrong vocabulary sizes --------------------------------------------------------------------
@@ -250,14 +277,22 @@ def test_a_vocabulary_larger_than_the_corpus_supports_names_the_largest_workable
 def test_a_vocabulary_too_small_for_byte_fallback_is_a_clear_error(tmp_path):
     paths = paths_for(tmp_path)
     corpus(paths)
-    with pytest.raises(LmlabError, match=r"tokenizer.vocab_size=100 is too small .*use at least (\d+).*"
-                                         r"tokenizer.byte_fallback=false") as err:
+    with pytest.raises(
+        LmlabError,
+        match=r"tokenizer.vocab_size=100 is too small .*use at least (\d+).*"
+        r"tokenizer.byte_fallback=false",
+    ) as err:
         tokenize(DatasetConfig(name="corp"), None, tok("bpe", 100, byte_fallback=True), paths)
     needed = int(re.search(r"use at least (\d+)", str(err.value)).group(1))
     assert needed == 256 + 29  # bytes, the corpus's characters, 4 special pieces, "\n" and "\r"
-    assert tokenize(DatasetConfig(name="corp"), None, tok("bpe", needed, byte_fallback=True), paths)["vocab_size"] == needed
+    assert (
+        tokenize(DatasetConfig(name="corp"), None, tok("bpe", needed, byte_fallback=True), paths)["vocab_size"]
+        == needed
+    )
 
-    with pytest.raises(LmlabError, match=r"char tokenizer with byte_fallback needs tokenizer.vocab_size of at least 262"):
+    with pytest.raises(
+        LmlabError, match=r"char tokenizer with byte_fallback needs tokenizer.vocab_size of at least 262"
+    ):
         tokenize(DatasetConfig(name="corp"), None, tok("char", 100, byte_fallback=True), paths)
     assert no_output_left(paths, "corp", tok("char", 100))
 
@@ -272,22 +307,25 @@ def assert_cut_losslessly(line: str, pieces: list[str], max_bytes: int) -> None:
         assert 0 < len(piece.encode("utf-8")) <= max_bytes
         if k:
             pos += len(line[pos:]) - len(line[pos:].lstrip(" "))
-        assert line.startswith(piece, pos), (piece, line[pos:pos + 40])
+        assert line.startswith(piece, pos), (piece, line[pos : pos + 40])
         pos += len(piece)
         if k < len(pieces) - 1 and " " in piece[1:]:
             assert line[pos] == " "  # cut at whitespace whenever the piece has any
     assert line[pos:].strip(" ") == ""
 
 
-@pytest.mark.parametrize("line, max_bytes", [
-    ("short line", 100),
-    ("the quick brown fox jumps over the lazy dog " * 20, 64),
-    ("naïve café déjà vu 日本語 テキスト 😀 emoji " * 30, 32),
-    ("tight" + " x" * 50, 5),
-    ("averyveryverylongwordwithoutanyspaceatall" * 10 + " tail", 16),
-    ("日本語のテキストには空白がない" * 20, 10),  # 3-byte characters never cut in half
-    ("   leading spaces and   runs   of   them  ", 8),
-])
+@pytest.mark.parametrize(
+    "line, max_bytes",
+    [
+        ("short line", 100),
+        ("the quick brown fox jumps over the lazy dog " * 20, 64),
+        ("naïve café déjà vu 日本語 テキスト 😀 emoji " * 30, 32),
+        ("tight" + " x" * 50, 5),
+        ("averyveryverylongwordwithoutanyspaceatall" * 10 + " tail", 16),
+        ("日本語のテキストには空白がない" * 20, 10),  # 3-byte characters never cut in half
+        ("   leading spaces and   runs   of   them  ", 8),
+    ],
+)
 def test_split_long_line_cuts_at_whitespace_into_pieces_that_fit(line, max_bytes):
     pieces = list(split_long_line(line, max_bytes))
     assert_cut_losslessly(line, pieces, max_bytes)
@@ -339,7 +377,9 @@ def test_output_is_the_same_for_any_worker_count_and_batch_size(tmp_path, type_,
         cfg = tok(type_, vocab, num_threads=threads, batch_bytes=batch)
         meta = tokenize(DatasetConfig(name="corp"), task, cfg, paths)
         out, _, sp = load(paths, "corp", cfg)
-        files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.suffix in (".bin", ".npy")}
+        files = {
+            str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.suffix in (".bin", ".npy")
+        }
         results.append((files, meta["splits"], meta["task"], vocabulary(sp)))
     files, splits, task_meta, vocab = results[0]
     assert len(files) == 3 + 9
@@ -387,10 +427,26 @@ def test_a_run_failing_while_encoding_leaves_no_output_and_keeps_an_earlier_one(
 # --- the BPE word cache ------------------------------------------------------------------------
 
 ADVERSARIAL = [
-    "", " ", "  ", "\n", "\r\n", " \n ", "word", " word", "word ", "two  spaces", "tab\there", "a\tb \tc",
-    "line one\nline two\r\nline three\n\n", "digits 12345 mixed abc123def 3.14159",
-    "unseen ✓ characters: 日本語, emoji 🙂, accents é è ü", "punctuation!?.,;:'\"()[]{}",
-    "a" * 5000, ("long " * 2000).strip(), "\u2028\f\x0b odd breaks", "trailing newline\n",
+    "",
+    " ",
+    "  ",
+    "\n",
+    "\r\n",
+    " \n ",
+    "word",
+    " word",
+    "word ",
+    "two  spaces",
+    "tab\there",
+    "a\tb \tc",
+    "line one\nline two\r\nline three\n\n",
+    "digits 12345 mixed abc123def 3.14159",
+    "unseen ✓ characters: 日本語, emoji 🙂, accents é è ü",
+    "punctuation!?.,;:'\"()[]{}",
+    "a" * 5000,
+    ("long " * 2000).strip(),
+    "\u2028\f\x0b odd breaks",
+    "trailing newline\n",
 ]
 
 

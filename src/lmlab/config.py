@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from omegaconf import MISSING
 
 SOURCE_KINDS = ("pypi", "url", "hf", "local")

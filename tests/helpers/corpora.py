@@ -96,13 +96,20 @@ def reviews(n_movies: int, seed: int = 0) -> list[tuple[str, str, str]]:
     return rows
 
 
-def reviews_dataset(paths: PathsConfig, name: str, n_movies: int = 40, seed: int = 0,
-                    **overrides: Any) -> tuple[DatasetConfig, list[tuple[str, str, str]]]:
+def reviews_dataset(
+    paths: PathsConfig, name: str, n_movies: int = 40, seed: int = 0, **overrides: Any
+) -> tuple[DatasetConfig, list[tuple[str, str, str]]]:
     """A labeled csv (``raw/<name>/reviews.csv``) grouped by movie; rating 3 is not in the label map."""
     rows = reviews(n_movies, seed)
     write_csv(paths.raw(name) / "reviews.csv", ("review", "rating", "movie"), rows)
-    reader = dict(format="csv", files={"all": "*.csv"}, text_field="review", label_field="rating",
-                  group_field="movie", label_map={"1": "bad", "2": "bad", "4": "good", "5": "good"})
+    reader = dict(
+        format="csv",
+        files={"all": "*.csv"},
+        text_field="review",
+        label_field="rating",
+        group_field="movie",
+        label_map={"1": "bad", "2": "bad", "4": "good", "5": "good"},
+    )
     reader.update(overrides)
     return dataset(name, split=SplitConfig(val_fraction=0.15, test_fraction=0.15, seed=7), **reader), rows
 

@@ -36,5 +36,6 @@ def lmlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, env=env(),
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, env=env(), capture_output=True, text=True
+    )

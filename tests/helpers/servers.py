@@ -117,7 +117,7 @@ class FileServer:
             path = "/" + path
         return self.base_url + path
 
-    def start(self) -> "FileServer":
+    def start(self) -> FileServer:
         handler = type("Handler", (_Handler,), {"owner": self})
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
@@ -133,7 +133,7 @@ class FileServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -203,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._plain(416, b"", body, {"Content-Range": f"bytes */{total}"})
                     return
                 end = min(end, total - 1)
-                data = data[start:end + 1]
+                data = data[start : end + 1]
                 status = 206
                 extra["Content-Range"] = f"bytes {start}-{end}/{total}"
         cut = self.owner._take(self.owner._cuts, path) if body else None
@@ -242,4 +242,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(payload)
-

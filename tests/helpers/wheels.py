@@ -42,8 +42,8 @@ def build_wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) 
         f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: lmlab test corpus\n"
     ).encode()
     contents[f"{info}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: lmlab-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    ).encode()
+        b"Wheel-Version: 1.0\nGenerator: lmlab-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in contents.items()]
     record.append(f"{info}/RECORD,,")
     contents[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
@@ -67,7 +67,9 @@ def publish(server: FileServer, *wheels: Path) -> str:
             f'<a href="/files/{html.escape(wheel.name)}#sha256={digest}">{html.escape(wheel.name)}</a><br/>'
         )
     for project, links in projects.items():
-        page = f"<!DOCTYPE html>\n<html><body>\n<h1>Links for {project}</h1>\n" + "\n".join(links) + "\n</body></html>\n"
+        page = (
+            f"<!DOCTYPE html>\n<html><body>\n<h1>Links for {project}</h1>\n" + "\n".join(links) + "\n</body></html>\n"
+        )
         server.add(f"/simple/{project}/", page.encode(), "text/html")
     root = "".join(f'<a href="/simple/{p}/">{p}</a><br/>\n' for p in sorted(projects))
     server.add("/simple/", f"<!DOCTYPE html>\n<html><body>\n{root}</body></html>\n".encode(), "text/html")

@@ -7,10 +7,8 @@ library functions that tests call directly.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -23,11 +21,11 @@ VERBS = {
     "split": "cut documents into data/splits/<dataset>/{train,val,test}.jsonl",
     "tokenize": "train sentencepiece on the corpus train split and encode every split",
 }
-USAGE = "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n\nverbs:\n" + "\n".join(
-    f"  {verb:10s} {text}" for verb, text in VERBS.items()
-) + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
-
-log = logging.getLogger("lmlab")
+USAGE = (
+    "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n\nverbs:\n"
+    + "\n".join(f"  {verb:10s} {text}" for verb, text in VERBS.items())
+    + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
+)
 
 
 def main() -> None:
@@ -41,8 +39,10 @@ def main() -> None:
         sys.exit(2)
     conf = Path.cwd() / "conf"
     if not (conf / f"{verb}.yaml").is_file():
-        print(f"lmlab: no {conf / (verb + '.yaml')}: run lmlab from the project root (the folder holding conf/)",
-              file=sys.stderr)
+        print(
+            f"lmlab: no {conf / (verb + '.yaml')}: run lmlab from the project root (the folder holding conf/)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     run = importlib.import_module(f"lmlab.cli.{verb}").run
     register_configs()
@@ -51,7 +51,7 @@ def main() -> None:
         try:
             run(OmegaConf.to_object(cfg))
         except LmlabError as err:
-            log.error("%s", err)
+            print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)
 
     sys.argv = [f"lmlab {verb}", *args[1:]]
@@ -64,7 +64,7 @@ def targets(only: str | None) -> list[str]:
     if only is None:
         return list(choices)
     if only not in choices:
-        raise LmlabError(f"only={only!r} is not a dataset key; use one of {', '.join(choices)} (or leave it null for both)")
+        raise LmlabError(
+            f"only={only!r} is not a dataset key; use one of {', '.join(choices)} (or leave it null for both)"
+        )
     return [only]
-
-

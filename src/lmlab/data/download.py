@@ -39,4 +39,3 @@ def download(dataset: DatasetConfig, paths: PathsConfig, http: HttpOptions, key:
         (staging / SOURCE_JSON).write_text(json.dumps(record, indent=2) + "\n")
     log.info("downloaded %s into %s", dataset.name, out)
     return out
-

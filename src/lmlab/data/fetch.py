@@ -11,9 +11,9 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import requests
 import urllib3
@@ -134,10 +134,18 @@ def _fetch_into(session: requests.Session, url: str, part: Path, timeout: float,
         else:
             total = _total_from_content_range(response.headers.get("Content-Range"))
         mode = "ab" if offset else "wb"
-        with open(part, mode) as f, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=part.name.split("-", 1)[1][:40],
-            disable=None, leave=False,
-        ) as bar:
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                desc=part.name.split("-", 1)[1][:40],
+                disable=None,
+                leave=False,
+            ) as bar,
+        ):
             for block in _blocks(response):
                 f.write(block)
                 bar.update(len(block))

