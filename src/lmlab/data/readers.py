@@ -97,40 +97,36 @@ def _split_lines(reader: ReaderConfig, lines: Iterable[str]) -> Iterator[Documen
     buffer: list[str] = []
     for line in lines:
         if start is not None and buffer and start.match(line.rstrip("\r\n")):
-            if "".join(buffer).strip():
-                yield Document("".join(buffer))
+            yield from _non_blank("".join(buffer))
             buffer = []
         buffer.append(line)
-    if "".join(buffer).strip():
-        yield Document("".join(buffer))
+    yield from _non_blank("".join(buffer))
+
+
+def _non_blank(text: str) -> Iterator[Document]:
+    if text.strip():
+        yield Document(text)
+
+
+def _column(row: dict[str, Any], path: Path, key: str, name: str) -> Any:
+    if name not in row:
+        raise LmlabError(f"{path} has no column {name!r} (reader.{key}); columns: {sorted(row)}")
+    return row[name]
 
 
 def _row_document(reader: ReaderConfig, row: dict[str, Any], path: Path, stats: ReadStats) -> Document | None:
-    if reader.text_field not in row:
-        raise LmlabError(f"{path} has no column {reader.text_field!r} (reader.text_field); columns: {sorted(row)}")
-    text = row[reader.text_field]
+    text = _column(row, path, "text_field", reader.text_field)
     if text is None or not str(text).strip():
         stats.drop("<empty text>")
         return None
     label = None
-    if reader.label_field:
-        if reader.label_field not in row:
-            raise LmlabError(
-                f"{path} has no column {reader.label_field!r} (reader.label_field); columns: {sorted(row)}"
-            )
-        raw = str(row[reader.label_field])
-        assert reader.label_map is not None
+    if reader.label_field and reader.label_map:
+        raw = str(_column(row, path, "label_field", reader.label_field))
         if raw not in reader.label_map:
             stats.drop(raw)
             return None
         label = reader.classes.index(reader.label_map[raw])
-    group = None
-    if reader.group_field:
-        if reader.group_field not in row:
-            raise LmlabError(
-                f"{path} has no column {reader.group_field!r} (reader.group_field); columns: {sorted(row)}"
-            )
-        group = str(row[reader.group_field])
+    group = str(_column(row, path, "group_field", reader.group_field)) if reader.group_field else None
     return Document(str(text), label, group)
 
 
