@@ -13,11 +13,13 @@ from pathlib import Path
 def staged_dir(out: Path) -> Iterator[Path]:
     """Yield an empty staging folder that replaces ``out`` only if the block succeeds."""
     staging = out.with_name(f".{out.name}.staging")
+    old = out.with_name(f".{out.name}.old")
+    if old.exists() and not out.exists():
+        os.replace(old, out)  # an earlier run was killed between the two renames below
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         yield staging
-        old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
             os.replace(out, old)
