@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import operator
 import os
 import re
 import time
@@ -199,7 +200,7 @@ def _cached_ids(processor: spm.SentencePieceProcessor, words: list[str | tuple[s
     """
     found = list(map(_cache.get, words))
     if None in found:
-        missing = list({w for w, ids in zip(words, found, strict=True) if ids is None})
+        missing = list(dict.fromkeys(itertools.compress(words, map(operator.not_, found))))
         if len(_cache) + len(missing) > CACHE_LIMIT:
             _reset_cache()
             missing = list(set(words) - {EOD_KEY})
