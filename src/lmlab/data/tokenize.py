@@ -44,6 +44,7 @@ from lmlab.errors import LmlabError
 log = logging.getLogger(__name__)
 
 UNK_ID, BOS_ID, EOD_ID, PAD_ID = 0, 1, 2, 3
+SPECIAL_IDS = (UNK_ID, BOS_ID, EOD_ID, PAD_ID)
 LINE_BREAKS = ["\n", "\r"]
 TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
@@ -133,9 +134,9 @@ def _explain(err: RuntimeError, cfg: TokenizerConfig, corpus: Path) -> LmlabErro
         )
     if cfg.type == "char" and cfg.byte_fallback:
         return LmlabError(
-            f"a char tokenizer with byte_fallback needs tokenizer.vocab_size of at least {256 + 4 + len(LINE_BREAKS)} "
-            f"plus the corpus's "
-            f"characters (got {cfg.vocab_size}); raise it or set tokenizer.byte_fallback=false. ({message})"
+            "a char tokenizer with byte_fallback needs tokenizer.vocab_size of at least "
+            f"{256 + len(SPECIAL_IDS) + len(LINE_BREAKS)} plus the corpus's characters (got {cfg.vocab_size}); "
+            f"raise it or set tokenizer.byte_fallback=false. ({message})"
         )
     return LmlabError(f"sentencepiece failed on {corpus} with tokenizer={asdict(cfg)}: {message}")
 
@@ -149,6 +150,7 @@ def _explain(err: RuntimeError, cfg: TokenizerConfig, corpus: Path) -> LmlabErro
 # encoders are fast already: their text goes to sentencepiece whole.
 
 WORD = re.compile(r" [^ \n]*|[^ \n]+|\n")
+ID_BYTES = array("i").itemsize  # cached ids are int32 bytes
 CACHE_LIMIT = 1 << 21  # distinct words kept per worker before the cache starts over
 
 _model = b""
@@ -188,7 +190,7 @@ def encode_texts(model: bytes, texts: list[str], word_cache: bool, eod: bool) ->
             ws.append(EOD_KEY)
     per_word = _cached_ids(processor, list(itertools.chain.from_iterable(words)))
     # ids in the first k words, read at each text's word boundaries
-    ids_before = np.concatenate([[0], np.cumsum(np.fromiter(map(len, per_word), np.int64, len(per_word)))]) // 4
+    ids_before = np.concatenate([[0], np.cumsum(np.fromiter(map(len, per_word), np.int64, len(per_word)))]) // ID_BYTES
     words_before = np.concatenate([[0], np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))])
     return np.frombuffer(b"".join(per_word), dtype=np.int32), np.diff(ids_before[words_before])
 
