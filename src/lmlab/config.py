@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -15,6 +16,7 @@ SOURCE_KINDS = ("pypi", "url", "hf", "local")
 READER_FORMATS = ("text", "jsonl", "csv", "parquet")
 TOKENIZER_TYPES = ("bpe", "unigram", "char")
 SPLITS = ("train", "val", "test")
+MODEL_FAMILIES = ("rnn", "lstm", "gru", "transformer")
 
 
 @dataclass
@@ -169,6 +171,100 @@ class TokenizeConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class ModelConfig:
+    """One language model; which keys apply depends on ``family``."""
+
+    family: str = MISSING  # rnn | lstm | gru | transformer
+    layers: int = 2
+    width: int = 256  # hidden size (recurrent) or residual width (transformer)
+    embed_dim: int | None = None  # None: width; a different size adds a projection before the tied head
+    tie_weights: bool = True  # output layer shares the input embedding
+    embed_dropout: float = 0.1  # on token embeddings
+    dropout: float = 0.1  # between layers (recurrent), on residual branches and attention (transformer)
+    output_dropout: float = 0.1  # on the features that enter the output layer
+    # transformer only
+    heads: int = 4
+    context: int = 256  # window length in training, and the longest input it accepts
+    positions: str = "rotary"  # rotary | learned
+    mlp_ratio: int = 4
+    bias: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.1  # applied to matrices and embeddings, never to biases or norms
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    momentum: float = 0.0  # sgd only
+    schedule: str = "cosine"  # cosine | constant | plateau
+    warmup_steps: int = 0  # linear warmup (cosine, constant)
+    min_lr: float = 0.0  # cosine: the floor it decays to
+    decay_steps: int | None = None  # cosine: steps to reach min_lr (None: trainer.max_steps)
+    plateau_factor: float = 0.25  # plateau: lr *= factor after `plateau_patience` validations without gain
+    plateau_patience: int = 0
+
+
+@dataclass
+class PretrainTaskConfig:
+    """How token streams become batches."""
+
+    batch_size: int = 16  # sequences per device (streams per rank for recurrent families)
+    bptt: int = 64  # recurrent families: window length of truncated BPTT
+    windows: str = "sampled"  # transformer: sampled (random offsets) | contiguous (shuffled, non-overlapping)
+    val_batch_size: int = 16
+    val_max_tokens: int | None = None  # cap on validation tokens per evaluation (None: whole split)
+    seed: int = 1337
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings; `devices` may be an int, a list of ids or "auto"."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_steps: int = 200  # optimizer steps
+    val_every: int = 50  # optimizer steps between validations (and checkpoints); also at the last step
+    log_every: int = 10
+    accumulate: int = 1  # micro-batches per optimizer step
+    gradient_clip_val: float | None = 1.0
+    deterministic: bool = False
+    compile: bool = False  # torch.compile the model (opt-in)
+    threads: int = 0  # CPU threads per process (0: torch's choice)
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go: W&B (offline unless asked), CSV files, or nowhere."""
+
+    kind: str = "wandb"  # wandb | csv | none
+    project: str = "lmlab"
+    entity: str | None = None
+    mode: str | None = None  # wandb: online | offline; None: $WANDB_MODE, else offline
+    tags: list[str] = field(default_factory=list)  # added to the automatic family/dataset/tokenizer tags
+
+
+@dataclass
+class PretrainConfig:
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: PretrainTaskConfig = field(default_factory=PretrainTaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str = "default"  # experiment name: the W&B group
+    resume: str = "auto"  # auto (last checkpoint of this run folder, if its config matches) | never | <path>
+    metrics_file: str | None = None  # also write the final metrics here (the DVC stage's metrics file)
+
+
 def register_configs() -> None:
     """Put the schemas in the ConfigStore; each YAML names its schema in its defaults."""
     from hydra.core.config_store import ConfigStore  # here: encode workers import this module too
@@ -177,3 +273,4 @@ def register_configs() -> None:
     cs.store(name="download_schema", node=DownloadConfig)
     cs.store(name="split_schema", node=SplitStageConfig)
     cs.store(name="tokenize_schema", node=TokenizeConfig)
+    cs.store(name="pretrain_schema", node=PretrainConfig)

@@ -20,6 +20,7 @@ VERBS = {
     "download": "fetch the corpus and labeled set into data/raw (verified by sha256)",
     "split": "cut documents into data/splits/<dataset>/{train,val,test}.jsonl",
     "tokenize": "train sentencepiece on the corpus train split and encode every split",
+    "pretrain": "train one model family (model=rnn|lstm|gru|transformer) on the tokenized corpus",
 }
 USAGE = (
     "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n\nverbs:\n"
@@ -47,7 +48,10 @@ def main() -> None:
     run = importlib.import_module(f"lmlab.cli.{verb}").run
     register_configs()
 
+    argv = list(sys.argv)
+
     def task(cfg: DictConfig) -> None:
+        sys.argv = argv  # as launched: Lightning's DDP launcher re-runs this command line for the other ranks
         try:
             run(OmegaConf.to_object(cfg))
         except LmlabError as err:

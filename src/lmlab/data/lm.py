@@ -1,0 +1,213 @@
+"""Language-model batches from the tokenized streams (``data/tokenized/<corpus>-<tokenizer>/``).
+
+Every micro-batch is a pure function of its index (and the seed, rank and
+world size), so a run resumed from a checkpoint at optimizer step ``s``
+continues with micro-batch ``s * accumulate``: the data position needs no
+state of its own, and a resumed run sees exactly the batches an
+uninterrupted one would have.
+
+- Recurrent families (`StreamWindows`): truncated BPTT. The split is cut into
+  ``batch_size * world_size`` contiguous streams; rank ``r`` owns streams
+  ``r*B .. r*B+B-1``, so no rank sees another's tokens. Micro-batch ``i`` is
+  window ``i mod n`` of every owned stream, in order; ``reset`` marks window 0,
+  where the task starts from a fresh state (each epoch).
+- Stateless families: `SampledWindows` (random offsets, as nanoGPT) or
+  `ShuffledWindows` (non-overlapping windows, a seeded permutation per epoch,
+  each rank taking its own slice of every global batch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from lmlab.errors import LmlabError
+
+Batch = tuple[torch.Tensor, torch.Tensor, bool]  # inputs [B, T], targets [B, T], reset state first
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    tokens: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenized corpus folder: its token streams and what `meta.json` says about them."""
+
+    folder: Path
+    vocab_size: int
+    dtype: str
+    splits: dict[str, SplitStats]
+    meta: dict
+
+    @classmethod
+    def open(cls, folder: Path) -> Corpus:
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise LmlabError(
+                f"no tokenized corpus at {folder} ({meta_path.name} missing): run the tokenize stage first "
+                f"(`dvc repro tokenize`, or `lmlab download`, `lmlab split` and `lmlab tokenize` with the same "
+                "data= and tokenizer= choices)"
+            )
+        meta = json.loads(meta_path.read_text())
+        splits = {name: SplitStats(s["tokens"], s["bytes"]) for name, s in meta["splits"].items()}
+        return cls(folder, meta["vocab_size"], meta["dtype"], splits, meta)
+
+    def tokens(self, split: str) -> np.ndarray:
+        return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
+
+    def tokens_per_byte(self, split: str) -> float:
+        stats = self.splits[split]
+        return stats.tokens / stats.bytes
+
+
+def _to_batch(rows: np.ndarray, reset: bool) -> Batch:
+    chunk = torch.from_numpy(rows.astype(np.int64))
+    return chunk[:, :-1], chunk[:, 1:], reset
+
+
+class StreamWindows(IterableDataset):
+    """TBPTT windows of ``bptt`` tokens over this rank's ``batch_size`` contiguous streams, in order."""
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        batch_size: int,
+        bptt: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+        stop: int | None = None,
+        name: str = "split",
+    ) -> None:
+        self.tokens, self.bptt, self.start, self.stop = tokens, bptt, start, stop
+        streams = batch_size * world_size
+        stream_len = len(tokens) // streams
+        self.windows_per_epoch = (stream_len - 1) // bptt
+        if self.windows_per_epoch < 1:
+            raise LmlabError(
+                f"the {name} split has {len(tokens)} tokens: too few for {streams} streams "
+                f"(batch size {batch_size} x {world_size} ranks) of at least bptt+1={bptt + 1} tokens; "
+                "lower task.batch_size or task.bptt"
+            )
+        self.offsets = np.arange(rank * batch_size, (rank + 1) * batch_size) * stream_len
+
+    def batch(self, index: int) -> Batch:
+        window = index % self.windows_per_epoch
+        begin = self.offsets + window * self.bptt
+        rows = np.stack([self.tokens[b : b + self.bptt + 1] for b in begin])
+        return _to_batch(rows, reset=window == 0)
+
+    def __iter__(self) -> Iterator[Batch]:
+        indices = count(self.start) if self.stop is None else range(self.start, self.stop)
+        return (self.batch(i) for i in indices)
+
+
+class SampledWindows(IterableDataset):
+    """Windows at random offsets; micro-batch ``i`` of rank ``r`` draws from its own seeded generator."""
+
+    def __init__(
+        self, tokens: np.ndarray, batch_size: int, context: int, seed: int, rank: int = 0, start: int = 0
+    ) -> None:
+        if len(tokens) <= context + 1:
+            raise LmlabError(f"the train split has {len(tokens)} tokens: too few for windows of {context + 1}")
+        self.tokens, self.batch_size, self.context = tokens, batch_size, context
+        self.seed, self.rank, self.start = seed, rank, start
+
+    def batch(self, index: int) -> Batch:
+        rng = np.random.default_rng([self.seed, self.rank, index])
+        begin = rng.integers(0, len(self.tokens) - self.context - 1, size=self.batch_size)
+        return _to_batch(np.stack([self.tokens[b : b + self.context + 1] for b in begin]), reset=False)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self.batch(i) for i in count(self.start))
+
+
+class ShuffledWindows(IterableDataset):
+    """Non-overlapping windows, a new seeded order each epoch; every rank takes its slice of each global batch."""
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        batch_size: int,
+        context: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+    ) -> None:
+        self.windows = (len(tokens) - 1) // context
+        self.global_batch = batch_size * world_size
+        self.batches_per_epoch = self.windows // self.global_batch
+        if self.batches_per_epoch < 1:
+            raise LmlabError(
+                f"the train split has {len(tokens)} tokens: fewer than one global batch of "
+                f"{self.global_batch} windows of {context + 1}; lower task.batch_size or model.context"
+            )
+        self.tokens, self.batch_size, self.context = tokens, batch_size, context
+        self.seed, self.rank, self.start = seed, rank, start
+
+    def batch(self, index: int) -> Batch:
+        epoch, step = divmod(index, self.batches_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.windows)
+        first = step * self.global_batch + self.rank * self.batch_size
+        begin = order[first : first + self.batch_size] * self.context
+        return _to_batch(np.stack([self.tokens[b : b + self.context + 1] for b in begin]), reset=False)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self.batch(i) for i in count(self.start))
+
+
+class EvalWindows(IterableDataset):
+    """One pass over a split for evaluation: every token after the first is predicted once.
+
+    Stateful models read it as TBPTT streams (state carried through the whole
+    pass); stateless ones as non-overlapping windows, ranks taking turns.
+    ``max_tokens`` caps the pass (the first tokens of each stream are kept).
+    """
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        batch_size: int,
+        window: int,
+        stateful: bool,
+        rank: int = 0,
+        world_size: int = 1,
+        max_tokens: int | None = None,
+        name: str = "val",
+    ) -> None:
+        self.tokens, self.batch_size, self.window, self.stateful = tokens, batch_size, window, stateful
+        self.rank, self.world_size = rank, world_size
+        if stateful:
+            self.streams = StreamWindows(tokens, batch_size, window, rank, world_size, name=name)
+            windows = self.streams.windows_per_epoch
+            if max_tokens is not None:
+                windows = min(windows, max(1, max_tokens // (batch_size * world_size * window)))
+            self.num_batches = windows
+        else:
+            windows = (len(tokens) - 1) // window
+            if windows < 1:
+                raise LmlabError(f"the {name} split has {len(tokens)} tokens: too few for one window of {window + 1}")
+            if max_tokens is not None:
+                windows = min(windows, max(1, max_tokens // window))
+            self.window_ids = np.arange(rank, windows, world_size)
+            self.num_batches = math.ceil(len(self.window_ids) / batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.stateful:
+            yield from (self.streams.batch(i) for i in range(self.num_batches))
+            return
+        for first in range(0, len(self.window_ids), self.batch_size):
+            begin = self.window_ids[first : first + self.batch_size] * self.window
+            yield _to_batch(np.stack([self.tokens[b : b + self.window + 1] for b in begin]), reset=False)

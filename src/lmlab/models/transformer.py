@@ -1,0 +1,122 @@
+"""Decoder-only Transformer: pre-norm blocks, causal `scaled_dot_product_attention`, GELU MLP.
+
+Positions are rotary (applied to queries and keys, so the model has no
+position table and no hard length limit from one) or a learned table of
+`context` rows. Initialization follows GPT-2: normal(0, 0.02) everywhere, the
+projections that write into the residual stream scaled by 1/sqrt(2 * layers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.config import ModelConfig
+from lmlab.errors import LmlabError
+from lmlab.models.base import LanguageModel, State
+
+
+def rotary_tables(context: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[context, head_dim / 2]`` for rotating feature pairs by position."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [B, H, T, D]``'s (first half, second half) feature pairs by each position's angle."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)
+        self.out = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.residual_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        return self.residual_dropout(self.out(y.transpose(1, 2).reshape(batch, length, width)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width, bias=cfg.bias)
+        self.out = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.out(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rotary)
+        return x + self.mlp(self.norm2(x))
+
+
+class TransformerLM(LanguageModel):
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        if cfg.embed_dim not in (None, cfg.width):
+            raise LmlabError(f"model.embed_dim={cfg.embed_dim} must be null or equal model.width for a transformer")
+        if cfg.width % cfg.heads or (cfg.width // cfg.heads) % 2:
+            raise LmlabError(
+                f"model.width={cfg.width} must split into model.heads={cfg.heads} heads of even size "
+                "(rotary positions rotate feature pairs)"
+            )
+        if cfg.positions not in ("rotary", "learned"):
+            raise LmlabError(f"model.positions={cfg.positions!r}: use rotary or learned")
+        super().__init__(cfg, vocab_size)
+        self.position = nn.Embedding(cfg.context, cfg.width) if cfg.positions == "learned" else None
+        if cfg.positions == "rotary":
+            cos, sin = rotary_tables(cfg.context, cfg.width // cfg.heads)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("out.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        length = tokens.size(1)
+        if length > self.cfg.context:
+            raise LmlabError(f"input of {length} tokens is longer than model.context={self.cfg.context}")
+        x = self.embedding(tokens)
+        rotary = None
+        if self.position is not None:
+            x = x + self.position(torch.arange(length, device=tokens.device))
+        else:
+            rotary = (self.rotary_cos[:length], self.rotary_sin[:length])
+        x = self.embed_dropout(x)
+        for block in self.blocks:
+            x = block(x, rotary)
+        return self.norm(x), None

@@ -1,0 +1,93 @@
+"""`lmlab pretrain`: train one model family on the tokenized corpus and record the run.
+
+Callable without the CLI (tests do): `pretrain(cfg, run_dir)` returns the final metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from lmlab.config import PretrainConfig
+from lmlab.data.lm import Corpus
+from lmlab.models import build_model
+from lmlab.runs import RunFolder, write_json
+from lmlab.tasks.pretrain import PretrainData, PretrainTask
+from lmlab.training import ValCurve, config_dict, finish_logger, make_logger, make_trainer
+
+log = logging.getLogger(__name__)
+
+
+def identity(cfg: PretrainConfig) -> dict[str, Any]:
+    """What a checkpoint belongs to; trainer settings (steps, devices, logging) may change across a resume."""
+    full = config_dict(cfg)
+    return {
+        "data": cfg.data.name,
+        "tokenizer": cfg.tokenizer.name,
+        **{key: full[key] for key in ("model", "task", "optim")},
+    }
+
+
+def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    corpus = Corpus.open(cfg.paths.tokenized(cfg.data.name, cfg.tokenizer))
+    run = RunFolder(run_dir)
+    checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0)
+
+    L.seed_everything(cfg.task.seed, workers=True, verbose=False)
+    model = build_model(cfg.model, corpus.vocab_size)
+    window = cfg.task.bptt if model.stateful else cfg.model.context
+    if cfg.trainer.compile:
+        model.compile()
+    task = PretrainTask(model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.val_every, corpus.tokens_per_byte("val"))
+    data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
+
+    tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name]
+    logger = make_logger(cfg.logger, run_dir, run_id, cfg.name, "pretrain", tags, config_dict(cfg))
+    trainer = make_trainer(cfg.trainer, run_dir, logger, [ValCurve(run_dir / "val_curve.csv")])
+    if logger is not None:
+        logger.log_hyperparams({"model/params": model.num_params})
+    log.info(
+        "pretraining %s (%s parameters) on %s, run folder %s%s",
+        cfg.model.family,
+        f"{model.num_params:,}",
+        corpus.folder,
+        run_dir,
+        f", resuming from {checkpoint}" if checkpoint else "",
+    )
+    failed = True
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+        failed = False
+    finally:
+        if trainer.is_global_zero:
+            finish_logger(logger, failed)
+    metrics = final_metrics(trainer, task)
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        if cfg.metrics_file:
+            write_json(Path(cfg.metrics_file), metrics)
+    return metrics
+
+
+def final_metrics(trainer: L.Trainer, task: PretrainTask) -> dict[str, Any]:
+    """The figures a comparison needs, with the names the logger used (DESIGN.md's vocabulary)."""
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    return {
+        **logged,
+        "best/val/loss": float(best) if best is not None else logged.get("val/loss"),
+        "model/params": task.model.num_params,
+        "model/embedding_params": task.model.num_embedding_params,
+        "train/steps": trainer.global_step,
+        "train/tokens": task.tokens_seen,
+        "train/tokens_per_sec": task.tokens_per_sec,
+        "train/wall_seconds": task.wall_seconds,
+    }

@@ -1,0 +1,103 @@
+"""A training run's folder: checkpoints, the W&B run id, and whether a new start may resume the old one.
+
+Layout (the Hydra output folder of the run, e.g. ``runs/pretrain/lstm`` under DVC):
+
+    run.json               W&B run id and the config fingerprint the checkpoints belong to
+    checkpoints/last.ckpt  written at every validation; `resume=auto` continues from it
+    checkpoints/best.ckpt  lowest val/loss so far
+    val_curve.csv          one row per validation (step, tokens, seconds, val/loss, val/ppl, val/bpb, lr)
+    metrics.json           final figures
+    wandb/                 the W&B run (offline files unless online was asked for)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmlab.errors import LmlabError
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write whole or not at all: a kill mid-write leaves the previous file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunFolder:
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def record(self) -> Path:
+        return self.path / "run.json"
+
+    def read_record(self) -> dict[str, Any]:
+        return json.loads(self.record.read_text()) if self.record.is_file() else {}
+
+    def start(self, resume: str, identity: dict[str, Any], new_id: str, is_rank_zero: bool) -> tuple[Path | None, str]:
+        """Decide where training starts: (checkpoint to resume from or None, W&B run id).
+
+        `identity` holds what makes checkpoints interchangeable (model, data, tokenizer,
+        task, optimizer, seed). `resume=auto` continues only a run with the same
+        identity; a changed one starts over (as DVC needs when a param changes), and
+        its old checkpoints are removed. A path resumes from that checkpoint as given.
+        """
+        record = self.read_record()
+        if resume == "never" or (resume == "auto" and not self.last_checkpoint.is_file()):
+            checkpoint = None
+        elif resume == "auto":
+            if record.get("fingerprint") == fingerprint(identity):
+                checkpoint = self.last_checkpoint
+            else:
+                changed = changed_keys(record.get("identity", {}), identity) or ["(unknown: no run.json)"]
+                log.warning(
+                    "config changed since %s was written (%s): starting a new run",
+                    self.last_checkpoint,
+                    ", ".join(changed),
+                )
+                checkpoint = None
+        else:
+            checkpoint = Path(resume)
+            if not checkpoint.is_file():
+                raise LmlabError(f"resume={resume!r}: no such checkpoint; use auto, never or a .ckpt path")
+        if checkpoint is None and is_rank_zero:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+            (self.path / "val_curve.csv").unlink(missing_ok=True)
+        run_id = record.get("wandb_id") if checkpoint is not None and record.get("wandb_id") else new_id
+        if is_rank_zero:
+            write_json(self.record, {"wandb_id": run_id, "fingerprint": fingerprint(identity), "identity": identity})
+        return checkpoint, run_id

@@ -1,0 +1,1 @@
+"""LightningModules (pretraining; fine-tuning later) and what they share: optimizers, schedules."""

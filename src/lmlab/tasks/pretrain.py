@@ -1,0 +1,233 @@
+"""Language-model pretraining as one LightningModule for every family, and the data module that feeds it.
+
+Recurrent families train by truncated BPTT: the state after each window is
+detached and carried into the next window of the same streams, and reset
+where the data says an epoch starts. Lightning 2 has no built-in TBPTT, so
+this is explicit. Validation reads the whole split once (or its first
+`val_max_tokens`), carrying state the same way, and reports
+
+    val/loss = nats per token, val/ppl = exp(val/loss),
+    val/bpb  = val/loss / ln 2 * tokens per UTF-8 byte of the split,
+
+so models with different tokenizers compare on bits per byte.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from lmlab.config import OptimConfig, PretrainTaskConfig
+from lmlab.data.lm import Corpus, EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
+from lmlab.errors import LmlabError
+from lmlab.models import LanguageModel, State
+from lmlab.tasks.optim import build_optimizer, build_schedule
+
+
+class NonFiniteLoss(LmlabError):
+    """The loss became NaN or infinite; training stops before the bad step reaches the weights."""
+
+
+class PretrainTask(L.LightningModule):
+    def __init__(
+        self, model: LanguageModel, optim: OptimConfig, max_steps: int, val_every: int, val_tokens_per_byte: float
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.max_steps = max_steps
+        self.val_every = val_every
+        self.val_tokens_per_byte = val_tokens_per_byte
+        self.train_state: State = None
+        self.val_state: State = None
+        self.val_sums = torch.zeros(2, dtype=torch.float64)  # summed nats, predicted tokens
+        self.tokens_seen = 0  # over all ranks, carried across resumes
+        self.wall_before = 0.0  # training seconds of earlier (interrupted) runs
+        self.val_seconds = 0.0  # of which spent validating
+        self.restored: dict[str, Any] | None = None
+        self._started = self._tick = self._val_began = 0.0
+        self._tokens_since_tick = 0
+
+    # ----- training -----
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, bool], batch_idx: int) -> torch.Tensor:
+        inputs, targets, reset = batch
+        state = None
+        if self.model.stateful:
+            state = self.train_state
+            if reset or state is None:
+                state = self.model.init_state(inputs.size(0), inputs.device)
+        logits, state = self.model(inputs, state)
+        if self.model.stateful:
+            self.train_state = LanguageModel.detach_state(state)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if not finite:
+            raise NonFiniteLoss(
+                f"train/loss became {loss.item()} at step {self.global_step} "
+                f"(lr {self.optimizers().param_groups[0]['lr']:.3g}); stopped before updating the weights. "
+                "The last good checkpoint is checkpoints/last.ckpt in the run folder; lower optim.lr or set "
+                "trainer.gradient_clip_val"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        tokens = inputs.numel() * self.trainer.world_size
+        self.tokens_seen += tokens
+        self._tokens_since_tick += tokens
+        return loss
+
+    def on_train_start(self) -> None:
+        if self.restored is not None:
+            self._restore(self.restored)
+            self.restored = None
+        self._started = self._tick = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.fit_loop._should_accumulate():
+            return
+        step = self.global_step
+        if step % self.trainer.log_every_n_steps == 0 or step == self.max_steps:
+            now = time.perf_counter()
+            self.log_dict(
+                {
+                    "train/tokens_per_sec": self._tokens_since_tick / max(now - self._tick, 1e-9),
+                    "train/tokens": float(self.tokens_seen),
+                    "train/lr": self.optimizers().param_groups[0]["lr"],
+                    "train/wall_seconds": self.wall_seconds,
+                }
+            )
+            self._tick = now
+            self._tokens_since_tick = 0
+        if step >= self.max_steps and step % self.val_every:
+            self.trainer.should_stop = True  # Lightning then validates (and checkpoints) once more before stopping
+
+    @property
+    def wall_seconds(self) -> float:
+        """Seconds since training started, validation included, summed over resumed runs."""
+        return self.wall_before + (time.perf_counter() - self._started if self._started else 0.0)
+
+    @property
+    def tokens_per_sec(self) -> float:
+        """Training throughput over the whole run, validation time left out."""
+        return self.tokens_seen / max(self.wall_seconds - self.val_seconds, 1e-9)
+
+    # ----- validation -----
+    def on_validation_epoch_start(self) -> None:
+        self._val_began = time.perf_counter()
+        self.val_state = None
+        self.val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, bool], batch_idx: int) -> None:
+        inputs, targets, reset = batch
+        state = None
+        if self.model.stateful:
+            state = self.val_state if not reset and self.val_state is not None else None
+        logits, self.val_state = self.model(inputs, state)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        self.val_sums += torch.stack([nll.double(), torch.tensor(targets.numel(), device=self.device).double()])
+
+    def on_validation_epoch_end(self) -> None:
+        nats, tokens = self.trainer.strategy.reduce(self.val_sums, reduce_op="sum").tolist()
+        loss = nats / max(tokens, 1)
+        self.log_dict(
+            {
+                "val/loss": loss,
+                "val/ppl": math.exp(min(loss, 80.0)),
+                "val/bpb": loss / math.log(2) * self.val_tokens_per_byte,
+                "train/tokens": float(self.tokens_seen),
+                "train/wall_seconds": self.wall_seconds,
+            }
+        )
+        self.val_state = None
+        if self._started:  # throughput leaves validation time out
+            spent = time.perf_counter() - self._val_began
+            self.val_seconds += spent
+            self._tick += spent
+
+    # ----- optimization -----
+    def configure_optimizers(self) -> dict:
+        optimizer = build_optimizer(self.model, self.optim)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build_schedule(optimizer, self.optim, self.max_steps, self.val_every),
+        }
+
+    # ----- checkpoints: what Lightning does not save itself -----
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = self.train_state
+        if state is not None:
+            tensors = [state] if isinstance(state, torch.Tensor) else list(state)
+            state = [self.all_gather(t).cpu() for t in tensors]  # every rank's streams, [world, ...]
+        checkpoint["lmlab"] = {
+            "model": asdict(self.model.cfg),
+            "vocab_size": self.model.vocab_size,
+            "tbptt_state": state,
+            "world_size": self.trainer.world_size,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "tokens_seen": self.tokens_seen,
+            "wall_seconds": self.wall_seconds,
+            "val_seconds": self.val_seconds,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restored = checkpoint["lmlab"]  # applied in on_train_start, after Lightning's own restore
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        self.tokens_seen = saved["tokens_seen"]
+        self.wall_before = saved["wall_seconds"]
+        self.val_seconds = saved["val_seconds"]
+        state = saved["tbptt_state"]
+        if state is not None and saved["world_size"] == self.trainer.world_size:
+            rank = [t.reshape(saved["world_size"], *t.shape[-3:])[self.global_rank].to(self.device) for t in state]
+            self.train_state = rank[0] if len(rank) == 1 else tuple(rank)
+        elif state is not None:
+            print(f"[lmlab] world size changed ({saved['world_size']} -> {self.trainer.world_size}): TBPTT state reset")
+
+
+class PretrainData(L.LightningDataModule):
+    """Train and validation batches for one rank; the train position follows the restored global step."""
+
+    def __init__(self, corpus: Corpus, task: PretrainTaskConfig, stateful: bool, window: int, accumulate: int) -> None:
+        super().__init__()
+        self.corpus, self.task, self.stateful, self.window, self.accumulate = corpus, task, stateful, window, accumulate
+
+    def _loader(self, dataset: Any) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=None, num_workers=0, pin_memory=self.trainer.strategy.root_device.type == "cuda"
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        start = self.trainer.global_step * self.accumulate
+        tokens, task = self.corpus.tokens("train"), self.task
+        if self.stateful:
+            dataset = StreamWindows(tokens, task.batch_size, self.window, rank, world, start=start, name="train")
+        elif task.windows == "sampled":
+            dataset = SampledWindows(tokens, task.batch_size, self.window, task.seed, rank, start=start)
+        elif task.windows == "contiguous":
+            dataset = ShuffledWindows(tokens, task.batch_size, self.window, task.seed, rank, world, start=start)
+        else:
+            raise LmlabError(f"task.windows={task.windows!r}: use sampled or contiguous")
+        return self._loader(dataset)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(
+            EvalWindows(
+                self.corpus.tokens("val"),
+                self.task.val_batch_size,
+                self.window,
+                self.stateful,
+                self.trainer.global_rank,
+                self.trainer.world_size,
+                self.task.val_max_tokens,
+            )
+        )

@@ -1,0 +1,142 @@
+"""What every training verb shares: the Lightning Trainer from `TrainerConfig`, the logger, the val curve."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from lmlab.config import LoggerConfig, TrainerConfig
+from lmlab.errors import LmlabError
+
+log = logging.getLogger(__name__)
+
+LOGGERS = ("wandb", "csv", "none")
+CURVE_FIELDS = ("step", "train/tokens", "train/wall_seconds", "val/loss", "val/ppl", "val/bpb", "train/lr")
+
+# Lightning's advice for dataloaders that do their work in the main process: ours slice a memmap.
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning, not ours
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
+
+
+def wandb_mode(cfg: LoggerConfig) -> str:
+    """`logger.mode`, else $WANDB_MODE, else offline: nothing leaves the machine unless asked."""
+    mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
+    if mode not in ("online", "offline", "disabled"):
+        raise LmlabError(f"logger.mode={mode!r} (or WANDB_MODE): use online or offline")
+    return mode
+
+
+def make_logger(
+    cfg: LoggerConfig, run_dir: Path, run_id: str, group: str, job_type: str, tags: list[str], config: dict
+) -> Logger | None:
+    if cfg.kind == "none":
+        return None
+    if cfg.kind == "csv":
+        return CSVLogger(run_dir, name="csv", version=run_id)
+    if cfg.kind != "wandb":
+        raise LmlabError(f"logger.kind={cfg.kind!r}: use one of {', '.join(LOGGERS)}")
+    import wandb
+
+    return WandbLogger(
+        project=cfg.project,
+        entity=cfg.entity,
+        save_dir=str(run_dir),
+        id=run_id,
+        name=run_dir.name,
+        group=group,
+        job_type=job_type,
+        tags=[*tags, *cfg.tags],
+        config=config,
+        mode=wandb_mode(cfg),
+        settings=wandb.Settings(save_code=False, disable_git=True),
+    )
+
+
+def finish_logger(logger: Logger | None, failed: bool) -> None:
+    """End the W&B run of this job (rank zero), so the next job of a multirun gets its own."""
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger.experiment.finish(exit_code=1 if failed else 0)
+
+
+class ValCurve(Callback):
+    """Appends one row per validation to ``val_curve.csv`` (rank zero); a resumed run drops rows past its step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.path.is_file():
+            return
+        with self.path.open(newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= trainer.global_step]
+        self._write(rows, mode="w")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {"step": trainer.global_step, **{k: metrics.get(k, "") for k in CURVE_FIELDS[1:]}}
+        row["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self._write([row], mode="a")
+
+    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
+        new = mode == "w" or not self.path.is_file()
+        with self.path.open(mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+def make_trainer(cfg: TrainerConfig, run_dir: Path, logger: Logger | None, callbacks: list[Callback]) -> L.Trainer:
+    if cfg.val_every < 1 or cfg.max_steps < 1:
+        raise LmlabError(f"trainer.max_steps={cfg.max_steps} and trainer.val_every={cfg.val_every} must be >= 1")
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        precision=cfg.precision,
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        val_check_interval=cfg.val_every * cfg.accumulate,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=cfg.log_every,
+        accumulate_grad_batches=cfg.accumulate,
+        gradient_clip_val=cfg.gradient_clip_val,
+        deterministic=cfg.deterministic,
+        logger=logger if logger is not None else False,
+        callbacks=[checkpoint, *callbacks],
+        default_root_dir=run_dir,
+        enable_model_summary=False,
+        enable_progress_bar=os.isatty(2),
+    )
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (for W&B and run.json); holds no environment and no secrets."""
+    return asdict(cfg)
