@@ -7,7 +7,9 @@ library functions that tests call directly.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -58,7 +60,7 @@ def main() -> None:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    sys.argv = [f"lmlab {verb}", *args[1:]]
+    sys.argv = [f"lmlab {verb}", *args[1:], *rank_overrides(verb, args[1:], os.environ)]
     hydra.main(version_base="1.3", config_path=str(conf), config_name=verb)(task)()
 
 
@@ -72,3 +74,21 @@ def targets(only: str | None) -> list[str]:
             f"only={only!r} is not a dataset key; use one of {', '.join(choices)} (or leave it null for both)"
         )
     return [only]
+
+
+def rank_overrides(verb: str, args: list[str], env: Mapping[str, str]) -> list[str]:
+    """Ranks started by torchrun or srun each run the whole command: give them one run folder, written by rank 0.
+
+    Without this, every rank would make its own timestamped Hydra folder and write
+    its own copy of the config. Overrides the user (or Lightning's launcher) gave win.
+    """
+    world = int(env.get("WORLD_SIZE") or (env.get("SLURM_NTASKS") if "SLURM_PROCID" in env else None) or 1)
+    if world <= 1:
+        return []
+    rank = int(env.get("RANK") or env.get("SLURM_PROCID") or env.get("LOCAL_RANK") or 0)
+    job = env.get("TORCHELASTIC_RUN_ID") or env.get("SLURM_JOB_ID") or "distributed"
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in args}
+    wanted = {"hydra.run.dir": f"outputs/{verb}/{job}"}
+    if rank > 0:
+        wanted |= {"hydra.output_subdir": "null", "hydra.job.name": f"{verb}_rank{rank}"}
+    return [f"{key}={value}" for key, value in wanted.items() if key not in given]

@@ -88,7 +88,7 @@ class StreamWindows(IterableDataset):
         world_size: int = 1,
         start: int = 0,
         stop: int | None = None,
-        name: str = "split",
+        name: str = "train",
     ) -> None:
         self.tokens, self.bptt, self.start, self.stop = tokens, bptt, start, stop
         streams = batch_size * world_size
@@ -119,14 +119,17 @@ class SampledWindows(IterableDataset):
     def __init__(
         self, tokens: np.ndarray, batch_size: int, context: int, seed: int, rank: int = 0, start: int = 0
     ) -> None:
-        if len(tokens) <= context + 1:
-            raise LmlabError(f"the train split has {len(tokens)} tokens: too few for windows of {context + 1}")
+        if len(tokens) < context + 1:
+            raise LmlabError(
+                f"the train split has {len(tokens)} tokens: too few for one window of {context + 1}; "
+                "lower model.context"
+            )
         self.tokens, self.batch_size, self.context = tokens, batch_size, context
         self.seed, self.rank, self.start = seed, rank, start
 
     def batch(self, index: int) -> Batch:
         rng = np.random.default_rng([self.seed, self.rank, index])
-        begin = rng.integers(0, len(self.tokens) - self.context - 1, size=self.batch_size)
+        begin = rng.integers(0, len(self.tokens) - self.context, size=self.batch_size)
         return _to_batch(np.stack([self.tokens[b : b + self.context + 1] for b in begin]), reset=False)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -198,7 +201,10 @@ class EvalWindows(IterableDataset):
         else:
             windows = (len(tokens) - 1) // window
             if windows < 1:
-                raise LmlabError(f"the {name} split has {len(tokens)} tokens: too few for one window of {window + 1}")
+                raise LmlabError(
+                    f"the {name} split has {len(tokens)} tokens: too few for one window of {window + 1}; "
+                    "lower model.context"
+                )
             if max_tokens is not None:
                 windows = min(windows, max(1, max_tokens // window))
             self.window_ids = np.arange(rank, windows, world_size)

@@ -79,13 +79,15 @@ class TransformerLM(LanguageModel):
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         if cfg.embed_dim not in (None, cfg.width):
             raise LmlabError(f"model.embed_dim={cfg.embed_dim} must be null or equal model.width for a transformer")
-        if cfg.width % cfg.heads or (cfg.width // cfg.heads) % 2:
-            raise LmlabError(
-                f"model.width={cfg.width} must split into model.heads={cfg.heads} heads of even size "
-                "(rotary positions rotate feature pairs)"
-            )
         if cfg.positions not in ("rotary", "learned"):
             raise LmlabError(f"model.positions={cfg.positions!r}: use rotary or learned")
+        if cfg.width % cfg.heads:
+            raise LmlabError(f"model.width={cfg.width} must split evenly into model.heads={cfg.heads} heads")
+        if cfg.positions == "rotary" and (cfg.width // cfg.heads) % 2:
+            raise LmlabError(
+                f"model.width={cfg.width} / model.heads={cfg.heads} gives heads of odd size "
+                f"{cfg.width // cfg.heads}; rotary positions rotate feature pairs, so the head size must be even"
+            )
         super().__init__(cfg, vocab_size)
         self.position = nn.Embedding(cfg.context, cfg.width) if cfg.positions == "learned" else None
         if cfg.positions == "rotary":
