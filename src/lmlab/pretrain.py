@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lmlab.config import PretrainConfig
 from lmlab.data.lm import Corpus
+from lmlab.errors import LmlabError
 from lmlab.models import build_model
 from lmlab.runs import RunFolder, write_json
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
@@ -37,7 +38,7 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
 def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
-    corpus = Corpus.open(cfg.paths.tokenized(cfg.data.name, cfg.tokenizer))
+    corpus = open_corpus(cfg)
     run = RunFolder(run_dir)
     checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0)
 
@@ -75,6 +76,18 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
         if cfg.metrics_file:
             write_json(Path(cfg.metrics_file), metrics)
     return metrics
+
+
+def open_corpus(cfg: PretrainConfig) -> Corpus:
+    folder = cfg.paths.tokenized(cfg.data.name, cfg.tokenizer)
+    if not (folder / "meta.json").is_file():
+        name, tok = cfg.data.name, cfg.tokenizer
+        raise LmlabError(
+            f"no tokenized corpus at {folder}; make it with `dvc repro tokenize` (for the choices in params.yaml) "
+            f"or by hand:\n  lmlab download data={name} only=data\n  lmlab split data={name} only=data\n"
+            f"  lmlab tokenize data={name} tokenizer={tok.type} tokenizer.vocab_size={tok.vocab_size} '~task_data'"
+        )
+    return Corpus.open(folder)
 
 
 def final_metrics(trainer: L.Trainer, task: PretrainTask) -> dict[str, Any]:
