@@ -19,6 +19,7 @@ from lmlab.data.lm import Corpus
 from lmlab.errors import LmlabError
 from lmlab.models import build_model
 from lmlab.runs import RunFolder, write_json
+from lmlab.tasks.optim import build_optimizer, build_schedule
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
 from lmlab.training import ValCurve, config_dict, finish_logger, make_logger, make_trainer
 
@@ -39,11 +40,12 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
     corpus = open_corpus(cfg)
-    run = RunFolder(run_dir)
-    checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0)
-
     L.seed_everything(cfg.task.seed, workers=True, verbose=False)
     model = build_model(cfg.model, corpus.vocab_size)
+    build_schedule(build_optimizer(model, cfg.optim), cfg.optim, cfg.trainer.max_steps, cfg.trainer.val_every)
+    # only a valid config may reset the run folder (resume=auto removes the checkpoints of a changed one)
+    run = RunFolder(run_dir)
+    checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0)
     window = cfg.task.bptt if model.stateful else cfg.model.context
     if cfg.trainer.compile:
         model.compile()
@@ -92,7 +94,7 @@ def open_corpus(cfg: PretrainConfig) -> Corpus:
 
 def final_metrics(trainer: L.Trainer, task: PretrainTask) -> dict[str, Any]:
     """The figures a comparison needs, with the names the logger used (DESIGN.md's vocabulary)."""
-    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")} or task.last_val
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     return {
         **logged,

@@ -25,6 +25,7 @@ CURVE_FIELDS = ("step", "train/tokens", "train/wall_seconds", "val/loss", "val/p
 # Lightning's advice for dataloaders that do their work in the main process: ours slice a memmap.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume does so
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning, not ours
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()
@@ -45,7 +46,8 @@ def make_logger(
     if cfg.kind == "none":
         return None
     if cfg.kind == "csv":
-        return CSVLogger(run_dir, name="csv", version=run_id)
+        # one version folder per start: Lightning's CSV writer empties an existing one (a resume would lose rows)
+        return CSVLogger(run_dir / "csv", name=run_id)
     if cfg.kind != "wandb":
         raise LmlabError(f"logger.kind={cfg.kind!r}: use one of {', '.join(LOGGERS)}")
     import wandb
@@ -104,13 +106,22 @@ class ValCurve(Callback):
 def make_trainer(cfg: TrainerConfig, run_dir: Path, logger: Logger | None, callbacks: list[Callback]) -> L.Trainer:
     if cfg.val_every < 1 or cfg.max_steps < 1:
         raise LmlabError(f"trainer.max_steps={cfg.max_steps} and trainer.val_every={cfg.val_every} must be >= 1")
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor="val/loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    # Lightning writes save_last only when the monitored checkpoint was saved too (val/loss improved);
+    # resuming needs the newest state at every validation, so "last" is its own unmonitored checkpoint.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
@@ -130,7 +141,7 @@ def make_trainer(cfg: TrainerConfig, run_dir: Path, logger: Logger | None, callb
         gradient_clip_val=cfg.gradient_clip_val,
         deterministic=cfg.deterministic,
         logger=logger if logger is not None else False,
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[best, last, *callbacks],
         default_root_dir=run_dir,
         enable_model_summary=False,
         enable_progress_bar=os.isatty(2),

@@ -52,6 +52,7 @@ class PretrainTask(L.LightningModule):
         self.wall_before = 0.0  # training seconds of earlier (interrupted) runs
         self.val_seconds = 0.0  # of which spent validating
         self.restored: dict[str, Any] | None = None
+        self.last_val: dict[str, float] = {}  # val/* of the last validation, also of a restored checkpoint
         self._started = self._tick = self._val_began = 0.0
         self._tokens_since_tick = 0
 
@@ -134,6 +135,12 @@ class PretrainTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         nats, tokens = self.trainer.strategy.reduce(self.val_sums, reduce_op="sum").tolist()
         loss = nats / max(tokens, 1)
+        if not math.isfinite(loss) and not self.trainer.sanity_checking:
+            raise NonFiniteLoss(
+                f"val/loss became {loss} at step {self.global_step}; stopped before checkpointing it. "
+                "The last good checkpoint is checkpoints/last.ckpt in the run folder; lower optim.lr or set "
+                "trainer.gradient_clip_val"
+            )
         self.log_dict(
             {
                 "val/loss": loss,
@@ -154,7 +161,10 @@ class PretrainTask(L.LightningModule):
         optimizer = build_optimizer(self.model, self.optim)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": build_schedule(optimizer, self.optim, self.max_steps, self.val_every),
+            # Lightning counts a scheduler's frequency in micro-batches
+            "lr_scheduler": build_schedule(
+                optimizer, self.optim, self.max_steps, self.val_every * self.trainer.accumulate_grad_batches
+            ),
         }
 
     # ----- checkpoints: what Lightning does not save itself -----
@@ -173,10 +183,19 @@ class PretrainTask(L.LightningModule):
             "tokens_seen": self.tokens_seen,
             "wall_seconds": self.wall_seconds,
             "val_seconds": self.val_seconds,
+            "val": {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.restored = checkpoint["lmlab"]  # applied in on_train_start, after Lightning's own restore
+        saved = checkpoint["lmlab"]
+        # counters now: a run resumed at max_steps never reaches on_train_start, yet reports them
+        self.tokens_seen, self.wall_before, self.val_seconds = (
+            saved["tokens_seen"],
+            saved["wall_seconds"],
+            saved["val_seconds"],
+        )
+        self.last_val = dict(saved.get("val", {}))
+        self.restored = saved  # RNG and TBPTT state: applied in on_train_start, after Lightning's own restore
 
     def _restore(self, saved: dict[str, Any]) -> None:
         torch.set_rng_state(saved["torch_rng"])
