@@ -69,8 +69,11 @@ def make_logger(
 
 def finish_logger(logger: Logger | None, failed: bool) -> None:
     """End the W&B run of this job (rank zero), so the next job of a multirun gets its own."""
-    if isinstance(logger, WandbLogger) and logger._experiment is not None:
-        logger.experiment.finish(exit_code=1 if failed else 0)
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
 
 
 class ValCurve(Callback):
