@@ -76,7 +76,6 @@ class PretrainTask(L.LightningModule):
                 "The last good checkpoint is checkpoints/last.ckpt in the run folder; lower optim.lr or set "
                 "trainer.gradient_clip_val"
             )
-        self.log("train/loss", loss, prog_bar=True)
         tokens = inputs.numel() * self.trainer.world_size
         self.tokens_seen += tokens
         self._tokens_since_tick += tokens
@@ -92,8 +91,11 @@ class PretrainTask(L.LightningModule):
         if self.trainer.fit_loop._should_accumulate():
             return
         step = self.global_step
+        # Logged only on the steps the logger writes: each self.log call costs Lightning ~0.1-0.4 ms of Python
+        # (its result collection re-walks the metric's state), and the values of other steps were never written.
         if step % self.trainer.log_every_n_steps == 0 or step == self.max_steps:
             now = time.perf_counter()
+            self.log("train/loss", outputs["loss"], prog_bar=True)
             self.log_dict(
                 {
                     "train/tokens_per_sec": self._tokens_since_tick / max(now - self._tick, 1e-9),

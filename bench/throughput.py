@@ -1,0 +1,479 @@
+"""Training throughput of the Lightning pretrain task against a plain PyTorch loop, per model family.
+
+    python bench/throughput.py [--quick] [--families rnn,lstm,gru,transformer] [--device cuda]
+        [--precision bf16-mixed] [--compile] [--threads N] [--steps 30] [--warmup 5] [--rounds 7]
+
+Both sides train the same model (`build_model` on conf/model/<family>.yaml), on the
+same batches (the datasets `PretrainData` builds), with the same AdamW, schedule,
+gradient clipping and TBPTT state carrying. The Lightning side is the real
+`PretrainTask` + `PretrainData` run by the Trainer from `make_trainer` (logger off,
+no progress bar unless `--progress-bar`, no validation and no checkpoint file
+within the run); the raw side is a hand-written loop without Lightning.
+
+Each round builds a fresh seeded model and optimizer, runs `--warmup` untimed steps,
+then times `--steps` steps from the start of one step to the start of the step
+after the last (data loading and host-to-device copies included on both sides).
+Rounds alternate L R R L L R ... so that a linear drift of the machine hits both
+sides equally; medians are reported. Both sides must end each round with the same
+training loss (`losses_match`): the check that they did the same work. The same
+ratios over process CPU time (`cpu_ratio`) tell Lightning's cost apart from other
+load on a shared machine. One JSON line per family goes to stdout;
+progress and a table go to stderr. `--profile N` prints the N costliest functions
+of one extra Lightning round (cProfile over its timed steps). Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import ctypes
+import gc
+import io
+import json
+import logging
+import math
+import os
+import pstats
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext, redirect_stdout
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from omegaconf import OmegaConf
+
+from lmlab.config import MODEL_FAMILIES, PathsConfig, PretrainConfig, register_configs
+from lmlab.data.lm import Corpus
+from lmlab.models import LanguageModel, build_model
+from lmlab.tasks.optim import build_optimizer, build_schedule
+from lmlab.tasks.pretrain import PretrainData, PretrainTask
+from lmlab.training import make_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.97  # the issue's goal for lightning / raw tokens per second
+QUICK = {"steps": 10, "warmup": 3, "rounds": 2}
+FULL = {"steps": 30, "warmup": 5, "rounds": 7}
+
+
+# ----- inputs: config, corpus -----
+def family_config(family: str, args: argparse.Namespace) -> PretrainConfig:
+    """conf/pretrain.yaml composed for `family` (shipped sizes), with the benchmark's overrides."""
+    trainer = "gpu" if args.device == "cuda" else "cpu"
+    overrides = [f"model={family}", f"trainer={trainer}", "logger=none"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg: PretrainConfig = OmegaConf.to_object(compose(config_name="pretrain", overrides=overrides))
+    if args.batch_size:
+        cfg.task.batch_size = args.batch_size
+    if args.window:
+        cfg.task.bptt = args.window
+        cfg.model.context = args.window
+    if args.precision:
+        cfg.trainer.precision = args.precision
+    cfg.trainer.compile = args.compile
+    cfg.trainer.threads = args.threads
+    return cfg
+
+
+def counting_stream(n_tokens: int, vocab_size: int, seed: int, eod: int = 2, first_word: int = 4) -> np.ndarray:
+    """Documents of counting runs (a, a+1, ... modulo the vocabulary), each ended by `eod`: learnable, cheap."""
+    rng = np.random.default_rng(seed)
+    words = vocab_size - first_word
+    lengths = rng.integers(5, 40, size=n_tokens // 5 + 1)
+    starts = rng.integers(words, size=lengths.size)
+    doc = np.repeat(np.arange(lengths.size), lengths + 1)[:n_tokens]  # +1: the eod slot
+    pos = np.arange(doc.size) - np.concatenate(([0], np.cumsum(lengths + 1)))[doc]
+    stream = np.where(pos == lengths[doc], eod, first_word + (starts[doc] + pos) % words)
+    return stream.astype(np.uint16)
+
+
+def synthetic_corpus(folder: Path, vocab_size: int = 8000) -> Path:
+    """A tokenized corpus in the tokenize stage's format (train/val/test .bin and meta.json)."""
+    if (folder / "meta.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for seed, (split, n) in enumerate({"train": 2_000_000, "val": 100_000, "test": 100_000}.items()):
+        stream = counting_stream(n, vocab_size, seed)
+        stream.tofile(folder / f"{split}.bin")
+        splits[split] = {"documents": int((stream == 2).sum()), "tokens": n, "bytes": 4 * n}
+    meta = {"corpus": "synthetic", "vocab_size": vocab_size, "dtype": "uint16", "splits": splits}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def open_corpus(args: argparse.Namespace, cfg: PretrainConfig, tmp: Path) -> Corpus:
+    """--corpus, else the default tokenized corpus under ./data, else a synthetic one of vocabulary 8000."""
+    if args.corpus:
+        return Corpus.open(Path(args.corpus))
+    default = PathsConfig(data_dir=str(ROOT / cfg.paths.data_dir)).tokenized(cfg.data.name, cfg.tokenizer)
+    if not args.synthetic and (default / "meta.json").is_file():
+        return Corpus.open(default)
+    return Corpus.open(synthetic_corpus(tmp / "synthetic-bpe8000"))
+
+
+# ----- timing -----
+def fix_malloc() -> bool:
+    """Fixed glibc malloc thresholds, so that freed big tensors (the logits) are reused, not page-faulted afresh.
+
+    By default glibc moves its mmap threshold as blocks are freed, so the same step's big buffers come
+    sometimes from reused heap and sometimes from new mmaps (tens of thousands of page faults): a
+    noise of 10-30% per round on a CPU that hits either side by chance. Returns whether it applied.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock:
+    """Wall and process CPU time from the start of step `first` to the start of step `last`, and each step's wall time.
+
+    The device is synchronized at the two boundaries only, so steps in between keep their asynchrony.
+    """
+
+    def __init__(self, device: torch.device, first: int, last: int, profile: bool = False) -> None:
+        self.device, self.first, self.last = device, first, last
+        self.marks: list[float] = []
+        self.cpu = 0.0
+        self.faults = 0
+        self.loss: torch.Tensor | None = None  # of the last timed step: both sides must agree
+        self.profiler = cProfile.Profile() if profile else None
+
+    def step_starts(self, step: int) -> None:
+        if step < self.first or step > self.last:
+            return
+        if step == self.last and self.profiler:
+            self.profiler.disable()
+        if step in (self.first, self.last):
+            sync(self.device)
+        self.marks.append(time.perf_counter())
+        if step == self.first:
+            self.cpu = time.process_time()
+            self.faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            if self.profiler:
+                self.profiler.enable()
+        elif step == self.last:
+            self.cpu = time.process_time() - self.cpu
+            self.faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.faults
+
+    def figures(self, tokens_per_step: int) -> dict[str, float]:
+        if len(self.marks) != self.last - self.first + 1:
+            raise RuntimeError(f"timed {len(self.marks) - 1} of {self.last - self.first} steps")
+        steps = self.last - self.first
+        return {
+            "wall": tokens_per_step * steps / (self.marks[-1] - self.marks[0]),
+            "cpu": tokens_per_step * steps / max(self.cpu, 1e-9),
+            "step": tokens_per_step / float(np.median(np.diff(self.marks))),
+            "loss": float(self.loss) if self.loss is not None else float("nan"),
+            "faults": self.faults / steps,
+        }
+
+
+class LightningClock(Callback):
+    """Feeds a `Clock` from the Trainer's loop; also notes startup time and any validation."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.fit_called = self.train_begun = 0.0
+        self.validations = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if idx == 0:
+            self.train_begun = time.perf_counter()
+        self.clock.step_starts(idx)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if idx == self.clock.last - 1:
+            self.clock.loss = outputs["loss"].detach()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validations += 1
+
+
+def build(cfg: PretrainConfig, vocab_size: int, device: torch.device | None) -> LanguageModel:
+    """A fresh model seeded as `lmlab pretrain` seeds it (compiled where it compiles)."""
+    if cfg.trainer.compile:
+        torch._dynamo.reset()  # each round compiles afresh (in its warm-up) instead of hitting the recompile limit
+    L.seed_everything(cfg.task.seed, workers=True, verbose=False)
+    model = build_model(cfg.model, vocab_size)
+    if device is not None:
+        model.to(device)
+    if cfg.trainer.compile:
+        model.compile()
+    return model
+
+
+def device_of(cfg: PretrainConfig) -> torch.device:
+    return torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+
+
+def lightning_round(
+    cfg: PretrainConfig, corpus: Corpus, args: argparse.Namespace, run_dir: Path, profile: bool = False
+) -> LightningClock:
+    """`lmlab pretrain`'s objects for warmup + steps + 1 steps (the last one only marks the end of the timing)."""
+    total = args.warmup + args.steps + 1
+    model = build(cfg, corpus.vocab_size, None)
+    window = cfg.task.bptt if model.stateful else cfg.model.context
+    # val_every = total: the task does not ask to stop (and so validate) at its last step; the trainer's
+    # val_every past the end: Lightning schedules no validation either
+    task = PretrainTask(model, cfg.optim, total, total, corpus.tokens_per_byte("val"))
+    data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
+    timer = LightningClock(Clock(device_of(cfg), args.warmup, args.warmup + args.steps, profile))
+    trainer = make_trainer(replace(cfg.trainer, max_steps=total, val_every=total + 1), run_dir, None, [timer])
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback.save_last = False  # its per-step hooks still run; it writes no last.ckpt at the end
+    bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    if not args.progress_bar:
+        for bar in bars:
+            trainer.callbacks.remove(bar)
+    elif not bars:
+        trainer.callbacks.append(TQDMProgressBar())
+    timer.fit_called = time.perf_counter()
+    with redirect_stdout(sys.stderr):  # Lightning's progress bar writes to stdout, which holds only the JSON lines
+        trainer.fit(task, datamodule=data)
+    if trainer.global_step != total:
+        raise RuntimeError(f"lightning ran {trainer.global_step} of {total} steps")
+    if timer.validations or (run_dir / "checkpoints").exists():
+        raise RuntimeError("lightning validated or checkpointed inside the benchmark run")
+    return timer
+
+
+def raw_round(cfg: PretrainConfig, corpus: Corpus, args: argparse.Namespace) -> Clock:
+    """The same training in plain PyTorch: same model, batches, optimizer, schedule, clipping and state carry."""
+    total = args.warmup + args.steps + 1
+    device = device_of(cfg)
+    clock = Clock(device, args.warmup, args.warmup + args.steps)
+    model = build(cfg, corpus.vocab_size, device)
+    model.train()
+    window = cfg.task.bptt if model.stateful else cfg.model.context
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_schedule(optimizer, cfg.optim, total, total)["scheduler"]
+    data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
+    # the loader PretrainData gives rank 0 of 1 at step 0 (same dataset, same pinning)
+    strategy = SimpleNamespace(root_device=device)
+    data.trainer = SimpleNamespace(global_rank=0, world_size=1, global_step=0, strategy=strategy)
+    batches = iter(data.train_dataloader())
+    if cfg.trainer.precision == "bf16-mixed":
+        # torch's defaults, weight-cast cache on, as a plain loop has it (Lightning 2.6 turns the cache off)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+    elif cfg.trainer.precision in ("32-true", "32"):
+        autocast = nullcontext()
+    else:
+        raise SystemExit(f"precision {cfg.trainer.precision}: use 32-true or bf16-mixed")
+    clip = cfg.trainer.gradient_clip_val
+    non_blocking = device.type == "cuda"  # as Lightning moves batches
+
+    def forward(inputs: torch.Tensor, targets: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        # a function, as training_step is: the logits are not kept alive past it (memory, allocator reuse)
+        with autocast:
+            logits, state = model(inputs, state)
+            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()), state
+
+    state = None
+    for step in range(total):
+        inputs, targets, reset = next(batches)
+        inputs, targets = inputs.to(device, non_blocking=non_blocking), targets.to(device, non_blocking=non_blocking)
+        clock.step_starts(step)
+        if step == total - 1:
+            break
+        if model.stateful and (reset or state is None):
+            state = model.init_state(inputs.size(0), device)
+        loss, state = forward(inputs, targets, state)
+        state = LanguageModel.detach_state(state)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        scheduler.step()
+        if step == total - 2:
+            clock.loss = loss.detach()
+    return clock
+
+
+def median_ratio(a: list[float], b: list[float]) -> float:
+    return round(statistics.median(a) / statistics.median(b), 4)
+
+
+# ----- one family -----
+def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    cfg = family_config(family, args)
+    corpus = open_corpus(args, cfg, tmp)
+    probe = build_model(cfg.model, corpus.vocab_size)
+    window = cfg.task.bptt if probe.stateful else cfg.model.context
+    tokens = cfg.task.batch_size * window
+    sides: dict[str, list[dict[str, float]]] = {"lightning": [], "raw": []}
+    startup: list[float] = []
+    for pair in range(args.rounds):
+        for side in ("lightning", "raw") if pair % 2 == 0 else ("raw", "lightning"):
+            gc.collect()  # the previous round's cycles (Trainer, model) are not collected inside this one
+            if side == "lightning":
+                with tempfile.TemporaryDirectory(dir=tmp) as run_dir:
+                    timer = lightning_round(cfg, corpus, args, Path(run_dir))
+                sides[side].append(timer.clock.figures(tokens))
+                startup.append(timer.train_begun - timer.fit_called)
+            else:
+                sides[side].append(raw_round(cfg, corpus, args).figures(tokens))
+        lit, raw = sides["lightning"][-1]["wall"], sides["raw"][-1]["wall"]
+        log(
+            f"  {family:11s} round {pair + 1}/{args.rounds}: lightning {lit:10,.0f} tok/s   "
+            f"raw {raw:10,.0f} tok/s   ratio {lit / raw:.3f}   (cpu-time ratio "
+            f"{sides['lightning'][-1]['cpu'] / sides['raw'][-1]['cpu']:.3f})"
+        )
+    lit = {key: [r[key] for r in sides["lightning"]] for key in ("wall", "cpu", "step", "faults")}
+    raw = {key: [r[key] for r in sides["raw"]] for key in ("wall", "cpu", "step", "faults")}
+    result = {
+        "family": family,
+        "lightning_tokens_per_s": round(statistics.median(lit["wall"]), 1),
+        "raw_tokens_per_s": round(statistics.median(raw["wall"]), 1),
+        "ratio": median_ratio(lit["wall"], raw["wall"]),
+        # the same over process CPU time (less sensitive to other load on the machine) and over each
+        # round's median step (insensitive to stalls, blind to work done every n-th step)
+        "cpu_ratio": median_ratio(lit["cpu"], raw["cpu"]),
+        "median_step_ratio": median_ratio(lit["step"], raw["step"]),
+        "median_pair_ratio": round(statistics.median(a / b for a, b in zip(lit["wall"], raw["wall"], strict=True)), 4),
+        "pair_ratios": [round(a / b, 4) for a, b in zip(lit["wall"], raw["wall"], strict=True)],
+        "lightning_rounds": [round(x, 1) for x in lit["wall"]],
+        "raw_rounds": [round(x, 1) for x in raw["wall"]],
+        "lightning_cpu_tokens_per_s": round(statistics.median(lit["cpu"]), 1),
+        "raw_cpu_tokens_per_s": round(statistics.median(raw["cpu"]), 1),
+        "lightning_ms_per_step": round(1e3 * tokens / statistics.median(lit["wall"]), 3),
+        "raw_ms_per_step": round(1e3 * tokens / statistics.median(raw["wall"]), 3),
+        "lightning_startup_s": round(statistics.median(startup), 3),
+        "lightning_page_faults_per_step": round(statistics.median(lit["faults"]), 1),
+        "raw_page_faults_per_step": round(statistics.median(raw["faults"]), 1),
+        # the last timed step's training loss of each round: equal work gives equal losses
+        "lightning_losses": [round(r["loss"], 5) for r in sides["lightning"]],
+        "raw_losses": [round(r["loss"], 5) for r in sides["raw"]],
+        "losses_match": all(
+            math.isclose(r["loss"], sides["raw"][0]["loss"], rel_tol=1e-3) for r in sides["lightning"] + sides["raw"]
+        ),
+        "params": probe.num_params,
+        "batch": cfg.task.batch_size,
+        "window": window,
+        "tokens_per_step": tokens,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "precision": cfg.trainer.precision,
+        "compile": cfg.trainer.compile,
+        "progress_bar": args.progress_bar,
+        "malloc": args.malloc,
+        "corpus": corpus.folder.name,
+        "vocab_size": corpus.vocab_size,
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+    }
+    if args.profile:
+        with tempfile.TemporaryDirectory(dir=tmp) as run_dir:
+            timer = lightning_round(cfg, corpus, args, Path(run_dir), profile=True)
+        out = io.StringIO()
+        stats = pstats.Stats(timer.clock.profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(args.profile)
+        stats.sort_stats("cumulative").print_stats(args.profile)
+        log(f"\n----- cProfile of {args.steps} lightning steps ({family}) -----\n{out.getvalue()}")
+    return result
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default=",".join(MODEL_FAMILIES), help="comma-separated, of %(default)s")
+    parser.add_argument("--steps", type=int, help=f"timed steps per round (default {FULL['steps']})")
+    parser.add_argument("--warmup", type=int, help=f"untimed steps per round first (default {FULL['warmup']})")
+    parser.add_argument("--rounds", type=int, help=f"rounds per side (default {FULL['rounds']})")
+    parser.add_argument("--batch-size", type=int, help="task.batch_size (default: conf/task/pretrain.yaml)")
+    parser.add_argument("--window", type=int, help="task.bptt for recurrent families, model.context for transformer")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], help="default: the trainer config's")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (both sides)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    parser.add_argument("--corpus", help="a tokenized corpus folder (default: the pipeline's, else synthetic)")
+    parser.add_argument("--synthetic", action="store_true", help="use a synthetic corpus of vocabulary 8000")
+    parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar (on stderr)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one more lightning round")
+    parser.add_argument(
+        "--malloc",
+        default="fixed",
+        choices=["fixed", "default"],
+        help="fixed: glibc thresholds set once, for steady figures (default); default: glibc's moving ones",
+    )
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK}: all families in under a minute")
+    args = parser.parse_args()
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(args.families) - set(MODEL_FAMILIES))
+    if unknown:
+        parser.error(f"--families: unknown {', '.join(unknown)}; use {', '.join(MODEL_FAMILIES)}")
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--steps and --rounds must be >= 1, --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no "GPU available" / "max_steps reached" lines
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.malloc == "fixed" and not fix_malloc():
+        args.malloc = "default"  # not glibc
+    register_configs()
+    started = time.perf_counter()
+    log(
+        f"throughput: {', '.join(args.families)} on {args.device} ({torch.get_num_threads()} threads), "
+        f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up, malloc {args.malloc}, "
+        f"python {sys.version.split()[0]}, torch {torch.__version__}, lightning {L.__version__}, {os.uname().machine}"
+    )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lmlab-bench-") as tmp:
+        for family in args.families:
+            result = bench_family(family, args, Path(tmp))
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    log(
+        f"\n{'family':12s} {'params':>10s} {'batch x window':>15s} {'lightning tok/s':>16s} "
+        f"{'raw tok/s':>12s} {'ratio':>7s} {'cpu ratio':>10s} {'ms/step L':>10s} {'ms/step raw':>12s}"
+    )
+    for r in results:
+        verdict = "" if r["ratio"] >= TARGET else f"  below {TARGET}"
+        log(
+            f"{r['family']:12s} {r['params']:10,d} {r['batch']:>6d} x {r['window']:<6d} "
+            f"{r['lightning_tokens_per_s']:16,.0f} {r['raw_tokens_per_s']:12,.0f} "
+            f"{r['ratio']:7.3f} {r['cpu_ratio']:10.3f} "
+            f"{r['lightning_ms_per_step']:10.2f} {r['raw_ms_per_step']:12.2f}{verdict}"
+        )
+    log(f"\ncorpus {results[0]['corpus']}, {time.perf_counter() - started:.1f} s in all")
+
+
+if __name__ == "__main__":
+    main()
