@@ -1,4 +1,4 @@
-"""`dvc repro` of the data stages on a tiny local dataset, in a temporary copy of the project."""
+"""`dvc repro` of the pipeline on a tiny local dataset and tiny models, in a temporary copy of the project."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ import pytest
 import yaml
 
 from tests.helpers.project import copy_project, dvc
+
+FAMILIES = ("rnn", "lstm", "gru", "transformer")
+DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
+PRETRAIN_STAGES = [f"pretrain@{family}" for family in FAMILIES]
 
 WORDS = (
     "state union congress nation people law war peace trade tax school road farm bank court "
@@ -73,23 +77,43 @@ def project(tmp_path: Path) -> Path:
     (root / "conf/tokenizer/bpe.yaml").write_text(
         (root / "conf/tokenizer/bpe.yaml").read_text().replace("byte_fallback: true", "byte_fallback: false")
     )
+    shrink_training(root)
     write_params(root, vocab_size=120)
     return root
 
 
+def edit_yaml(path: Path, **values: object) -> None:
+    config = yaml.safe_load(path.read_text())
+    config.update(values)
+    path.write_text(yaml.safe_dump(config))
+
+
+def shrink_training(root: Path) -> None:
+    """Tiny models and a few steps: the stages run as shipped, only smaller."""
+    for family in FAMILIES:
+        edit_yaml(root / f"conf/model/{family}.yaml", layers=1, width=16, embed_dim=None, heads=2, context=16)
+    edit_yaml(root / "conf/task/pretrain.yaml", batch_size=2, bptt=8, val_batch_size=2, val_max_tokens=512)
+    edit_yaml(root / "conf/trainer/cpu.yaml", max_steps=4, val_every=2, log_every=1, threads=1)
+
+
 def write_params(root: Path, vocab_size: int) -> None:
-    params = {"data": "tiny", "task_data": "tiny_reviews", "tokenizer": {"type": "bpe", "vocab_size": vocab_size}}
+    params = {
+        "data": "tiny",
+        "task_data": "tiny_reviews",
+        "tokenizer": {"type": "bpe", "vocab_size": vocab_size},
+        "families": list(FAMILIES),
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def repro(root: Path) -> list[str]:
-    result = dvc("repro", cwd=root)
+def repro(root: Path, *targets: str) -> list[str]:
+    result = dvc("repro", *targets, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
-    return re.findall(r"Running stage '(\w+)'", result.stdout)
+    return re.findall(r"Running stage '([\w@]+)'", result.stdout)
 
 
-def test_repro_builds_every_data_stage_then_reruns_only_what_changed(project: Path) -> None:
-    assert sorted(repro(project)) == ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
+def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -> None:
+    assert sorted(repro(project)) == sorted(DATA_STAGES + PRETRAIN_STAGES)
 
     out = project / "data/tokenized/tiny-bpe120"
     meta = json.loads((out / "meta.json").read_text())
@@ -103,16 +127,33 @@ def test_repro_builds_every_data_stage_then_reruns_only_what_changed(project: Pa
         labels = np.load(out / "task" / f"{split}.labels.npy")
         assert len(labels) == meta["task"]["splits"][split]["documents"] > 0
     assert (project / "data/raw/tiny/source.json").exists()
+    for family in FAMILIES:
+        metrics = json.loads((project / f"metrics/pretrain/{family}.json").read_text())
+        assert metrics["train/steps"] == 4 and metrics["val/loss"] > 0
+        assert metrics["train/tokens"] == 4 * 2 * (8 if family != "transformer" else 16)
+        run = project / f"data/runs/pretrain/{family}"
+        assert (run / "checkpoints/last.ckpt").is_file() and (run / ".hydra/config.yaml").is_file()
+        assert list(run.glob("wandb/offline-run-*/run-*.wandb"))  # the default logger: W&B, offline
+    assert not (project / "outputs/pretrain").exists()  # each pretrain stage writes into its own run folder
 
     assert repro(project) == []  # nothing changed: a no-op
 
     write_params(project, vocab_size=140)
-    assert repro(project) == ["tokenize"]
+    assert sorted(repro(project)) == sorted(["tokenize", *PRETRAIN_STAGES])
     assert json.loads((project / "data/tokenized/tiny-bpe140/meta.json").read_text())["vocab_size"] == 140
+    assert json.loads((project / "metrics/pretrain/gru.json").read_text())["model/embedding_params"] == 140 * 16
+
+
+def test_editing_one_family_reruns_only_that_family(project: Path) -> None:
+    repro(project)
+    edit_yaml(project / "conf/model/gru.yaml", width=24)
+    assert repro(project) == ["pretrain@gru"]
+    metrics = json.loads((project / "metrics/pretrain/gru.json").read_text())
+    assert metrics["model/embedding_params"] == 120 * 24 and metrics["train/steps"] == 4
 
 
 def test_editing_a_split_param_reruns_split_and_tokenize_only(project: Path) -> None:
     repro(project)
     config = project / "conf/data/tiny.yaml"
     config.write_text(config.read_text().replace("seed: 7", "seed: 8"))
-    assert repro(project) == ["split_corpus", "tokenize"]
+    assert sorted(repro(project)) == sorted(["split_corpus", "tokenize", *PRETRAIN_STAGES])
