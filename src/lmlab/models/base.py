@@ -43,6 +43,15 @@ class LanguageModel(nn.Module):
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return None
 
+    def generation_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        """The state generation starts from: the recurrent state, or a transformer's empty KV cache."""
+        return self.init_state(batch_size, device)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the model accepts (a transformer's context), or None for no limit."""
+        return None
+
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         hidden, state = self.encode(tokens, state)
         return self.head(self.output_dropout(hidden)), state

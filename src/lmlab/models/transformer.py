@@ -9,6 +9,7 @@ projections that write into the residual stream scaled by 1/sqrt(2 * layers).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,25 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return rotated.type_as(x)
 
 
+@dataclass
+class KVCache:
+    """Keys and values of every position seen so far, per layer: generating a token then costs one position."""
+
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+    length: int = 0
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this layer's new keys and values ``[B, H, T, D]``; return all of them."""
+        if layer == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer] = torch.cat((self.keys[layer], k), dim=2)
+            self.values[layer] = torch.cat((self.values[layer], v), dim=2)
+        return self.keys[layer], self.values[layer]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -42,12 +62,22 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
         self.residual_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
         batch, length, width = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
+        mask = None  # past == 0: plain causal; one new token: it may see every cached position
+        if past and length > 1:  # new tokens see the cache and the new tokens before them
+            mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=past == 0
+        )
         return self.residual_dropout(self.out(y.transpose(1, 2).reshape(batch, length, width)))
 
 
@@ -70,8 +100,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rotary)
+    def forward(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rotary, cache, layer)
         return x + self.mlp(self.norm2(x))
 
 
@@ -108,17 +140,31 @@ class TransformerLM(LanguageModel):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    @property
+    def max_positions(self) -> int:
+        return self.cfg.context
+
+    def generation_state(self, batch_size: int, device: torch.device | str = "cpu") -> KVCache:
+        return KVCache()
+
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """Without a state (training) every window starts at position 0; with a `KVCache` the
+        tokens continue the cached positions, and the cache is extended in place."""
         length = tokens.size(1)
-        if length > self.cfg.context:
-            raise LmlabError(f"input of {length} tokens is longer than model.context={self.cfg.context}")
+        past = state.length if state is not None else 0
+        if past + length > self.cfg.context:
+            raise LmlabError(
+                f"input of {past + length} tokens (with {past} cached) is longer than model.context={self.cfg.context}"
+            )
         x = self.embedding(tokens)
         rotary = None
         if self.position is not None:
-            x = x + self.position(torch.arange(length, device=tokens.device))
+            x = x + self.position(torch.arange(past, past + length, device=tokens.device))
         else:
-            rotary = (self.rotary_cos[:length], self.rotary_sin[:length])
+            rotary = (self.rotary_cos[past : past + length], self.rotary_sin[past : past + length])
         x = self.embed_dropout(x)
-        for block in self.blocks:
-            x = block(x, rotary)
-        return self.norm(x), None
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rotary, state, layer)
+        if state is not None:
+            state.length += length
+        return self.norm(x), state

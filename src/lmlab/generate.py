@@ -1,0 +1,79 @@
+"""Sampling from a language model, one token at a time with constant work per token.
+
+Recurrent models carry their state; the transformer keeps a KV cache. When a
+transformer's cache reaches its context, generation starts a fresh cache from
+the last half-context of tokens, so the work per token stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from lmlab.errors import LmlabError
+from lmlab.models import LanguageModel
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token ids ``[B]`` from the last-position logits ``[B, V]``; temperature 0 is greedy."""
+    if temperature < 0 or (top_p is not None and not 0 < top_p <= 1) or (top_k is not None and top_k < 1):
+        raise LmlabError(f"temperature={temperature} must be >= 0, top_k={top_k} >= 1, top_p={top_p} in (0, 1]")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(
+    model: LanguageModel,
+    prompt: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop_id: int | None = None,
+) -> Iterator[int]:
+    """Yield up to `max_new_tokens` sampled ids after `prompt` (stops after `stop_id`)."""
+    if not prompt:
+        raise LmlabError("the prompt is empty: give at least one token (e.g. the end-of-document id)")
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    limit = model.max_positions
+    history = list(prompt)
+
+    def feed(tokens: list[int], state: object) -> tuple[torch.Tensor, object]:
+        logits, state = model(torch.tensor([tokens], device=device), state)
+        return logits[:, -1], state
+
+    window = history[-(limit // 2) :] if limit and len(history) > limit else history
+    logits, state = feed(window, model.generation_state(1, device))
+    for _ in range(max_new_tokens):
+        token = int(sample(logits, temperature, top_k, top_p, generator))
+        yield token
+        if token == stop_id:
+            return
+        history.append(token)
+        if limit and state.length >= limit:  # cache full: restart it from the latest half-context
+            logits, state = feed(history[-(limit // 2) :], model.generation_state(1, device))
+        else:
+            logits, state = feed([token], state)

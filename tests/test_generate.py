@@ -1,0 +1,84 @@
+"""Generation: carried state and KV cache give what re-running the whole prefix gives; sampling options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmlab.config import ModelConfig
+from lmlab.errors import LmlabError
+from lmlab.generate import generate, sample
+from lmlab.models import build_model
+
+VOCAB = 50
+
+
+def model(family: str, **overrides: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = ModelConfig(family=family, layers=2, width=32, heads=4, context=24, **overrides)
+    return build_model(cfg, VOCAB).eval()
+
+
+def by_rerunning(net: torch.nn.Module, prompt: list[int], steps: int) -> list[int]:
+    """Greedy generation the slow way: the whole sequence (or the transformer's latest window) each step."""
+    tokens = list(prompt)
+    limit = net.max_positions
+    for _ in range(steps):
+        window = tokens
+        if limit and len(tokens) > limit:
+            window = tokens[-(limit // 2) :]  # where generate() restarts its cache
+        logits, _ = net(torch.tensor([window]), None)
+        tokens.append(int(logits[0, -1].argmax()))
+    return tokens[len(prompt) :]
+
+
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "transformer"])
+def test_greedy_generation_with_carried_state_equals_rerunning_the_prefix(family: str) -> None:
+    net = model(family)
+    prompt = [3, 7, 1, 9, 4]
+    fast = list(generate(net, prompt, max_new_tokens=15, temperature=0))
+    assert fast == by_rerunning(net, prompt, 15)
+
+
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_kv_cache_logits_equal_a_full_pass(positions: str) -> None:
+    net = model("transformer", positions=positions)
+    tokens = torch.randint(0, VOCAB, (2, 20))
+    full, _ = net(tokens, None)
+    cache = net.generation_state(2)
+    first, cache = net(tokens[:, :7], cache)  # a prefill, then a chunk of several tokens, then one by one
+    second, cache = net(tokens[:, 7:12], cache)
+    rest = [net(tokens[:, i : i + 1], cache)[0] for i in range(12, 20)]
+    stepwise = torch.cat([first, second, *rest], dim=1)
+    torch.testing.assert_close(stepwise, full, rtol=1e-5, atol=1e-5)
+    assert cache.length == 20
+
+
+def test_transformer_generates_past_its_context_by_restarting_the_cache() -> None:
+    net = model("transformer")
+    out = list(generate(net, [1, 2, 3], max_new_tokens=60, temperature=0))
+    assert len(out) == 60 and out == by_rerunning(net, [1, 2, 3], 60)
+    with pytest.raises(LmlabError, match="model.context=24"):
+        net(torch.zeros(1, 25, dtype=torch.long), None)
+
+
+def test_sampling_is_seeded_and_respects_top_k_and_top_p() -> None:
+    net = model("lstm")
+    runs = [list(generate(net, [5], 30, temperature=1.0, seed=s)) for s in (1, 1, 2)]
+    assert runs[0] == runs[1] != runs[2]
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]]).repeat(200, 1)
+    assert set(sample(logits, top_k=2, generator=torch.Generator().manual_seed(0)).tolist()) == {3, 4}
+    # probabilities 0.64, 0.24, 0.09, ...: top_p=0.7 keeps the two most likely
+    assert set(sample(logits, top_p=0.7, generator=torch.Generator().manual_seed(0)).tolist()) == {3, 4}
+    assert set(sample(logits, top_p=0.5, generator=torch.Generator().manual_seed(0)).tolist()) == {4}
+    assert sample(logits[:1], temperature=0).item() == 4
+
+
+def test_generation_stops_at_the_stop_id_and_checks_its_arguments() -> None:
+    net = model("gru")
+    first = next(generate(net, [1, 2], 1, temperature=0))
+    assert list(generate(net, [1, 2], 10, temperature=0, stop_id=first)) == [first]
+    with pytest.raises(LmlabError, match="prompt is empty"):
+        list(generate(net, [], 5))
+    with pytest.raises(LmlabError, match="temperature"):
+        sample(torch.zeros(1, 5), temperature=-1)
