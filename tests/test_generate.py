@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import sentencepiece as spm
 import torch
 
-from lmlab.config import ModelConfig
+from lmlab.config import GenerateConfig, ModelConfig, TokenizerConfig
+from lmlab.data.split import split_dataset
+from lmlab.data.tokenize import tokenize
 from lmlab.errors import LmlabError
-from lmlab.generate import generate, sample
+from lmlab.generate import encode_prompt, generate, sample, stream_text
 from lmlab.models import build_model
+from lmlab.pretrain import pretrain
+from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for
+from tests.helpers.tiny_lm import tiny_config
 
 VOCAB = 50
 
@@ -82,3 +90,64 @@ def test_generation_stops_at_the_stop_id_and_checks_its_arguments() -> None:
         list(generate(net, [], 5))
     with pytest.raises(LmlabError, match="temperature"):
         sample(torch.zeros(1, 5), temperature=-1)
+
+
+# ----- from a checkpoint, with the real tokenizer -----
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A checkpoint of a tiny GRU trained on a tiny corpus tokenized by the real tokenize stage."""
+    root = tmp_path_factory.mktemp("gen")
+    paths = paths_for(root)
+    data = own_splits_corpus(
+        paths, "sotu", {"train": make_docs(80, seed=1), "val": make_docs(10, seed=2), "test": make_docs(10, seed=3)}
+    )
+    split_dataset(data, paths)
+    tokenizer = TokenizerConfig(type="bpe", vocab_size=320, byte_fallback=True, num_threads=1)
+    tokenize(data, None, tokenizer, paths)
+    cfg = tiny_config(Path(paths.data_dir), "gru", max_steps=10, val_every=5)
+    cfg.tokenizer = tokenizer
+    pretrain(cfg, root / "run")
+    return root / "run/checkpoints/last.ckpt", paths.tokenized("sotu", tokenizer)
+
+
+def test_stream_text_continues_the_prompt_with_decodable_text(trained: tuple[Path, Path]) -> None:
+    checkpoint, _ = trained
+    cfg = GenerateConfig(checkpoint=str(checkpoint), prompt="the day 🙂", max_new_tokens=30, temperature=0.9, seed=3)
+    pieces = list(stream_text(cfg, checkpoint))
+    assert pieces[0] == "the day 🙂" and len(pieces) > 1
+    assert "".join(pieces) == "".join(stream_text(cfg, checkpoint))  # seeded
+
+
+def test_a_tokenizer_that_changed_since_training_is_a_clear_error(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    checkpoint, folder = trained
+    saved = torch.load(checkpoint, weights_only=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(make_docs(80, seed=1)), model_prefix=str(other / "tokenizer"), vocab_size=90
+    )
+    saved["lmlab"]["corpus"]["folder"] = str(other)
+    moved = tmp_path / "moved.ckpt"
+    torch.save(saved, moved)
+    with pytest.raises(LmlabError, match="90 pieces but .* 320"):
+        list(stream_text(GenerateConfig(checkpoint=str(moved)), moved))
+
+
+def test_a_missing_checkpoint_names_the_stage_to_run(tmp_path: Path) -> None:
+    missing = tmp_path / "data/runs/pretrain/gru/checkpoints/best.ckpt"
+    with pytest.raises(LmlabError, match=r"dvc repro pretrain@gru"):
+        list(stream_text(GenerateConfig(checkpoint=str(missing)), missing))
+
+
+def test_unrepresentable_prompt_characters_are_named_without_byte_fallback(trained: tuple[Path, Path]) -> None:
+    _, folder = trained
+    other = folder.parent / "nofallback"
+    other.mkdir(exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(make_docs(80, seed=1)), model_prefix=str(other / "tokenizer"), vocab_size=80
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(other / "tokenizer.model"))
+    with pytest.raises(LmlabError, match="Ж"):
+        encode_prompt(sp, "the Жук")

@@ -265,6 +265,22 @@ class PretrainConfig:
     metrics_file: str | None = None  # also write the final metrics here (the DVC stage's metrics file)
 
 
+@dataclass
+class GenerateConfig:
+    """Sampling from a pretraining checkpoint."""
+
+    family: str = "lstm"  # picks the default checkpoint of the pipeline's run folder
+    checkpoint: str = MISSING  # path to a .ckpt
+    prompt: str = ""  # empty: start a fresh document (from the end-of-document id)
+    max_new_tokens: int = 200
+    temperature: float = 0.8  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    seed: int | None = 1337
+    device: str = "cpu"
+    stop_at_document_end: bool = True
+
+
 def register_configs() -> None:
     """Put the schemas in the ConfigStore; each YAML names its schema in its defaults."""
     from hydra.core.config_store import ConfigStore  # here: encode workers import this module too
@@ -274,3 +290,4 @@ def register_configs() -> None:
     cs.store(name="split_schema", node=SplitStageConfig)
     cs.store(name="tokenize_schema", node=TokenizeConfig)
     cs.store(name="pretrain_schema", node=PretrainConfig)
+    cs.store(name="generate_schema", node=GenerateConfig)

@@ -8,11 +8,16 @@ the last half-context of tokens, so the work per token stays bounded.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import sentencepiece as spm
 import torch
 
+from lmlab.config import GenerateConfig
 from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel
+
+EOD_ID, UNK_ID = 2, 0  # the tokenize stage's special ids
 
 
 def sample(
@@ -77,3 +82,54 @@ def generate(
             logits, state = feed(history[-(limit // 2) :], model.generation_state(1, device))
         else:
             logits, state = feed([token], state)
+
+
+def encode_prompt(sp: spm.SentencePieceProcessor, prompt: str) -> list[int]:
+    """Token ids of `prompt` after an end-of-document id; characters the tokenizer can't represent are an error."""
+    ids = sp.encode(prompt)
+    if UNK_ID in ids:
+        unknown = sorted({ch for ch in prompt if UNK_ID in sp.encode(ch)})
+        raise LmlabError(
+            f"prompt characters {unknown} are not in the tokenizer's vocabulary (it has no byte fallback); "
+            "leave them out, or train a tokenizer with tokenizer.byte_fallback=true"
+        )
+    return [EOD_ID, *ids]
+
+
+def stream_text(cfg: GenerateConfig, checkpoint: Path) -> Iterator[str]:
+    """Text pieces as they are sampled: each is what the new token adds to the decoded continuation."""
+    from lmlab.checkpoints import load_language_model  # keeps `lmlab.generate` free of checkpoint I/O for tests
+
+    loaded = load_language_model(checkpoint, cfg.device)
+    folder = loaded.corpus.get("folder")
+    if not folder or not (Path(folder) / "tokenizer.model").is_file():
+        raise LmlabError(
+            f"{checkpoint} names its tokenized corpus {folder!r}, which has no tokenizer.model here; "
+            "run the tokenize stage for that corpus first"
+        )
+    sp = spm.SentencePieceProcessor(model_file=str(Path(folder) / "tokenizer.model"))
+    if sp.get_piece_size() != loaded.model.vocab_size:
+        raise LmlabError(
+            f"{folder}/tokenizer.model has {sp.get_piece_size()} pieces but {checkpoint} was trained with "
+            f"{loaded.model.vocab_size}: the corpus was re-tokenized since; retrain or use the matching tokenizer"
+        )
+    ids: list[int] = []
+    shown = ""
+    yield cfg.prompt
+    for token in generate(
+        loaded.model,
+        encode_prompt(sp, cfg.prompt),
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.top_k,
+        cfg.top_p,
+        cfg.seed,
+        stop_id=EOD_ID if cfg.stop_at_document_end else None,
+    ):
+        if token == EOD_ID:
+            return
+        ids.append(token)
+        text = sp.decode(ids)
+        if text.startswith(shown) and not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+            yield text[len(shown) :]
+            shown = text

@@ -49,7 +49,14 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     window = cfg.task.bptt if model.stateful else cfg.model.context
     if cfg.trainer.compile:
         model.compile()
-    task = PretrainTask(model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.val_every, corpus.tokens_per_byte("val"))
+    task = PretrainTask(
+        model,
+        cfg.optim,
+        cfg.trainer.max_steps,
+        cfg.trainer.val_every,
+        corpus.tokens_per_byte("val"),
+        corpus={"name": cfg.data.name, "tokenizer": cfg.tokenizer.name, "folder": str(corpus.folder)},
+    )
     data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
 
     tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name]

@@ -23,6 +23,7 @@ VERBS = {
     "split": "cut documents into data/splits/<dataset>/{train,val,test}.jsonl",
     "tokenize": "train sentencepiece on the corpus train split and encode every split",
     "pretrain": "train one model family (model=rnn|lstm|gru|transformer) on the tokenized corpus",
+    "generate": "sample text from a pretraining checkpoint (family=..., prompt=..., temperature=...)",
 }
 USAGE = (
     "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n\nverbs:\n"

@@ -37,10 +37,17 @@ class NonFiniteLoss(LmlabError):
 
 class PretrainTask(L.LightningModule):
     def __init__(
-        self, model: LanguageModel, optim: OptimConfig, max_steps: int, val_every: int, val_tokens_per_byte: float
+        self,
+        model: LanguageModel,
+        optim: OptimConfig,
+        max_steps: int,
+        val_every: int,
+        val_tokens_per_byte: float,
+        corpus: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.corpus = corpus or {}  # name, tokenizer and folder: saved so later verbs find the tokenizer
         self.optim = optim
         self.max_steps = max_steps
         self.val_every = val_every
@@ -178,6 +185,7 @@ class PretrainTask(L.LightningModule):
         checkpoint["lmlab"] = {
             "model": asdict(self.model.cfg),
             "vocab_size": self.model.vocab_size,
+            "corpus": self.corpus,
             "tbptt_state": state,
             "world_size": self.trainer.world_size,
             "torch_rng": torch.get_rng_state(),
