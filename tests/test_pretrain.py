@@ -368,6 +368,22 @@ def test_resume_auto_never_and_path(data_dir: Path, tmp_path: Path) -> None:
     assert after == before
 
 
+def test_a_run_trained_by_other_code_is_not_resumed(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DVC reruns a pretrain stage after a code edit: resume=auto must then retrain, not reuse the checkpoint."""
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(data_dir, "gru", max_steps=10, val_every=5)
+    pretrain(cfg, run_dir)
+    first_id = run_id(run_dir)
+    pretrain(cfg, run_dir)  # same code and config: the finished run is kept
+    assert run_id(run_dir) == first_id
+    monkeypatch.setattr(lmlab.pretrain, "code_version", lambda: "edited")
+    pretrain(cfg, run_dir)
+    assert run_id(run_dir) != first_id
+    assert json.loads((run_dir / "run.json").read_text())["identity"]["code"] == "edited"
+
+
 @pytest.mark.parametrize(
     ("section", "key", "bad"),
     [("model", "family", "lstmm"), ("optim", "schedule", "cosin"), ("optim", "name", "adamW")],

@@ -5,6 +5,7 @@ Callable without the CLI (tests do): `pretrain(cfg, run_dir)` returns the final 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from pathlib import Path
@@ -26,6 +27,19 @@ from lmlab.training import ValCurve, config_dict, finish_logger, make_logger, ma
 log = logging.getLogger(__name__)
 
 
+# The code a checkpoint's training depends on (the pretrain stages' code deps in dvc.yaml).
+TRAINING_CODE = ("models/*.py", "tasks/*.py", "data/lm.py", "pretrain.py", "training.py")
+
+
+def code_version() -> str:
+    """A digest of the training code: a run trained by other code is not resumed (DVC reruns after code edits)."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in TRAINING_CODE for p in package.glob(pattern)):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def identity(cfg: PretrainConfig) -> dict[str, Any]:
     """What a checkpoint belongs to; trainer settings (steps, devices, logging) may change across a resume."""
     full = config_dict(cfg)
@@ -33,6 +47,7 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
         "data": cfg.data.name,
         "tokenizer": cfg.tokenizer.name,
         **{key: full[key] for key in ("model", "task", "optim")},
+        "code": code_version(),
     }
 
 
