@@ -35,7 +35,7 @@ from lmlab.tasks.pretrain import NonFiniteLoss
 from lmlab.training import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
-from tests.helpers.tiny_lm import tiny_config, write_corpus
+from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
 
 FAMILIES = ("rnn", "lstm", "gru", "transformer")
 VOCAB = 32  # write_corpus's default
@@ -207,21 +207,7 @@ def test_checkpoints_load_weights_only_and_describe_their_model(
 
 
 # ----- 2. kill and resume equals uninterrupted -----
-TINY_OVERRIDES = [
-    "model.layers=2",
-    "model.width=32",
-    "model.heads=2",
-    "model.context=16",
-    "task.batch_size=4",
-    "task.bptt=8",
-    "task.val_batch_size=4",
-    "task.val_max_tokens=null",
-    "trainer.max_steps=20",
-    "trainer.val_every=5",
-    "trainer.log_every=5",
-    "trainer.threads=1",
-    "optim.warmup_steps=2",
-]
+TINY_OVERRIDES = tiny_overrides(max_steps=20)
 
 
 def composed(conf: Path, overrides: list[str]) -> PretrainConfig:

@@ -27,24 +27,11 @@ from lmlab.tasks.optim import lr_factor
 from lmlab.training import LOGGERS
 from tests.helpers.ddp_probe import JOB, launch
 from tests.helpers.project import ROOT, copy_project, env
-from tests.helpers.tiny_lm import write_corpus
+from tests.helpers.tiny_lm import tiny_overrides, write_corpus
 
 CONF = ROOT / "conf"
 Results = dict[str, subprocess.CompletedProcess[str]]
-TINY = [
-    "model.layers=2",
-    "model.width=32",
-    "model.heads=2",
-    "model.context=16",
-    "task.batch_size=4",
-    "task.bptt=8",
-    "task.val_batch_size=4",
-    "task.val_max_tokens=null",
-    "trainer.max_steps=10",
-    "trainer.val_every=5",
-    "trainer.log_every=5",
-    "optim.warmup_steps=2",
-]
+TINY = tiny_overrides(max_steps=10)
 
 
 def choices(group: str) -> list[str]:

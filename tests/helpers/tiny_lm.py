@@ -76,3 +76,22 @@ def tiny_config(data_dir: Path, family: str = "lstm", **trainer: object) -> Pret
         trainer=trainer_cfg,
         logger=LoggerConfig(kind="none"),
     )
+
+
+def tiny_overrides(max_steps: int, val_every: int = 5) -> list[str]:
+    """`tiny_config` as Hydra overrides of the shipped configs, for runs through the CLI."""
+    return [
+        "model.layers=2",
+        "model.width=32",
+        "model.heads=2",
+        "model.context=16",
+        "task.batch_size=4",
+        "task.bptt=8",
+        "task.val_batch_size=4",
+        "task.val_max_tokens=null",
+        f"trainer.max_steps={max_steps}",
+        f"trainer.val_every={val_every}",
+        "trainer.log_every=5",
+        "trainer.threads=1",
+        "optim.warmup_steps=2",
+    ]

@@ -22,6 +22,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from lmlab.config import OptimConfig, PretrainTaskConfig
@@ -219,7 +220,9 @@ class PretrainTask(L.LightningModule):
             rank = [t.reshape(saved["world_size"], *t.shape[-3:])[self.global_rank].to(self.device) for t in state]
             self.train_state = rank[0] if len(rank) == 1 else tuple(rank)
         elif state is not None:
-            print(f"[lmlab] world size changed ({saved['world_size']} -> {self.trainer.world_size}): TBPTT state reset")
+            rank_zero_warn(
+                f"world size changed ({saved['world_size']} -> {self.trainer.world_size}): TBPTT state reset"
+            )
 
 
 class PretrainData(L.LightningDataModule):
