@@ -71,8 +71,9 @@ class Corpus:
         return stats.tokens / stats.bytes
 
 
-def _to_batch(rows: np.ndarray, reset: bool) -> Batch:
-    chunk = torch.from_numpy(rows.astype(np.int64))
+def window_batch(tokens: np.ndarray, begin: np.ndarray, length: int, reset: bool = False) -> Batch:
+    """The windows of ``length + 1`` tokens starting at each offset in `begin`, as inputs and shifted targets."""
+    chunk = torch.from_numpy(np.stack([tokens[b : b + length + 1] for b in begin]).astype(np.int64))
     return chunk[:, :-1], chunk[:, 1:], reset
 
 
@@ -105,8 +106,7 @@ class StreamWindows(IterableDataset):
     def batch(self, index: int) -> Batch:
         window = index % self.windows_per_epoch
         begin = self.offsets + window * self.bptt
-        rows = np.stack([self.tokens[b : b + self.bptt + 1] for b in begin])
-        return _to_batch(rows, reset=window == 0)
+        return window_batch(self.tokens, begin, self.bptt, reset=window == 0)
 
     def __iter__(self) -> Iterator[Batch]:
         indices = count(self.start) if self.stop is None else range(self.start, self.stop)
@@ -130,7 +130,7 @@ class SampledWindows(IterableDataset):
     def batch(self, index: int) -> Batch:
         rng = np.random.default_rng([self.seed, self.rank, index])
         begin = rng.integers(0, len(self.tokens) - self.context, size=self.batch_size)
-        return _to_batch(np.stack([self.tokens[b : b + self.context + 1] for b in begin]), reset=False)
+        return window_batch(self.tokens, begin, self.context)
 
     def __iter__(self) -> Iterator[Batch]:
         return (self.batch(i) for i in count(self.start))
@@ -159,13 +159,19 @@ class ShuffledWindows(IterableDataset):
             )
         self.tokens, self.batch_size, self.context = tokens, batch_size, context
         self.seed, self.rank, self.start = seed, rank, start
+        self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's window order, drawn once and reused by all of that epoch's batches."""
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.windows)
+        return self._order
 
     def batch(self, index: int) -> Batch:
         epoch, step = divmod(index, self.batches_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.windows)
         first = step * self.global_batch + self.rank * self.batch_size
-        begin = order[first : first + self.batch_size] * self.context
-        return _to_batch(np.stack([self.tokens[b : b + self.context + 1] for b in begin]), reset=False)
+        begin = self.order(epoch)[first : first + self.batch_size] * self.context
+        return window_batch(self.tokens, begin, self.context)
 
     def __iter__(self) -> Iterator[Batch]:
         return (self.batch(i) for i in count(self.start))
@@ -216,4 +222,4 @@ class EvalWindows(IterableDataset):
             return
         for first in range(0, len(self.window_ids), self.batch_size):
             begin = self.window_ids[first : first + self.batch_size] * self.window
-            yield _to_batch(np.stack([self.tokens[b : b + self.window + 1] for b in begin]), reset=False)
+            yield window_batch(self.tokens, begin, self.window)
