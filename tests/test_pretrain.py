@@ -364,7 +364,7 @@ def test_a_run_trained_by_other_code_is_not_resumed(
     first_id = run_id(run_dir)
     pretrain(cfg, run_dir)  # same code and config: the finished run is kept
     assert run_id(run_dir) == first_id
-    monkeypatch.setattr(lmlab.pretrain, "code_version", lambda: "edited")
+    monkeypatch.setattr(lmlab.pretrain, "code_version", lambda files: "edited")
     pretrain(cfg, run_dir)
     assert run_id(run_dir) != first_id
     assert json.loads((run_dir / "run.json").read_text())["identity"]["code"] == "edited"

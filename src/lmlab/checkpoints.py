@@ -1,4 +1,9 @@
-"""Loading a trained language model back from a Lightning checkpoint, safely (`weights_only=True`)."""
+"""Loading trained models back from Lightning checkpoints, safely (`weights_only=True`).
+
+A pretraining checkpoint holds a language model; a fine-tuning checkpoint a
+classifier on top of one. Both carry an ``lmlab`` section saying how to
+rebuild the model (its config, vocabulary size, tokenized corpus, classes).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from omegaconf import OmegaConf
 from lmlab.config import ModelConfig
 from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, build_model
+from lmlab.models.classifier import Classifier
 
 
 @dataclass
@@ -21,20 +27,68 @@ class Checkpoint:
     step: int
 
 
-def load_language_model(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """The model saved in a pretraining checkpoint, weights verified to load completely."""
+@dataclass
+class ClassifierCheckpoint:
+    model: Classifier
+    classes: list[str]
+    corpus: dict[str, str]
+    max_tokens: int
+    step: int
+
+
+def read_checkpoint(path: Path, stage: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents; a missing file names the DVC stage (`stage@<family>`) that makes it."""
     if not path.is_file():
-        family = path.parent.parent.name if path.parent.name == "checkpoints" else "<family>"
-        raise LmlabError(f"no checkpoint at {path}: train it first (`dvc repro pretrain@{family}` or `lmlab pretrain`)")
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        family = run.name.removesuffix("-scratch") if path.parent.name == "checkpoints" else "<family>"
+        raise LmlabError(f"no checkpoint at {path}: train it first (`dvc repro {stage}@{family}` or `lmlab {stage}`)")
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated file, or one holding more than tensors and plain data
         raise LmlabError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
-    extra: dict[str, Any] | None = saved.get("lmlab") if isinstance(saved, dict) else None
+    extra = saved.get("lmlab") if isinstance(saved, dict) else None
     if extra is None or "model" not in extra:
-        raise LmlabError(f"{path} is not an lmlab pretraining checkpoint (no 'lmlab' section)")
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), extra["model"]))
-    model = build_model(cfg, extra["vocab_size"])
-    weights = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(weights, strict=True)
-    return Checkpoint(model=model.to(map_location), corpus=extra.get("corpus", {}), step=saved.get("global_step", 0))
+        raise LmlabError(f"{path} is not an lmlab checkpoint (no 'lmlab' section)")
+    return saved
+
+
+def model_config(saved: dict[str, Any]) -> ModelConfig:
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["lmlab"]["model"]))
+
+
+def prefixed(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_language_model(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """The model saved in a pretraining checkpoint, weights verified to load completely."""
+    saved = read_checkpoint(path, "pretrain", map_location)
+    if "classes" in saved["lmlab"]:
+        raise LmlabError(f"{path} is a fine-tuning checkpoint; give a pretraining one (data/runs/pretrain/...)")
+    model = build_model(model_config(saved), saved["lmlab"]["vocab_size"])
+    model.load_state_dict(prefixed(saved["state_dict"], "model."), strict=True)
+    return Checkpoint(model.to(map_location), saved["lmlab"].get("corpus", {}), saved.get("global_step", 0))
+
+
+def load_classifier(path: Path, map_location: str | torch.device = "cpu") -> ClassifierCheckpoint:
+    """The classifier saved by `lmlab finetune`, weights verified to load completely."""
+    saved = read_checkpoint(path, "finetune", map_location)
+    extra = saved["lmlab"]
+    if "classes" not in extra:
+        raise LmlabError(f"{path} is a pretraining checkpoint; give a fine-tuning one (data/runs/finetune/...)")
+    head = extra["classifier"]
+    model = Classifier(
+        build_model(model_config(saved), extra["vocab_size"]),
+        len(extra["classes"]),
+        head["pooling"],
+        head["head_hidden"],
+        head["head_dropout"],
+    )
+    model.load_state_dict(prefixed(saved["state_dict"], "model."), strict=True)
+    return ClassifierCheckpoint(
+        model.to(map_location),
+        list(extra["classes"]),
+        extra["corpus"],
+        extra["max_tokens"],
+        saved.get("global_step", 0),
+    )

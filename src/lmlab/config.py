@@ -266,6 +266,78 @@ class PretrainConfig:
 
 
 @dataclass
+class FinetuneTaskConfig:
+    """Text classification on the labeled set, ULMFiT-style (Howard & Ruder, 2018)."""
+
+    from_scratch: bool = False  # true: the same architecture, randomly initialised (the baseline)
+    checkpoint: str = MISSING  # the pretraining checkpoint the backbone starts from
+    pooling: str = "concat"  # last | mean | max | concat ([last, max, mean])
+    head_hidden: int = 0  # 0: a linear head; >0: one hidden layer of this width
+    head_dropout: float = 0.2
+    max_tokens: int = 128  # a document's first tokens (with its two EOD marks); a transformer's context at most
+    batch_size: int = 32
+    val_batch_size: int = 128
+    lr_decay: float = 1.0  # discriminative learning rates: each lower layer group gets lr / lr_decay (ULMFiT: 2.6)
+    unfreeze_every: int = 0  # gradual unfreezing: one more layer group (top down) every N steps; 0: all at once
+    freeze_backbone: bool = False  # train the head only
+    class_weights: Any = None  # null | balanced | a list, one weight per class
+    patience: int = 0  # early stopping: validations without a higher finetune/val/acc; 0: never stop early
+    adapt_steps: int = 0  # language-model adaptation on the labeled train text first (ULMFiT's middle step)
+    adapt_lr: float = 1e-3
+    seed: int = 1337
+
+
+@dataclass
+class FinetuneConfig:
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    task_data: DatasetConfig = field(default_factory=DatasetConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str = "default"
+    resume: str = "auto"
+    metrics_file: str | None = None
+
+
+@dataclass
+class EvaluateConfig:
+    """Test figures for one family, from its pretraining and fine-tuning run folders."""
+
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    family: str = "lstm"
+    pretrain_run: str = MISSING  # run folders: checkpoints/best.ckpt, metrics.json, val_curve.csv
+    finetune_run: str = MISSING
+    scratch_run: str | None = None  # the from-scratch baseline's run folder (None: not evaluated)
+    batch_size: int = 16
+    window: int = 256  # recurrent families: tokens per forward pass (state carried); transformers use their context
+    max_tokens: int | None = None  # cap on test tokens (None: the whole split)
+    speed_tokens: int = 65536  # tokens timed for inference throughput
+    generate_tokens: int = 64  # tokens timed for generation latency, and the sample's length
+    prompt: str = ""
+    seed: int = 1337
+    device: str = "cpu"
+    threads: int = 0
+    out: str = MISSING  # metrics/<family>.json
+    curves_dir: str = MISSING  # per-step curves (csv) for plots
+    sample_file: str = MISSING  # a generated sample, for the report
+
+
+@dataclass
+class ReportConfig:
+    families: list[str] | None = None  # None: the `families` list of params_file (the pipeline's)
+    params_file: str = "params.yaml"
+    metrics_dir: str = "metrics"  # <family>.json and curves/<family>/*.csv from `lmlab evaluate`
+    samples_dir: str = "data/eval"
+    out_dir: str = "reports"
+
+
+@dataclass
 class GenerateConfig:
     """Sampling from a pretraining checkpoint."""
 
@@ -291,3 +363,6 @@ def register_configs() -> None:
     cs.store(name="tokenize_schema", node=TokenizeConfig)
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="generate_schema", node=GenerateConfig)
+    cs.store(name="finetune_schema", node=FinetuneConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="report_schema", node=ReportConfig)

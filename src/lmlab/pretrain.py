@@ -5,8 +5,8 @@ Callable without the CLI (tests do): `pretrain(cfg, run_dir)` returns the final 
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from lmlab.config import PretrainConfig
 from lmlab.data.lm import Corpus
 from lmlab.errors import LmlabError
 from lmlab.models import build_model
-from lmlab.runs import RunFolder, write_json
+from lmlab.runs import RunFolder, code_version, write_json
 from lmlab.tasks.optim import build_optimizer, build_schedule
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
 from lmlab.training import ValCurve, config_dict, finish_logger, make_logger, make_trainer
@@ -28,16 +28,17 @@ log = logging.getLogger(__name__)
 
 
 # The code a checkpoint's training depends on (the pretrain stages' code deps in dvc.yaml).
-TRAINING_CODE = ("models/*.py", "tasks/*.py", "data/lm.py", "pretrain.py", "training.py")
-
-
-def code_version() -> str:
-    """A digest of the training code: a run trained by other code is not resumed (DVC reruns after code edits)."""
-    package = Path(__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(p for pattern in TRAINING_CODE for p in package.glob(pattern)):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+TRAINING_CODE = (
+    "models/__init__.py",
+    "models/base.py",
+    "models/recurrent.py",
+    "models/transformer.py",
+    "tasks/optim.py",
+    "tasks/pretrain.py",
+    "data/lm.py",
+    "pretrain.py",
+    "training.py",
+)
 
 
 def identity(cfg: PretrainConfig) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
         "data": cfg.data.name,
         "tokenizer": cfg.tokenizer.name,
         **{key: full[key] for key in ("model", "task", "optim")},
-        "code": code_version(),
+        "code": code_version(TRAINING_CODE),
     }
 
 
@@ -60,7 +61,9 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     build_schedule(build_optimizer(model, cfg.optim), cfg.optim, cfg.trainer.max_steps, cfg.trainer.val_every)
     # only a valid config may reset the run folder (resume=auto removes the checkpoints of a changed one)
     run = RunFolder(run_dir)
-    checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0)
+    # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
+    given_id = os.environ.get("WANDB_RUN_ID")
+    checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0, given_id)
     window = cfg.task.bptt if model.stateful else cfg.model.context
     if cfg.trainer.compile:
         model.compile()

@@ -26,6 +26,16 @@ from lmlab.errors import LmlabError
 log = logging.getLogger(__name__)
 
 
+def code_version(files: tuple[str, ...]) -> str:
+    """A digest of the code a run's training depends on (globs under the package): a run trained by other
+    code is not resumed, as DVC reruns a stage after an edit to its code deps."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in files for p in package.glob(pattern)):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -68,13 +78,16 @@ class RunFolder:
     def read_record(self) -> dict[str, Any]:
         return json.loads(self.record.read_text()) if self.record.is_file() else {}
 
-    def start(self, resume: str, identity: dict[str, Any], new_id: str, is_rank_zero: bool) -> tuple[Path | None, str]:
+    def start(
+        self, resume: str, identity: dict[str, Any], new_id: str, is_rank_zero: bool, given_id: str | None = None
+    ) -> tuple[Path | None, str]:
         """Decide where training starts: (checkpoint to resume from or None, W&B run id).
 
         `identity` holds what makes checkpoints interchangeable (model, data, tokenizer,
         task, optimizer, seed). `resume=auto` continues only a run with the same
         identity; a changed one starts over (as DVC needs when a param changes), and
         its old checkpoints are removed. A path resumes from that checkpoint as given.
+        `given_id` (a sweep agent's run id) names the run even on a resume: W&B enforces it in a sweep.
         """
         record = self.read_record()
         if resume == "never" or (resume == "auto" and not self.last_checkpoint.is_file()):
@@ -97,7 +110,10 @@ class RunFolder:
         if checkpoint is None and is_rank_zero:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
             (self.path / "val_curve.csv").unlink(missing_ok=True)
-        run_id = record.get("wandb_id") if checkpoint is not None and record.get("wandb_id") else new_id
+        recorded = record.get("wandb_id") if checkpoint is not None else None
+        if given_id and recorded and given_id != recorded:
+            log.warning("resuming %s as W&B run %s (given), not %s (recorded)", checkpoint, given_id, recorded)
+        run_id = given_id or recorded or new_id
         if is_rank_zero:
             write_json(self.record, {"wandb_id": run_id, "fingerprint": fingerprint(identity), "identity": identity})
         return checkpoint, run_id

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 LOGGERS = ("wandb", "csv", "none")
 CURVE_FIELDS = ("step", "train/tokens", "train/wall_seconds", "val/loss", "val/ppl", "val/bpb", "train/lr")
+FINETUNE_CURVE_FIELDS = ("step", "finetune/val/loss", "finetune/val/acc", "finetune/val/f1", "train/lr")
 
 # Lightning's advice for dataloaders that do their work in the main process: ours slice a memmap.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -41,6 +42,11 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     if mode not in ("online", "offline", "disabled"):
         raise LmlabError(f"logger.mode={mode!r} (or WANDB_MODE): use online or offline")
     return mode
+
+
+def env_tags() -> list[str]:
+    """$WANDB_TAGS (comma-separated), which W&B drops when tags are passed explicitly: `lmlab sweep` tags trials so."""
+    return [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
 
 
 def make_logger(
@@ -63,7 +69,7 @@ def make_logger(
         name=run_dir.name,
         group=group,
         job_type=job_type,
-        tags=[*tags, *cfg.tags],
+        tags=[*tags, *cfg.tags, *env_tags()],
         config=config,
         mode=wandb_mode(cfg),
         settings=wandb.Settings(save_code=False, disable_git=True),
@@ -82,8 +88,8 @@ def finish_logger(logger: Logger | None, failed: bool) -> None:
 class ValCurve(Callback):
     """Appends one row per validation to ``val_curve.csv`` (rank zero); a resumed run drops rows past its step."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, fields: tuple[str, ...] = CURVE_FIELDS) -> None:
+        self.path, self.fields = path, fields
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self.path.is_file():
@@ -96,14 +102,14 @@ class ValCurve(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = {"step": trainer.global_step, **{k: metrics.get(k, "") for k in CURVE_FIELDS[1:]}}
-        row["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        row = {"step": trainer.global_step, **{k: metrics.get(k, "") for k in self.fields[1:]}}
+        row["train/lr"] = trainer.optimizers[0].param_groups[-1]["lr"]  # the top layer's (fine-tuning: the head's)
         self._write([row], mode="a")
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
         new = mode == "w" or not self.path.is_file()
         with self.path.open(mode, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=self.fields)
             if new:
                 writer.writeheader()
             writer.writerows(rows)
@@ -144,14 +150,22 @@ def precision_args(cfg: TrainerConfig) -> dict[str, Any]:
     return {"plugins": [CachedAutocast(cfg.precision, "cuda" if gpu else "cpu")]}
 
 
-def make_trainer(cfg: TrainerConfig, run_dir: Path, logger: Logger | None, callbacks: list[Callback]) -> L.Trainer:
+def make_trainer(
+    cfg: TrainerConfig,
+    run_dir: Path,
+    logger: Logger | None,
+    callbacks: list[Callback],
+    monitor: str = "val/loss",
+    mode: str = "min",
+) -> L.Trainer:
+    """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`."""
     if cfg.val_every < 1 or cfg.max_steps < 1:
         raise LmlabError(f"trainer.max_steps={cfg.max_steps} and trainer.val_every={cfg.val_every} must be >= 1")
     best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor="val/loss",
-        mode="min",
+        monitor=monitor,
+        mode=mode,
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,

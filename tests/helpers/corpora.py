@@ -121,3 +121,33 @@ def read_split(paths: PathsConfig, name: str, split: str) -> list[dict[str, Any]
 
 def read_meta(paths: PathsConfig, name: str) -> dict[str, Any]:
     return json.loads((paths.splits(name) / "meta.json").read_text())
+
+
+POSITIVE = "great fine love best happy bright warm win".split()
+NEGATIVE = "awful poor hate worst sad dull cold lose".split()
+
+
+def sentiment_docs(n: int, seed: int) -> list[dict[str, str]]:
+    """Labeled documents a classifier can separate: each has neutral words plus two words of its class."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = [rng.choice(TRAIN_WORDS) for _ in range(rng.randint(3, 10))]
+        for _ in range(2):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
+        docs.append({"text": " ".join(words), "label": label})
+    return docs
+
+
+def sentiment_dataset(paths: PathsConfig, name: str, sizes: dict[str, int]) -> DatasetConfig:
+    """A labeled jsonl set with its own splits (``raw/<name>/<split>.jsonl``), classes negative and positive."""
+    for seed, (split, n) in enumerate(sizes.items()):
+        write_jsonl(paths.raw(name) / f"{split}.jsonl", sentiment_docs(n, seed))
+    return dataset(
+        name,
+        format="jsonl",
+        files={s: f"{s}.jsonl" for s in sizes},
+        label_field="label",
+        label_map={"neg": "negative", "pos": "positive"},
+    )

@@ -14,6 +14,8 @@ import numpy as np
 
 from lmlab.config import (
     DatasetConfig,
+    FinetuneConfig,
+    FinetuneTaskConfig,
     LoggerConfig,
     ModelConfig,
     OptimConfig,
@@ -95,3 +97,23 @@ def tiny_overrides(max_steps: int, val_every: int = 5) -> list[str]:
         "trainer.threads=1",
         "optim.warmup_steps=2",
     ]
+
+
+def tiny_finetune_config(
+    data_dir: Path, family: str, checkpoint: Path | str, task_data: str = "reviews", **finetune: object
+) -> FinetuneConfig:
+    """A FinetuneConfig for `tiny_config`'s architecture: a few dozen steps on a tiny labeled set."""
+    pretrain = tiny_config(data_dir, family, max_steps=60, val_every=20)
+    return FinetuneConfig(
+        data=pretrain.data,
+        task_data=DatasetConfig(name=task_data),
+        tokenizer=pretrain.tokenizer,
+        paths=pretrain.paths,
+        model=pretrain.model,
+        finetune=FinetuneTaskConfig(
+            **{"checkpoint": str(checkpoint), "batch_size": 8, "val_batch_size": 16, "max_tokens": 32, **finetune}
+        ),
+        optim=OptimConfig(lr=1e-2, weight_decay=0.01, warmup_steps=5, min_lr=1e-3),
+        trainer=pretrain.trainer,
+        logger=pretrain.logger,
+    )

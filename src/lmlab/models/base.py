@@ -4,6 +4,7 @@ logits, state = model(tokens, state)        # tokens [B, T] -> logits [B, T, V]
 hidden, state = model.encode(tokens, state)  # features [B, T, D] for heads
 state = model.init_state(batch_size, device) # None for stateless models
 model.stateful                               # True: tasks carry state across windows (TBPTT)
+model.layer_groups()                         # parameters per layer, input to output (fine-tuning)
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class LanguageModel(nn.Module):
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return None
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters from input to output, one list per layer (embeddings first): the units that
+        fine-tuning gives discriminative learning rates and unfreezes one at a time."""
+        raise NotImplementedError
 
     def generation_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         """The state generation starts from: the recurrent state, or a transformer's empty KV cache."""

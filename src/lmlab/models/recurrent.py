@@ -47,6 +47,15 @@ class RecurrentLM(LanguageModel):
         h = torch.zeros(self.cfg.layers, batch_size, self.cfg.width, device=device, dtype=weight.dtype)
         return (h, torch.zeros_like(h)) if self.cfg.family == "lstm" else h
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Embedding, then each recurrent layer (torch names them ``*_l<k>``); the projection joins the top layer."""
+        layers = [
+            [p for name, p in self.rnn.named_parameters() if name.endswith(f"_l{k}")] for k in range(self.cfg.layers)
+        ]
+        if self.proj is not None:
+            layers[-1] += list(self.proj.parameters())
+        return [list(self.embedding.parameters()), *layers]
+
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         if state is None:
             state = self.init_state(tokens.size(0), tokens.device)

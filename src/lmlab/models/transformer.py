@@ -144,6 +144,13 @@ class TransformerLM(LanguageModel):
     def max_positions(self) -> int:
         return self.cfg.context
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Embeddings (token and learned positions), then each block; the final norm joins the top block."""
+        embeddings = [self.embedding.weight, *(self.position.parameters() if self.position is not None else [])]
+        blocks = [list(block.parameters()) for block in self.blocks]
+        blocks[-1] += list(self.norm.parameters())
+        return [embeddings, *blocks]
+
     def generation_state(self, batch_size: int, device: torch.device | str = "cpu") -> KVCache:
         return KVCache()
 

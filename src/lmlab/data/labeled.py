@@ -1,0 +1,146 @@
+"""Classification batches from the tokenized labeled set (``data/tokenized/<corpus>-<tokenizer>/task/``).
+
+Each split is ``<split>.bin`` (the documents' tokens, back to back),
+``<split>.offsets.npy`` (n+1 document starts) and ``<split>.labels.npy``
+(class ids into meta.json's ``task.classes``). A document enters a model as
+
+    [EOD] + its first `max_tokens - 2` tokens + [EOD]
+
+the way pretraining saw documents (each follows an end-of-document id), with
+a closing EOD whose state has read the whole text: the "last" pooling reads it.
+Batches are right-padded with the pad id; every model here is causal, so
+padding after a document never changes the features of its tokens.
+
+Training batches are, like the LM batches, a pure function of their index
+(seed, epoch permutation, rank), so a resumed run continues with the batch an
+uninterrupted one would have taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from lmlab.data.lm import Corpus
+from lmlab.errors import LmlabError
+
+EOD_ID, PAD_ID = 2, 3  # the tokenize stage's special ids
+
+# tokens [B, T], lengths [B], labels [B]
+DocBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LabeledSplit:
+    """One split of the labeled set: documents as token slices, and their labels."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def document(self, index: int) -> np.ndarray:
+        return self.tokens[self.offsets[index] : self.offsets[index + 1]]
+
+    def batch(self, indices: np.ndarray, max_tokens: int) -> DocBatch:
+        docs = [self.document(i)[: max_tokens - 2] for i in indices]
+        lengths = torch.tensor([len(d) + 2 for d in docs])
+        out = torch.full((len(docs), int(lengths.max())), PAD_ID, dtype=torch.long)
+        for row, doc in enumerate(docs):
+            out[row, : len(doc) + 2] = torch.from_numpy(np.concatenate([[EOD_ID], doc, [EOD_ID]]).astype(np.int64))
+        return out, lengths, torch.from_numpy(self.labels[indices].astype(np.int64))
+
+    def lm_stream(self) -> np.ndarray:
+        """The documents as one LM token stream, each followed by EOD (as the corpus streams are)."""
+        return np.insert(self.tokens, self.offsets[1:], EOD_ID).astype(self.tokens.dtype)
+
+
+@dataclass(frozen=True)
+class LabeledSet:
+    """The labeled set tokenized alongside a corpus: its class names and splits."""
+
+    folder: Path
+    name: str
+    classes: list[str]
+    dtype: str
+
+    @classmethod
+    def open(cls, corpus: Corpus) -> LabeledSet:
+        task = corpus.meta.get("task")
+        folder = corpus.folder / "task"
+        if task is None or not folder.is_dir():
+            raise LmlabError(
+                f"{corpus.folder} holds no labeled set (meta.json has no 'task'): tokenize it with the corpus, "
+                "`dvc repro tokenize` or `lmlab tokenize data=<corpus> task_data=<labeled set>`"
+            )
+        return cls(folder, task["name"], list(task["classes"]), corpus.dtype)
+
+    def split(self, name: str) -> LabeledSplit:
+        stem = self.folder / name
+        data = LabeledSplit(
+            np.fromfile(stem.with_suffix(".bin"), dtype=self.dtype),  # a few MB at most: read whole
+            np.load(stem.with_suffix(".offsets.npy")),
+            np.load(stem.with_suffix(".labels.npy")),
+        )
+        bad = (data.labels < 0) | (data.labels >= len(self.classes))
+        if bad.any():
+            raise LmlabError(
+                f"{stem}.labels.npy has label {int(data.labels[bad][0])}, outside the {len(self.classes)} classes "
+                f"{self.classes} of {self.folder.parent / 'meta.json'}: re-run the tokenize stage"
+            )
+        return data
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        return np.bincount(self.split(split).labels, minlength=len(self.classes))
+
+
+class ShuffledDocuments(IterableDataset):
+    """Training batches: every epoch a seeded permutation of the documents, cut into global batches of
+    ``batch_size * world`` of which rank ``r`` takes its slice; the last partial batch is dropped."""
+
+    def __init__(
+        self, data: LabeledSplit, batch_size: int, max_tokens: int, seed: int, rank: int, world: int, start: int = 0
+    ) -> None:
+        self.data, self.batch_size, self.max_tokens = data, batch_size, max_tokens
+        self.seed, self.rank, self.world, self.start = seed, rank, world, start
+        self.per_epoch = len(data) // (batch_size * world)
+        if self.per_epoch == 0:
+            raise LmlabError(
+                f"the labeled train split has {len(data)} documents, fewer than one batch of "
+                f"{batch_size} x {world} ranks: lower finetune.batch_size"
+            )
+
+    def __iter__(self) -> Iterator[DocBatch]:
+        epoch_order: tuple[int, np.ndarray] | None = None
+        for index in count(self.start):
+            epoch, step = divmod(index, self.per_epoch)
+            if epoch_order is None or epoch_order[0] != epoch:
+                epoch_order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.data)))
+            size = self.batch_size * self.world
+            chunk = epoch_order[1][step * size : (step + 1) * size]
+            yield self.data.batch(
+                chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size], self.max_tokens
+            )
+
+
+class OrderedDocuments(IterableDataset):
+    """Evaluation batches: rank ``r`` reads documents ``r, r + world, ...`` once, in order, none twice."""
+
+    def __init__(self, data: LabeledSplit, batch_size: int, max_tokens: int, rank: int = 0, world: int = 1) -> None:
+        self.data, self.batch_size, self.max_tokens = data, batch_size, max_tokens
+        self.indices = np.arange(rank, len(data), world)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self) -> Iterator[DocBatch]:
+        for begin in range(0, len(self.indices), self.batch_size):
+            yield self.data.batch(self.indices[begin : begin + self.batch_size], self.max_tokens)

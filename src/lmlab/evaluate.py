@@ -1,0 +1,204 @@
+"""`lmlab evaluate`: one family's test figures, measured the same way for every family.
+
+- Language model (the pretraining run's best checkpoint): test loss, ``test/ppl``
+  and ``test/bpb`` over the corpus test split, state carried through the
+  split for recurrent families, context-sized windows for transformers.
+- Classifier (the fine-tuning run's best checkpoint, and the from-scratch
+  baseline's): ``test/acc``, ``test/f1`` (macro), per-class precision and
+  recall, the confusion matrix, and ``scratch/test/*`` for the baseline.
+- Speed: inference tokens/s (forward passes over test windows), generation
+  latency per token (one sequence, state or KV cache), and peak memory of
+  that inference (CUDA: the allocator's peak; CPU: parameters plus the peak
+  of live tensors allocated by the forward, from the profiler's per-operator
+  memory records).
+- From the pretraining run: ``model/params``, ``train/tokens_per_sec``,
+  ``train/wall_seconds``, and its val curve, copied next to the fine-tuning
+  curves as CSV files DVC can plot.
+
+Callable without the CLI: `evaluate(cfg)` returns the metrics it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from lmlab.checkpoints import load_classifier, load_language_model
+from lmlab.config import EvaluateConfig
+from lmlab.data.labeled import LabeledSet, OrderedDocuments
+from lmlab.data.lm import Corpus, EvalWindows
+from lmlab.errors import LmlabError
+from lmlab.generate import EOD_ID, generate
+from lmlab.models import LanguageModel
+from lmlab.runs import write_json
+from lmlab.tasks.finetune import classification_metrics, summarize
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    corpus_dir = cfg.paths.tokenized(cfg.data.name, cfg.tokenizer)
+    corpus = Corpus.open(corpus_dir)
+    pretrain_run, finetune_run = Path(cfg.pretrain_run), Path(cfg.finetune_run)
+    lm = load_language_model(pretrain_run / "checkpoints" / "best.ckpt", cfg.device)
+    check_vocabulary(lm.model.vocab_size, corpus, pretrain_run)
+    trained = read_metrics(pretrain_run)
+    window = lm.model.max_positions or cfg.window
+
+    metrics: dict[str, Any] = {
+        "model/params": lm.model.num_params,
+        "model/embedding_params": lm.model.num_embedding_params,
+        "train/tokens_per_sec": trained["train/tokens_per_sec"],
+        "train/wall_seconds": trained["train/wall_seconds"],
+        "train/tokens": trained["train/tokens"],
+        "val/loss": trained["best/val/loss"],
+        "val/ppl": math.exp(min(trained["best/val/loss"], 80.0)),
+        "val/bpb": trained["best/val/loss"] / math.log(2) * corpus.tokens_per_byte("val"),
+    }
+    started = time.perf_counter()
+    loss = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
+    metrics |= {
+        "test/loss": loss,
+        "test/ppl": math.exp(min(loss, 80.0)),
+        "test/bpb": loss / math.log(2) * corpus.tokens_per_byte("test"),
+    }
+    metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)
+    sample, latency = sample_and_latency(lm.model, corpus_dir / "tokenizer.model", cfg)
+    metrics["infer/ms_per_generated_token"] = latency
+
+    labeled = LabeledSet.open(corpus)
+    test = labeled.split("test")
+    runs = {"test/": finetune_run} | ({"scratch/test/": Path(cfg.scratch_run)} if cfg.scratch_run else {})
+    for prefix, run in runs.items():
+        clf = load_classifier(run / "checkpoints" / "best.ckpt", cfg.device)
+        if clf.classes != labeled.classes:
+            raise LmlabError(
+                f"{run}/checkpoints/best.ckpt classifies {clf.classes}, but the labeled set in {corpus_dir} has "
+                f"classes {labeled.classes}: fine-tune again on this labeled set"
+            )
+        metrics |= classify(clf.model, test, labeled.classes, prefix, clf.max_tokens, cfg.device)
+    log.info("evaluated %s in %.1fs: %s", cfg.family, time.perf_counter() - started, headline(metrics))
+
+    write_curves(Path(cfg.curves_dir), pretrain_run, runs)
+    Path(cfg.sample_file).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(cfg.sample_file).with_suffix(".tmp")
+    tmp.write_text(sample + "\n")
+    tmp.replace(cfg.sample_file)
+    write_json(Path(cfg.out), metrics)
+    return metrics
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    keys = ("test/ppl", "test/bpb", "test/acc", "scratch/test/acc", "infer/tokens_per_sec")
+    return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+def check_vocabulary(vocab_size: int, corpus: Corpus, run: Path) -> None:
+    if vocab_size != corpus.vocab_size:
+        raise LmlabError(
+            f"{run} was trained with a vocabulary of {vocab_size}, but {corpus.folder} has {corpus.vocab_size}: "
+            "the corpus was tokenized differently since; evaluate with the matching data= and tokenizer="
+        )
+
+
+def read_metrics(run: Path) -> dict[str, Any]:
+    path = run / "metrics.json"
+    if not path.is_file():
+        raise LmlabError(f"no {path}: the run did not finish; run it again (`dvc repro` resumes it)")
+    return json.loads(path.read_text())
+
+
+@torch.inference_mode()
+def lm_loss(
+    model: LanguageModel, corpus: Corpus, split: str, batch: int, window: int, max_tokens: int | None, device: str
+) -> float:
+    """Mean nats per token over the split (or its first `max_tokens`), state carried for recurrent families."""
+    model.eval()
+    nats = tokens = 0.0
+    state = None
+    for inputs, targets, reset in EvalWindows(
+        corpus.tokens(split), batch, window, model.stateful, max_tokens=max_tokens
+    ):
+        logits, state = model(inputs.to(device), None if reset else state)
+        nats += float(F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="sum"))
+        tokens += targets.numel()
+    return nats / max(tokens, 1)
+
+
+@torch.inference_mode()
+def inference_speed(
+    model: LanguageModel, corpus: Corpus, batch: int, window: int, budget: int, device: str
+) -> dict[str, float]:
+    """Tokens per second of forward passes over test windows, after one warm-up batch; and peak memory."""
+    model.eval()
+    batches = list(EvalWindows(corpus.tokens("test"), batch, window, model.stateful, max_tokens=budget, name="test"))
+    model(batches[0][0].to(device))  # warm-up: first-call allocations and kernel selection
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    started, state, count = time.perf_counter(), None, 0
+    for inputs, _, reset in batches:
+        _, state = model(inputs.to(device), None if reset else state)
+        count += inputs.numel()
+    sync()
+    speed = count / (time.perf_counter() - started)
+    return {"infer/tokens_per_sec": speed, "infer/peak_memory_mb": peak_memory(model, batches[0][0], device) / 2**20}
+
+
+def peak_memory(model: LanguageModel, inputs: torch.Tensor, device: str) -> float:
+    """Bytes at the peak of one forward pass over `inputs`, parameters included."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            model(inputs.to(device))
+        return float(torch.cuda.max_memory_allocated())
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(inputs)
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return float(peak + sum(p.numel() * p.element_size() for p in model.parameters()))
+
+
+def sample_and_latency(model: LanguageModel, tokenizer: Path, cfg: EvaluateConfig) -> tuple[str, float]:
+    """A seeded sample of `generate_tokens` (not stopping at a document end) and milliseconds per token."""
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
+    prompt = [EOD_ID, *sp.encode(cfg.prompt)]
+    list(generate(model, prompt, 4, temperature=0.8, top_p=0.95, seed=cfg.seed))  # warm-up
+    started = time.perf_counter()
+    ids = list(generate(model, prompt, cfg.generate_tokens, temperature=0.8, top_p=0.95, seed=cfg.seed))
+    latency = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
+    return cfg.prompt + sp.decode([i for i in ids if i != EOD_ID]), latency
+
+
+@torch.inference_mode()
+def classify(model: torch.nn.Module, split: Any, classes: list[str], prefix: str, max_tokens: int, device: str) -> dict:
+    model.eval()
+    metrics = classification_metrics(len(classes)).to(device)
+    for tokens, lengths, labels in OrderedDocuments(split, 256, max_tokens):
+        metrics.update(model(tokens.to(device), lengths.to(device)), labels.to(device))
+    return summarize(metrics, prefix, classes)
+
+
+def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path]) -> None:
+    """The runs' val curves as `pretrain.csv`, `finetune.csv` and `scratch.csv` (DVC plots them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {"test/": "finetune.csv", "scratch/test/": "scratch.csv"}
+    for source, name in [(pretrain_run, "pretrain.csv"), *((run, names[p]) for p, run in finetune_runs.items())]:
+        curve = source / "val_curve.csv"
+        if not curve.is_file():
+            raise LmlabError(f"no {curve}: the run did not validate; run it again")
+        shutil.copyfile(curve, folder / f".{name}.tmp")
+        (folder / f".{name}.tmp").replace(folder / name)

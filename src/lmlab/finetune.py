@@ -1,0 +1,248 @@
+"""`lmlab finetune`: a text classifier on the labeled set, from a pretraining checkpoint or from scratch.
+
+Callable without the CLI (tests do): `finetune(cfg, run_dir)` returns the final metrics.
+The run folder has the layout of a pretraining run (see `lmlab.runs`), with
+checkpoints chosen by ``finetune/val/acc``; an LM adaptation, when asked for,
+runs first in its own run folder ``<run>/adapt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.utilities import rank_zero_only
+
+from lmlab.checkpoints import model_config, prefixed, read_checkpoint
+from lmlab.config import FinetuneConfig, ModelConfig, PretrainTaskConfig
+from lmlab.data.labeled import LabeledSet, LabeledSplit
+from lmlab.data.lm import Corpus
+from lmlab.errors import LmlabError
+from lmlab.models import LanguageModel, build_model
+from lmlab.models.classifier import Classifier
+from lmlab.pretrain import TRAINING_CODE, open_corpus
+from lmlab.runs import RunFolder, code_version, write_json
+from lmlab.tasks.finetune import FinetuneData, FinetuneTask, model_record
+from lmlab.tasks.pretrain import PretrainData, PretrainTask
+from lmlab.training import FINETUNE_CURVE_FIELDS, ValCurve, config_dict, finish_logger, make_logger, make_trainer
+
+log = logging.getLogger(__name__)
+
+FINETUNE_CODE = (*TRAINING_CODE, "models/classifier.py", "tasks/finetune.py", "data/labeled.py", "finetune.py")
+DROPOUTS = ("embed_dropout", "dropout", "output_dropout")  # may differ between pretraining and fine-tuning
+
+
+def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    task_cfg = cfg.finetune
+    corpus = open_corpus(cfg)
+    labeled = LabeledSet.open(corpus)
+    if labeled.name != cfg.task_data.name:
+        raise LmlabError(
+            f"{corpus.folder} holds the labeled set {labeled.name!r}, not task_data={cfg.task_data.name!r}: "
+            f"tokenize it with `lmlab tokenize data={cfg.data.name} task_data={cfg.task_data.name}` or pick "
+            f"task_data={labeled.name}"
+        )
+    train, val = labeled.split("train"), labeled.split("val")
+    weights = class_weights(task_cfg.class_weights, labeled.classes, train)
+    L.seed_everything(task_cfg.seed, workers=True, verbose=False)
+    backbone = build_model(cfg.model, corpus.vocab_size)
+    pretrained = None if task_cfg.from_scratch else Path(task_cfg.checkpoint)
+    if pretrained is not None:
+        load_pretrained(backbone, pretrained, cfg, corpus)
+    model = Classifier(backbone, len(labeled.classes), task_cfg.pooling, task_cfg.head_hidden, task_cfg.head_dropout)
+    max_tokens = min(task_cfg.max_tokens, backbone.max_positions or task_cfg.max_tokens)
+    run = RunFolder(run_dir)
+    checkpoint, run_id = run.start(
+        cfg.resume, identity(cfg, pretrained), secrets.token_hex(4), rank_zero_only.rank == 0
+    )
+
+    adapted: dict[str, float] = {}
+    if task_cfg.adapt_steps > 0 and pretrained is not None:
+        adapted = adapt(backbone, train, labeled.split("val"), cfg, run_dir / "adapt")
+    if task_cfg.freeze_backbone:
+        backbone.requires_grad_(False)
+
+    corpus_info = {"name": cfg.data.name, "tokenizer": cfg.tokenizer.name, "folder": str(corpus.folder)}
+    task = FinetuneTask(
+        model,
+        labeled.classes,
+        task_cfg,
+        cfg.optim,
+        cfg.trainer.max_steps,
+        weights,
+        model_record(model, task_cfg, corpus_info) | {"max_tokens": max_tokens},
+    )
+    tags = [
+        cfg.model.family,
+        cfg.task_data.name,
+        cfg.tokenizer.name,
+        "scratch" if task_cfg.from_scratch else "pretrained",
+    ]
+    logger = make_logger(cfg.logger, run_dir, run_id, cfg.name, "finetune", tags, config_dict(cfg))
+    callbacks: list = [ValCurve(run_dir / "val_curve.csv", FINETUNE_CURVE_FIELDS)]
+    if task_cfg.patience:
+        callbacks.append(EarlyStopping("finetune/val/acc", mode="max", patience=task_cfg.patience))
+    trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor="finetune/val/acc", mode="max")
+    if logger is not None:
+        logger.log_hyperparams({"model/params": backbone.num_params, **adapted})
+    log.info(
+        "fine-tuning %s (%s backbone parameters, %s) on %s, run folder %s%s",
+        cfg.model.family,
+        f"{backbone.num_params:,}",
+        "from scratch" if pretrained is None else f"from {pretrained}",
+        labeled.name,
+        run_dir,
+        f", resuming from {checkpoint}" if checkpoint else "",
+    )
+    failed = True
+    try:
+        trainer.fit(
+            task, datamodule=FinetuneData(train, val, task_cfg, max_tokens), ckpt_path=checkpoint, weights_only=True
+        )
+        failed = False
+    finally:
+        if trainer.is_global_zero:
+            log_confusion(logger, task)
+            finish_logger(logger, failed)
+    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    metrics = {
+        **{k: v for k, v in task.last_val.items() if k != "step"},
+        "best/finetune/val/acc": float(best) if best is not None else task.last_val.get("finetune/val/acc"),
+        "model/params": backbone.num_params,
+        "finetune/steps": trainer.global_step,
+        "finetune/from_scratch": task_cfg.from_scratch,
+        **adapted,
+    }
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        if cfg.metrics_file:
+            write_json(Path(cfg.metrics_file), metrics)
+    return metrics
+
+
+def identity(cfg: FinetuneConfig, pretrained: Path | None) -> dict[str, Any]:
+    """What a fine-tuning checkpoint belongs to, including the exact pretrained weights it started from."""
+    full = config_dict(cfg)
+    return {
+        "data": cfg.data.name,
+        "task_data": cfg.task_data.name,
+        "tokenizer": cfg.tokenizer.name,
+        **{key: full[key] for key in ("model", "finetune", "optim")},
+        "pretrained": sha256(pretrained) if pretrained is not None else None,
+        "code": code_version(FINETUNE_CODE),
+    }
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def class_weights(spec: Any, classes: list[str], train: LabeledSplit) -> torch.Tensor | None:
+    """None, "balanced" (n / (k * count) per class, as scikit-learn), or one given weight per class."""
+    if spec is None:
+        return None
+    if spec == "balanced":
+        counts = np.bincount(train.labels, minlength=len(classes)).astype(np.float64)
+        return torch.tensor(len(train) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
+    if isinstance(spec, list | tuple) and len(spec) == len(classes) and all(isinstance(w, int | float) for w in spec):
+        return torch.tensor([float(w) for w in spec], dtype=torch.float32)
+    raise LmlabError(
+        f"finetune.class_weights={spec!r}: use null, balanced, or a list of {len(classes)} numbers (classes {classes})"
+    )
+
+
+def load_pretrained(backbone: LanguageModel, path: Path, cfg: FinetuneConfig, corpus: Corpus) -> None:
+    """Copy a pretraining checkpoint's weights into `backbone`, after checking it fits, then verify them equal."""
+    saved = read_checkpoint(path, "pretrain")
+    extra = saved["lmlab"]
+    if "classes" in extra:
+        raise LmlabError(f"finetune.checkpoint={path} is a fine-tuning checkpoint; give a pretraining one")
+    trained_on = extra.get("corpus", {})
+    if extra["vocab_size"] != corpus.vocab_size or trained_on.get("tokenizer") not in (None, cfg.tokenizer.name):
+        raise LmlabError(
+            f"{path} was pretrained with tokenizer {trained_on.get('tokenizer')!r} (vocabulary {extra['vocab_size']}) "
+            f"on {trained_on.get('name')!r}, but this run uses {cfg.tokenizer.name} (vocabulary {corpus.vocab_size}) "
+            f"of {corpus.folder}: fine-tune with the checkpoint's tokenizer, or pretrain again with this one"
+        )
+    differ = architecture_differences(model_config(saved), cfg.model)
+    if differ:
+        raise LmlabError(
+            f"{path} holds a different architecture than model={cfg.model.family}: "
+            + ", ".join(f"model.{key} is {mine} here, {theirs} in the checkpoint" for key, mine, theirs in differ)
+            + " (pass the checkpoint's values as overrides)"
+        )
+    weights = prefixed(saved["state_dict"], "model.")
+    backbone.load_state_dict(weights, strict=True)
+    unequal = [name for name, value in backbone.state_dict().items() if not torch.equal(value, weights[name])]
+    if unequal:
+        raise LmlabError(f"weights {unequal} differ from {path} after loading")
+
+
+def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[tuple[str, Any, Any]]:
+    return [
+        (f.name, getattr(wanted, f.name), getattr(saved, f.name))
+        for f in fields(ModelConfig)
+        if f.name not in DROPOUTS and getattr(wanted, f.name) != getattr(saved, f.name)
+    ]
+
+
+def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: FinetuneConfig, folder: Path) -> dict:
+    """ULMFiT's middle step: continue language-model training on the labeled set's own text, so the backbone
+    knows the target domain before a classifier is put on it. Resumes like pretraining does."""
+    steps, lr = cfg.finetune.adapt_steps, cfg.finetune.adapt_lr
+    lm = write_lm_corpus(folder / "corpus", {"train": train, "val": val}, backbone.vocab_size)
+    optim = replace(cfg.optim, lr=lr, warmup_steps=steps // 10, min_lr=lr / 10, schedule="cosine", decay_steps=None)
+    task_cfg = PretrainTaskConfig(batch_size=16, bptt=64, val_max_tokens=None, seed=cfg.finetune.seed)
+    window = task_cfg.bptt if backbone.stateful else backbone.cfg.context
+    identity = {"backbone": sha256_state(backbone), "optim": asdict(optim), "steps": steps}
+    checkpoint, _ = RunFolder(folder).start("auto", identity, "adapt", rank_zero_only.rank == 0)
+    task = PretrainTask(backbone, optim, steps, steps, lm.tokens_per_byte("val"))
+    trainer = make_trainer(replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [])
+    trainer.fit(task, datamodule=PretrainData(lm, task_cfg, backbone.stateful, window, 1), ckpt_path=checkpoint)
+    return {"adapt/val/loss": float(trainer.callback_metrics.get("val/loss", task.last_val.get("val/loss", 0.0)))}
+
+
+def sha256_state(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode() + value.cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def write_lm_corpus(folder: Path, splits: dict[str, LabeledSplit], vocab_size: int) -> Corpus:
+    """The labeled documents as LM token streams in the tokenize stage's layout, so pretraining code reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_splits = {}
+    for name, split in splits.items():
+        stream = split.lm_stream()
+        stream.tofile(folder / f"{name}.bin")
+        # bytes are not stored per document; bits per byte of the adaptation are not reported
+        meta_splits[name] = {"tokens": len(stream), "bytes": len(stream)}
+    write_json(
+        folder / "meta.json",
+        {"vocab_size": vocab_size, "dtype": splits["train"].tokens.dtype.name, "splits": meta_splits},
+    )
+    return Corpus.open(folder)
+
+
+def log_confusion(logger: Any, task: FinetuneTask) -> None:
+    """The last validation's confusion matrix as a W&B table (rows: true class, columns: predicted)."""
+    counts = {k: v for k, v in task.last_val.items() if k.startswith("finetune/val/confusion/")}
+    if not counts or not hasattr(logger, "log_table"):
+        return
+    rows = [[t, *(counts[f"finetune/val/confusion/{t}/{p}"] for p in task.classes)] for t in task.classes]
+    logger.log_table("finetune/val/confusion", columns=["true \\ predicted", *task.classes], data=rows)

@@ -1,0 +1,206 @@
+"""`lmlab report`: the families side by side, from what `lmlab evaluate` wrote.
+
+Reads ``<metrics_dir>/<family>.json``, ``<metrics_dir>/curves/<family>/*.csv``
+and ``<samples_dir>/<family>/sample.txt``; writes ``<out_dir>/comparison.md``
+and its PNG plots. Everything is written to a staging folder first and moved
+into place at the end, so a failed report never leaves half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure  # not pyplot: files only, no display backend or global state
+from omegaconf import OmegaConf
+
+from lmlab.config import ReportConfig
+from lmlab.errors import LmlabError
+
+PLOTS = {
+    "val_loss_vs_tokens.png": "Validation loss against training tokens",
+    "val_loss_vs_time.png": "Validation loss against training wall time",
+    "accuracy.png": "Test accuracy and macro F1: fine-tuned from pretraining vs. from scratch",
+    "throughput.png": "Training and inference throughput",
+}
+COLUMNS = [  # (header, metric key, format)
+    ("params", "model/params", "{:,.0f}"),
+    ("train s", "train/wall_seconds", "{:.0f}"),
+    ("train tok/s", "train/tokens_per_sec", "{:,.0f}"),
+    ("infer tok/s", "infer/tokens_per_sec", "{:,.0f}"),
+    ("gen ms/tok", "infer/ms_per_generated_token", "{:.2f}"),
+    ("val ppl", "val/ppl", "{:.1f}"),
+    ("test ppl", "test/ppl", "{:.1f}"),
+    ("test bpb", "test/bpb", "{:.3f}"),
+    ("acc", "test/acc", "{:.3f}"),
+    ("F1", "test/f1", "{:.3f}"),
+    ("scratch acc", "scratch/test/acc", "{:.3f}"),
+    ("scratch F1", "scratch/test/f1", "{:.3f}"),
+]
+
+
+def family_names(cfg: ReportConfig) -> list[str]:
+    if cfg.families is not None:
+        names = list(cfg.families)
+    else:
+        params = Path(cfg.params_file)
+        if not params.is_file():
+            raise LmlabError(f"families=null reads them from {params}, which does not exist; give families=[...]")
+        names = list(OmegaConf.load(params).get("families") or [])
+    if not names:
+        raise LmlabError("no families to report: give families=[gru,transformer,...] (or list them in params.yaml)")
+    return names
+
+
+def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
+    """Each family's metrics, curves and sample; a missing file names the stage that makes it."""
+    families: dict[str, dict[str, Any]] = {}
+    for family in family_names(cfg):
+        path = Path(cfg.metrics_dir) / f"{family}.json"
+        if not path.is_file():
+            raise LmlabError(f"no {path}: run `dvc repro evaluate@{family}` (or `lmlab evaluate family={family}`)")
+        curves = Path(cfg.metrics_dir) / "curves" / family
+        sample = Path(cfg.samples_dir) / family / "sample.txt"
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise LmlabError(f"{path} is not valid JSON ({err}): run `dvc repro evaluate@{family}` again") from err
+        families[family] = {
+            "metrics": metrics,
+            "pretrain": read_curve(curves / "pretrain.csv"),
+            "sample": sample.read_text().strip() if sample.is_file() else "",
+        }
+    return families
+
+
+def read_curve(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def report(cfg: ReportConfig) -> Path:
+    families = load(cfg)
+    out = Path(cfg.out_dir)
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    curve_plot(families, "train/tokens", "training tokens", staging / "val_loss_vs_tokens.png")
+    curve_plot(families, "train/wall_seconds", "training wall time (s)", staging / "val_loss_vs_time.png")
+    accuracy_plot(families, staging / "accuracy.png")
+    throughput_plot(families, staging / "throughput.png")
+    (staging / "comparison.md").write_text(markdown(families))
+    out.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        item.replace(out / item.name)
+    staging.rmdir()
+    return out / "comparison.md"
+
+
+def cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
+    return fmt.format(metrics[key]) if isinstance(metrics.get(key), int | float) else "—"
+
+
+def markdown(families: dict[str, dict[str, Any]]) -> str:
+    header = ["family", *(c[0] for c in COLUMNS)]
+    rows = [[name, *(cell(f["metrics"], key, fmt) for _, key, fmt in COLUMNS)] for name, f in families.items()]
+    lines = [
+        "# Model comparison",
+        "",
+        "One row per family, all trained on the same data, tokenizer, steps and schedule "
+        "(made by `lmlab report` from `metrics/<family>.json`; `dvc repro` rebuilds it).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        "- **params**: trainable parameters (a tied embedding counted once). **train s**, **train tok/s**: "
+        "pretraining wall time and throughput (validation excluded from the throughput).",
+        "- **infer tok/s**: forward passes over test windows; **gen ms/tok**: sampling one sequence token by "
+        "token (carried state or KV cache).",
+        "- **ppl**, **bpb**: perplexity and bits per UTF-8 byte of the corpus's val and test splits.",
+        "- **acc**, **F1** (macro): the labeled set's test split, classifier fine-tuned from the pretrained "
+        "model; **scratch**: the same classifier and recipe from random initialisation.",
+        "",
+        "## Does pretraining pay?",
+        "",
+        *verdicts(families),
+        "",
+        "## Plots",
+        "",
+        *(f"![{title}]({name})\n" for name, title in PLOTS.items()),
+        "## Samples",
+        "",
+        "Generated by each pretrained model from an empty prompt (64 tokens, temperature 0.8, top-p 0.95).",
+        "",
+    ]
+    for name, f in families.items():
+        lines += [f"**{name}**", "", "> " + (f["sample"].replace("\n", " ") or "(no sample)"), ""]
+    return "\n".join(lines)
+
+
+def verdicts(families: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for name, f in families.items():
+        m = f["metrics"]
+        if "test/acc" not in m or "scratch/test/acc" not in m:
+            out.append(f"- {name}: no from-scratch baseline was evaluated")
+            continue
+        gain = m["test/acc"] - m["scratch/test/acc"]
+        word = "beats" if gain > 0 else "does not beat"
+        out.append(
+            f"- {name}: pretrained {word} from scratch by {gain * 100:+.1f} accuracy points "
+            f"({m['test/acc']:.3f} vs {m['scratch/test/acc']:.3f}; F1 {m['test/f1']:.3f} vs {m['scratch/test/f1']:.3f})"
+        )
+    return out
+
+
+def curve_plot(families: dict[str, dict[str, Any]], x: str, label: str, path: Path) -> None:
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, f in families.items():
+        rows = [r for r in f["pretrain"] if x in r and "val/loss" in r]
+        ax.plot([r[x] for r in rows], [r["val/loss"] for r in rows], marker="o", label=name)
+    ax.set(xlabel=label, ylabel="validation loss (nats/token)", title=f"Validation loss against {label}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def bars(path: Path, title: str, ylabel: str, groups: dict[str, list[float | None]], names: list[str]) -> None:
+    """Grouped bars: one group per family, one bar per series in `groups`; missing values are left out."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    width = 0.8 / len(groups)
+    for i, (series, values) in enumerate(groups.items()):
+        xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(names))]
+        shown = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
+        drawn = ax.bar([x for x, _ in shown], [v for _, v in shown], width, label=series)
+        ax.bar_label(drawn, fmt="%.3g", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def accuracy_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
+    series = {
+        "accuracy, pretrained": "test/acc",
+        "accuracy, from scratch": "scratch/test/acc",
+        "macro F1, pretrained": "test/f1",
+        "macro F1, from scratch": "scratch/test/f1",
+    }
+    groups = {label: [f["metrics"].get(key) for f in families.values()] for label, key in series.items()}
+    bars(path, "Test accuracy and F1: pretrained vs. from scratch", "score", groups, list(families))
+
+
+def throughput_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
+    series = {"training": "train/tokens_per_sec", "inference": "infer/tokens_per_sec"}
+    groups = {label: [f["metrics"].get(key) for f in families.values()] for label, key in series.items()}
+    bars(path, "Throughput", "tokens per second", groups, list(families))

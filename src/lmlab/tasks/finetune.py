@@ -1,0 +1,187 @@
+"""Text classification as one LightningModule for every family, with ULMFiT's fine-tuning options.
+
+- Discriminative learning rates: layer group g of G (embeddings first, head
+  last) trains at ``lr / lr_decay ** (G - 1 - g)``.
+- Gradual unfreezing: the head trains first; every `unfreeze_every` steps the
+  next group down joins. A frozen group's learning rate is held at 0 rather
+  than turning off its gradients, so DDP's gradient buckets never change
+  mid-run (AdamW with lr 0 leaves a weight exactly as it was).
+- `freeze_backbone` turns the backbone's gradients off for the whole run.
+
+Metrics (torchmetrics, synchronised across ranks): accuracy, macro F1,
+per-class precision and recall, and the confusion matrix, under the names
+``finetune/val/*`` while training and ``test/*`` when `lmlab evaluate` tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from lmlab.config import FinetuneTaskConfig, OptimConfig
+from lmlab.data.labeled import DocBatch, LabeledSplit, OrderedDocuments, ShuffledDocuments
+from lmlab.models.classifier import Classifier
+from lmlab.tasks.optim import lr_factor
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "precision": MulticlassPrecision(num_classes, average=None),
+            "recall": MulticlassRecall(num_classes, average=None),
+            "confusion": MulticlassConfusionMatrix(num_classes),
+        }
+    )
+
+
+def summarize(metrics: MetricCollection, prefix: str, classes: list[str]) -> dict[str, Any]:
+    """The computed collection as flat numbers (DVC metrics files show nothing else): ``<prefix>acc``,
+    ``<prefix>f1``, ``<prefix>precision/<class>``, ``<prefix>recall/<class>`` and
+    ``<prefix>confusion/<true class>/<predicted class>`` (document counts)."""
+    values = metrics.compute()
+    out: dict[str, Any] = {f"{prefix}acc": float(values["acc"]), f"{prefix}f1": float(values["f1"])}
+    for kind in ("precision", "recall"):
+        out |= {f"{prefix}{kind}/{name}": float(v) for name, v in zip(classes, values[kind], strict=True)}
+    for true, row in zip(classes, values["confusion"].tolist(), strict=True):
+        out |= {f"{prefix}confusion/{true}/{predicted}": int(n) for predicted, n in zip(classes, row, strict=True)}
+    return out
+
+
+class FinetuneTask(L.LightningModule):
+    def __init__(
+        self,
+        model: Classifier,
+        classes: list[str],
+        cfg: FinetuneTaskConfig,
+        optim: OptimConfig,
+        max_steps: int,
+        class_weights: torch.Tensor | None,
+        record: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.model, self.classes, self.cfg, self.optim, self.max_steps = model, classes, cfg, optim, max_steps
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.record = record  # what later verbs need to rebuild the classifier: saved in every checkpoint
+        self.val_metrics = classification_metrics(len(classes))
+        self.val_loss = torch.zeros(2, dtype=torch.float64)
+        self.last_val: dict[str, Any] = {}
+        self.groups = model.layer_groups()
+
+    def training_step(self, batch: DocBatch, batch_idx: int) -> torch.Tensor:
+        tokens, lengths, labels = batch
+        loss = F.cross_entropy(self.model(tokens, lengths).float(), labels, weight=self.class_weights)
+        if self.global_step % self.trainer.log_every_n_steps == 0 and not self.trainer.fit_loop._should_accumulate():
+            self.log("finetune/train/loss", loss, prog_bar=True)
+            self.log("finetune/train/lr", self.optimizers().param_groups[-1]["lr"])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()
+        self.val_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: DocBatch, batch_idx: int) -> None:
+        tokens, lengths, labels = batch
+        logits = self.model(tokens, lengths).float()
+        self.val_loss += torch.stack(
+            [
+                F.cross_entropy(logits, labels, weight=self.class_weights, reduction="sum").double(),
+                torch.tensor(len(labels), device=self.device).double(),
+            ]
+        )
+        self.val_metrics.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        nats, docs = self.trainer.strategy.reduce(self.val_loss, reduce_op="sum").tolist()
+        summary = summarize(self.val_metrics, "finetune/val/", self.classes)
+        scalars = {k: v for k, v in summary.items() if "/confusion/" not in k}  # counts go to a table at the end
+        self.log_dict({**scalars, "finetune/val/loss": nats / max(docs, 1)})
+        self.last_val = {**summary, "finetune/val/loss": nats / max(docs, 1), "step": self.global_step}
+
+    # ----- optimization -----
+    def unfrozen(self, group: int, step: int) -> bool:
+        """Gradual unfreezing: the top `1 + step // unfreeze_every` groups train at `step`."""
+        if self.cfg.unfreeze_every <= 0:
+            return True
+        return group >= len(self.groups) - 1 - step // self.cfg.unfreeze_every
+
+    def configure_optimizers(self) -> dict:
+        top = len(self.groups) - 1
+        param_groups, owners = [], []
+        for g, params in enumerate(self.groups):
+            lr = self.optim.lr / self.cfg.lr_decay ** (top - g)
+            trainable = [p for p in params if p.requires_grad]
+            for decay in (True, False):
+                chosen = [p for p in trainable if (p.dim() >= 2) == decay]
+                if chosen:
+                    param_groups.append(
+                        {"params": chosen, "lr": lr, "weight_decay": self.optim.weight_decay if decay else 0.0}
+                    )
+                    owners.append(g)
+        betas = tuple(self.optim.betas)
+        optimizer = torch.optim.AdamW(param_groups, lr=self.optim.lr, betas=betas, fused=self.device.type == "cuda")
+
+        def schedule(group: int):  # noqa: ANN202 - LambdaLR wants a plain callable per parameter group
+            return lambda step: lr_factor(step, self.optim, self.max_steps) * float(self.unfrozen(group, step))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule(g) for g in owners])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lmlab"] = {**self.record, "classes": self.classes, "val": self.last_val}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.last_val = dict(checkpoint["lmlab"].get("val", {}))
+
+
+class FinetuneData(L.LightningDataModule):
+    """Shuffled training batches for this rank, from the step a resumed run restarts at; ordered validation."""
+
+    def __init__(self, train: LabeledSplit, val: LabeledSplit, cfg: FinetuneTaskConfig, max_tokens: int) -> None:
+        super().__init__()
+        self.train, self.val, self.cfg, self.max_tokens = train, val, cfg, max_tokens
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        start = trainer.global_step * trainer.accumulate_grad_batches
+        docs = ShuffledDocuments(
+            self.train,
+            self.cfg.batch_size,
+            self.max_tokens,
+            self.cfg.seed,
+            trainer.global_rank,
+            trainer.world_size,
+            start,
+        )
+        return DataLoader(docs, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(
+            OrderedDocuments(self.val, self.cfg.val_batch_size, self.max_tokens, rank, world), batch_size=None
+        )
+
+
+def model_record(model: Classifier, cfg: FinetuneTaskConfig, corpus: dict[str, str]) -> dict[str, Any]:
+    return {
+        "model": asdict(model.backbone.cfg),
+        "vocab_size": model.backbone.vocab_size,
+        "corpus": corpus,
+        "classifier": {"pooling": cfg.pooling, "head_hidden": cfg.head_hidden, "head_dropout": cfg.head_dropout},
+        "from_scratch": cfg.from_scratch,
+        "max_tokens": cfg.max_tokens,
+    }

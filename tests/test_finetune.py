@@ -1,0 +1,266 @@
+"""Fine-tuning: the classifier learns, pretrained weights arrive unchanged, ULMFiT options do what they say,
+and bad checkpoints or label sets are clear errors; then `evaluate` writes the agreed metric keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmlab.checkpoints import load_classifier, load_language_model
+from lmlab.config import EvaluateConfig, TokenizerConfig
+from lmlab.data.labeled import EOD_ID, PAD_ID, LabeledSet
+from lmlab.data.lm import Corpus
+from lmlab.data.split import split_dataset
+from lmlab.data.tokenize import tokenize
+from lmlab.errors import LmlabError
+from lmlab.evaluate import evaluate
+from lmlab.finetune import class_weights, finetune, load_pretrained
+from lmlab.models import build_model
+from lmlab.models.classifier import Classifier, pool
+from lmlab.pretrain import pretrain
+from lmlab.tasks.finetune import FinetuneTask
+from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
+from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
+
+TOKENIZER = TokenizerConfig(type="bpe", vocab_size=320, byte_fallback=True, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus and a separable labeled set through the real split and tokenize stages, and tiny pretrained
+    GRU and transformer checkpoints (``<root>/pretrain/<family>``)."""
+    root = tmp_path_factory.mktemp("finetune")
+    paths = paths_for(root)
+    corpus = own_splits_corpus(
+        paths, "sotu", {"train": make_docs(120, seed=1), "val": make_docs(10, seed=2), "test": make_docs(10, seed=3)}
+    )
+    reviews = sentiment_dataset(paths, "reviews", {"train": 400, "val": 80, "test": 80})
+    split_dataset(corpus, paths)
+    split_dataset(reviews, paths)
+    tokenize(corpus, reviews, TOKENIZER, paths)
+    for family in ("gru", "transformer"):
+        cfg = tiny_config(Path(paths.data_dir), family, max_steps=20, val_every=10)
+        pretrain(replace(cfg, tokenizer=TOKENIZER), root / "pretrain" / family)
+    return root
+
+
+def config(lab: Path, family: str = "gru", **finetune: object):  # noqa: ANN201 - a FinetuneConfig
+    checkpoint = finetune.pop("checkpoint", lab / "pretrain" / family / "checkpoints/best.ckpt")
+    cfg = tiny_finetune_config(lab / "data", family, checkpoint, **finetune)
+    return replace(cfg, tokenizer=TOKENIZER)
+
+
+def corpus(lab: Path) -> Corpus:
+    return Corpus.open(lab / "data" / "tokenized" / f"sotu-{TOKENIZER.name}")
+
+
+def test_finetuning_beats_chance_and_records_the_agreed_metrics(lab: Path, tmp_path: Path) -> None:
+    metrics = finetune(config(lab), tmp_path / "run")
+    counts = LabeledSet.open(corpus(lab)).class_counts("val")
+    chance = counts.max() / counts.sum()
+    assert metrics["best/finetune/val/acc"] >= max(0.85, chance + 0.2), metrics
+    assert metrics["finetune/val/f1"] > 0.8
+    for key in ("finetune/val/loss", "finetune/val/precision/positive", "finetune/val/recall/negative"):
+        assert key in metrics
+    assert sum(v for k, v in metrics.items() if k.startswith("finetune/val/confusion/")) == counts.sum()
+    assert metrics["finetune/val/confusion/positive/positive"] > metrics["finetune/val/confusion/positive/negative"]
+    assert (tmp_path / "run/checkpoints/best.ckpt").is_file()
+    curve = (tmp_path / "run/val_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("step,finetune/val/loss,finetune/val/acc") and len(curve) == 1 + 3
+    loaded = load_classifier(tmp_path / "run/checkpoints/best.ckpt")
+    assert loaded.classes == ["negative", "positive"] and loaded.max_tokens == 32
+
+
+def test_pretrained_weights_arrive_unchanged_and_a_frozen_backbone_stays_so(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab, freeze_backbone=True)
+    checkpoint = Path(cfg.finetune.checkpoint)
+    pretrained = load_language_model(checkpoint).model.state_dict()
+    fresh = build_model(cfg.model, corpus(lab).vocab_size)
+    assert not all(torch.equal(v, pretrained[k]) for k, v in fresh.state_dict().items())
+    load_pretrained(fresh, checkpoint, cfg, corpus(lab))
+    assert all(torch.equal(v, pretrained[k]) for k, v in fresh.state_dict().items())
+
+    finetune(replace(cfg, trainer=replace(cfg.trainer, max_steps=10, val_every=10)), tmp_path / "run")
+    trained = load_classifier(tmp_path / "run/checkpoints/last.ckpt").model
+    assert all(torch.equal(v, pretrained[k]) for k, v in trained.backbone.state_dict().items())
+
+
+def test_from_scratch_trains_the_same_architecture_from_random_weights(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab, from_scratch=True, checkpoint="no/such.ckpt")  # the baseline never reads a checkpoint
+    metrics = finetune(replace(cfg, trainer=replace(cfg.trainer, max_steps=10, val_every=10)), tmp_path / "run")
+    assert metrics["finetune/from_scratch"] is True
+    assert metrics["model/params"] == load_language_model(lab / "pretrain/gru/checkpoints/best.ckpt").model.num_params
+    record = json.loads((tmp_path / "run/run.json").read_text())
+    assert record["identity"]["pretrained"] is None
+
+
+def test_discriminative_learning_rates_and_gradual_unfreezing(lab: Path) -> None:
+    cfg = config(lab, lr_decay=2.0, unfreeze_every=10)
+    backbone = build_model(cfg.model, corpus(lab).vocab_size)
+    model = Classifier(backbone, 2, "concat", 0, 0.0)
+    groups = model.layer_groups()  # embedding, 2 recurrent layers, head
+    assert len(groups) == 4
+    task = FinetuneTask(model, ["a", "b"], cfg.finetune, replace(cfg.optim, warmup_steps=0), 100, None, {})
+    optimizer = task.configure_optimizers()["lr_scheduler"]["scheduler"]
+    owner = {id(p): g for g, params in enumerate(groups) for p in params}
+
+    def lrs(scheduler: torch.optim.lr_scheduler.LambdaLR) -> dict[int, float]:
+        return {owner[id(group["params"][0])]: group["lr"] for group in scheduler.optimizer.param_groups}
+
+    assert lrs(optimizer) == {0: 0.0, 1: 0.0, 2: 0.0, 3: pytest.approx(cfg.optim.lr)}
+    for _ in range(10):
+        optimizer.optimizer.step()
+        optimizer.step()
+    at10 = lrs(optimizer)
+    assert at10[0] == at10[1] == 0.0 and at10[2] > 0 and at10[2] == pytest.approx(at10[3] / 2.0)
+    for _ in range(20):
+        optimizer.optimizer.step()
+        optimizer.step()
+    at30 = lrs(optimizer)
+    assert [at30[g] for g in range(4)] == pytest.approx([at30[3] / 8, at30[3] / 4, at30[3] / 2, at30[3]])
+
+
+def test_pooling_reads_only_real_tokens() -> None:
+    hidden = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [-5.0], [4.0]]])
+    lengths = torch.tensor([2, 3])
+    assert pool(hidden, lengths, "last").flatten().tolist() == [3.0, 4.0]
+    assert pool(hidden, lengths, "mean").flatten().tolist() == [2.0, pytest.approx(1 / 3)]
+    assert pool(hidden, lengths, "max").flatten().tolist() == [3.0, 4.0]
+    assert pool(hidden, lengths, "concat").shape == (2, 3)
+
+
+def test_documents_are_framed_by_eod_and_right_padded(lab: Path) -> None:
+    split = LabeledSet.open(corpus(lab)).split("train")
+    tokens, lengths, labels = split.batch(np.array([0, 1]), max_tokens=8)
+    for row, index in enumerate([0, 1]):
+        doc = split.document(index)[:6].tolist()
+        assert tokens[row, : lengths[row]].tolist() == [EOD_ID, *doc, EOD_ID]
+        assert (tokens[row, lengths[row] :] == PAD_ID).all()
+    assert labels.tolist() == split.labels[[0, 1]].tolist()
+
+
+def test_class_weights(lab: Path) -> None:
+    train = LabeledSet.open(corpus(lab)).split("train")
+    counts = torch.bincount(torch.from_numpy(train.labels), minlength=2).float()
+    balanced = class_weights("balanced", ["n", "p"], train)
+    assert torch.allclose(balanced * counts, torch.full((2,), len(train) / 2))
+    assert class_weights([1, 3.5], ["n", "p"], train).tolist() == [1.0, 3.5]
+    assert class_weights(None, ["n", "p"], train) is None
+    with pytest.raises(LmlabError, match=r"finetune.class_weights=\[1\].*balanced.*2 numbers"):
+        class_weights([1], ["n", "p"], train)
+
+
+def test_lm_adaptation_trains_the_backbone_on_the_labeled_text_first(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab, adapt_steps=6, freeze_backbone=True)
+    metrics = finetune(replace(cfg, trainer=replace(cfg.trainer, max_steps=4, val_every=4)), tmp_path / "run")
+    assert metrics["adapt/val/loss"] > 0
+    assert (tmp_path / "run/adapt/checkpoints/last.ckpt").is_file()
+    pretrained = load_language_model(Path(cfg.finetune.checkpoint)).model.state_dict()
+    adapted = load_classifier(tmp_path / "run/checkpoints/last.ckpt").model.backbone.state_dict()
+    assert not all(torch.equal(v, pretrained[k]) for k, v in adapted.items())
+
+
+def test_a_checkpoint_of_another_vocabulary_is_a_clear_error(lab: Path, tmp_path: Path) -> None:
+    other = tiny_config(tmp_path / "other-data", "gru", max_steps=2, val_every=2)
+    write_corpus(tmp_path / "other-data", vocab_size=32)
+    pretrain(other, tmp_path / "other")
+    cfg = config(lab)
+    cfg.finetune.checkpoint = str(tmp_path / "other/checkpoints/last.ckpt")
+    with pytest.raises(LmlabError, match=r"\(vocabulary 32\).*\(vocabulary 320\)"):
+        finetune(cfg, tmp_path / "run")
+
+
+def test_an_architecture_mismatch_names_the_keys(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab)
+    cfg.model.width = 48
+    with pytest.raises(LmlabError, match=r"model.width is 48 here, 32 in the checkpoint"):
+        finetune(cfg, tmp_path / "run")
+
+
+def test_a_missing_checkpoint_names_the_stage_to_run(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab, checkpoint=str(tmp_path / "runs/pretrain/gru/checkpoints/best.ckpt"))
+    with pytest.raises(LmlabError, match=r"dvc repro pretrain@gru"):
+        finetune(cfg, tmp_path / "run")
+
+
+def test_a_labeled_set_other_than_the_tokenized_one_is_a_clear_error(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab)
+    cfg.task_data.name = "imdb"
+    with pytest.raises(LmlabError, match=r"holds the labeled set 'reviews', not task_data='imdb'"):
+        finetune(cfg, tmp_path / "run")
+
+
+# ----- evaluate -----
+
+
+@pytest.fixture(scope="module")
+def finetuned(lab: Path) -> Path:
+    for name, scratch in (("gru", False), ("gru-scratch", True)):
+        cfg = config(lab, from_scratch=scratch)
+        finetune(replace(cfg, trainer=replace(cfg.trainer, max_steps=40, val_every=20)), lab / "finetune" / name)
+    return lab
+
+
+def evaluate_config(lab: Path, tmp_path: Path) -> EvaluateConfig:
+    return EvaluateConfig(
+        data=config(lab).data,
+        tokenizer=TOKENIZER,
+        paths=paths_for(lab),
+        family="gru",
+        pretrain_run=str(lab / "pretrain/gru"),
+        finetune_run=str(lab / "finetune/gru"),
+        scratch_run=str(lab / "finetune/gru-scratch"),
+        batch_size=2,
+        window=16,
+        speed_tokens=256,
+        generate_tokens=8,
+        threads=1,
+        out=str(tmp_path / "metrics/gru.json"),
+        curves_dir=str(tmp_path / "metrics/curves/gru"),
+        sample_file=str(tmp_path / "eval/gru/sample.txt"),
+    )
+
+
+AGREED = (
+    "test/ppl",
+    "test/bpb",
+    "test/acc",
+    "test/f1",
+    "scratch/test/acc",
+    "scratch/test/f1",
+    "model/params",
+    "train/tokens_per_sec",
+    "train/wall_seconds",
+)
+
+
+def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(finetuned: Path, tmp_path: Path) -> None:
+    cfg = evaluate_config(finetuned, tmp_path)
+    metrics = evaluate(cfg)
+    assert json.loads(Path(cfg.out).read_text()) == pytest.approx(metrics)
+    for key in AGREED:
+        assert isinstance(metrics[key], int | float), key
+    assert metrics["test/acc"] > 0.7 and 1 < metrics["test/ppl"] < TOKENIZER.vocab_size
+    assert metrics["test/bpb"] > 0 and metrics["infer/tokens_per_sec"] > 0 and metrics["infer/peak_memory_mb"] > 0
+    assert metrics["model/params"] == json.loads((finetuned / "pretrain/gru/metrics.json").read_text())["model/params"]
+    assert sorted(p.name for p in Path(cfg.curves_dir).iterdir()) == ["finetune.csv", "pretrain.csv", "scratch.csv"]
+    assert Path(cfg.sample_file).read_text().strip()
+
+
+def test_evaluate_refuses_a_classifier_of_other_classes(finetuned: Path, tmp_path: Path) -> None:
+    meta_path = finetuned / "data/tokenized" / f"sotu-{TOKENIZER.name}" / "meta.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    meta["task"]["classes"] = ["bad", "good"]
+    meta_path.write_text(json.dumps(meta))
+    try:
+        with pytest.raises(LmlabError, match=r"classifies \['negative', 'positive'\].*\['bad', 'good'\]"):
+            evaluate(evaluate_config(finetuned, tmp_path))
+    finally:
+        meta_path.write_text(original)
+    assert not (tmp_path / "metrics/gru.json").exists()
