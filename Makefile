@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@echo "report: $(CURDIR)/reports/comparison.md (plots beside it; metrics/<family>.json; \`dvc plots show\` for curves)"
 
 test: setup
 	$(BIN)/ruff check src tests bench
