@@ -4,6 +4,8 @@ and bad checkpoints or label sets are clear errors; then `evaluate` writes the a
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from lmlab.models.classifier import Classifier, pool
 from lmlab.pretrain import pretrain
 from lmlab.tasks.finetune import FinetuneTask
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
+from tests.helpers.project import copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
 
 TOKENIZER = TokenizerConfig(type="bpe", vocab_size=320, byte_fallback=True, num_threads=1)
@@ -264,3 +267,50 @@ def test_evaluate_refuses_a_classifier_of_other_classes(finetuned: Path, tmp_pat
     finally:
         meta_path.write_text(original)
     assert not (tmp_path / "metrics/gru.json").exists()
+
+
+def test_lm_adaptation_on_too_little_text_names_its_keys(lab: Path, tmp_path: Path) -> None:
+    with pytest.raises(LmlabError, match=r"finetune.adapt_batch_size or finetune.adapt_bptt"):
+        finetune(config(lab, adapt_steps=2, adapt_batch_size=1000), tmp_path / "run")
+
+
+def test_ddp_cpu_finetuning_counts_every_validation_document_once(lab: Path, tmp_path: Path) -> None:
+    """Two processes: each rank validates its own documents; the synced metrics cover the split exactly once."""
+    project = copy_project(tmp_path / "project")
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmlab",
+            "finetune",
+            "model=gru",
+            "model.layers=2",
+            "model.width=32",
+            "model.embed_dim=null",
+            "task_data.name=reviews",
+            f"tokenizer.vocab_size={TOKENIZER.vocab_size}",
+            f"paths.data_dir={lab / 'data'}",
+            f"finetune.checkpoint={lab / 'pretrain/gru/checkpoints/best.ckpt'}",
+            "finetune.batch_size=8",
+            "finetune.max_tokens=32",
+            "finetune.adapt_steps=0",
+            "trainer=ddp_cpu",
+            "trainer.max_steps=6",
+            "trainer.val_every=3",
+            "trainer.threads=1",
+            "logger=none",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    counts = LabeledSet.open(corpus(lab)).class_counts("val")
+    assert sum(v for k, v in metrics.items() if k.startswith("finetune/val/confusion/")) == counts.sum()
+    assert metrics["finetune/steps"] == 6
+    assert not (project / "outputs").exists()  # rank 1 wrote into the same run folder

@@ -17,6 +17,7 @@ from tests.helpers.project import copy_project, dvc
 FAMILIES = ("rnn", "lstm", "gru", "transformer")
 DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
 PRETRAIN_STAGES = [f"pretrain@{family}" for family in FAMILIES]
+LATER_STAGES = [f"{stage}@{family}" for stage in ("finetune", "evaluate") for family in FAMILIES] + ["report"]
 
 WORDS = (
     "state union congress nation people law war peace trade tax school road farm bank court "
@@ -94,6 +95,20 @@ def shrink_training(root: Path) -> None:
         edit_yaml(root / f"conf/model/{family}.yaml", layers=1, width=16, embed_dim=None, heads=2, context=16)
     edit_yaml(root / "conf/task/pretrain.yaml", batch_size=2, bptt=8, val_batch_size=2, val_max_tokens=512)
     edit_yaml(root / "conf/trainer/cpu.yaml", max_steps=4, val_every=2, log_every=1, threads=1)
+    edit_yaml(
+        root / "conf/task/finetune.yaml",
+        batch_size=4,
+        val_batch_size=8,
+        max_tokens=16,
+        adapt_steps=2,
+        adapt_batch_size=2,
+        adapt_bptt=8,
+    )
+    finetune = root / "conf/finetune.yaml"
+    finetune.write_text(
+        finetune.read_text().replace("max_steps: 300", "max_steps: 4").replace("val_every: 100", "val_every: 2")
+    )
+    edit_yaml(root / "conf/evaluate.yaml", batch_size=2, window=8, speed_tokens=64, generate_tokens=4, threads=1)
 
 
 def write_params(root: Path, vocab_size: int) -> None:
@@ -113,7 +128,8 @@ def repro(root: Path, *targets: str) -> list[str]:
 
 
 def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -> None:
-    assert sorted(repro(project)) == sorted(DATA_STAGES + PRETRAIN_STAGES)
+    """The main job, `make run`, on a tiny configuration: from the download to the comparison report."""
+    assert sorted(repro(project)) == sorted(DATA_STAGES + PRETRAIN_STAGES + LATER_STAGES)
 
     out = project / "data/tokenized/tiny-bpe120"
     meta = json.loads((out / "meta.json").read_text())
@@ -134,26 +150,40 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
         run = project / f"data/runs/pretrain/{family}"
         assert (run / "checkpoints/last.ckpt").is_file() and (run / ".hydra/config.yaml").is_file()
         assert list(run.glob("wandb/offline-run-*/run-*.wandb"))  # the default logger: W&B, offline
-    assert not (project / "outputs/pretrain").exists()  # each pretrain stage writes into its own run folder
+    assert not (project / "outputs").exists()  # each stage writes into its own run folder
+    for family in FAMILIES:
+        metrics = json.loads((project / f"metrics/{family}.json").read_text())
+        for key in ("test/ppl", "test/bpb", "test/acc", "test/f1", "scratch/test/acc", "scratch/test/f1"):
+            assert isinstance(metrics[key], float), (family, key)
+        assert (
+            metrics["model/params"]
+            == json.loads((project / f"metrics/pretrain/{family}.json").read_text())["model/params"]
+        )
+        assert (project / f"data/runs/finetune/{family}-scratch/checkpoints/best.ckpt").is_file()
+    report = (project / "reports/comparison.md").read_text()
+    assert all(f"| {family} |" in report for family in FAMILIES)
+    assert len(list((project / "reports").glob("*.png"))) == 4
+    plots = dvc("plots", "show", "--json", cwd=project)
+    assert plots.returncode == 0 and "metrics/curves/gru/pretrain.csv" in plots.stdout, plots.stderr
 
     assert repro(project) == []  # nothing changed: a no-op
 
     write_params(project, vocab_size=140)
-    assert sorted(repro(project)) == sorted(["tokenize", *PRETRAIN_STAGES])
+    assert sorted(repro(project, *PRETRAIN_STAGES)) == sorted(["tokenize", *PRETRAIN_STAGES])
     assert json.loads((project / "data/tokenized/tiny-bpe140/meta.json").read_text())["vocab_size"] == 140
     assert json.loads((project / "metrics/pretrain/gru.json").read_text())["model/embedding_params"] == 140 * 16
 
 
 def test_editing_one_family_reruns_only_that_family(project: Path) -> None:
-    repro(project)
+    repro(project, *PRETRAIN_STAGES)
     edit_yaml(project / "conf/model/gru.yaml", width=24)
-    assert repro(project) == ["pretrain@gru"]
+    assert repro(project, *PRETRAIN_STAGES) == ["pretrain@gru"]
     metrics = json.loads((project / "metrics/pretrain/gru.json").read_text())
     assert metrics["model/embedding_params"] == 120 * 24 and metrics["train/steps"] == 4
 
 
 def test_editing_a_split_param_reruns_split_and_tokenize_only(project: Path) -> None:
-    repro(project)
+    repro(project, *PRETRAIN_STAGES)
     config = project / "conf/data/tiny.yaml"
     config.write_text(config.read_text().replace("seed: 7", "seed: 8"))
-    assert sorted(repro(project)) == sorted(["split_corpus", "tokenize", *PRETRAIN_STAGES])
+    assert sorted(repro(project, *PRETRAIN_STAGES)) == sorted(["split_corpus", "tokenize", *PRETRAIN_STAGES])

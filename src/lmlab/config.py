@@ -284,6 +284,8 @@ class FinetuneTaskConfig:
     patience: int = 0  # early stopping: validations without a higher finetune/val/acc; 0: never stop early
     adapt_steps: int = 0  # language-model adaptation on the labeled train text first (ULMFiT's middle step)
     adapt_lr: float = 1e-3
+    adapt_batch_size: int = 16  # parallel streams (recurrent) or windows (transformer) per adaptation step
+    adapt_bptt: int = 64  # recurrent families' TBPTT window in adaptation (transformers: their context)
     seed: int = 1337
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from lmlab.training import FINETUNE_CURVE_FIELDS, ValCurve, config_dict, finish_
 log = logging.getLogger(__name__)
 
 FINETUNE_CODE = (*TRAINING_CODE, "models/classifier.py", "tasks/finetune.py", "data/labeled.py", "finetune.py")
-DROPOUTS = ("embed_dropout", "dropout", "output_dropout")  # may differ between pretraining and fine-tuning
+ARCHITECTURE = ("family", "layers", "width", "embed_dim", "tie_weights")  # what must match the checkpoint
+TRANSFORMER_ARCHITECTURE = ("heads", "context", "positions", "mlp_ratio", "bias")
 
 
 def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
@@ -193,11 +194,10 @@ def load_pretrained(backbone: LanguageModel, path: Path, cfg: FinetuneConfig, co
 
 
 def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[tuple[str, Any, Any]]:
-    return [
-        (f.name, getattr(wanted, f.name), getattr(saved, f.name))
-        for f in fields(ModelConfig)
-        if f.name not in DROPOUTS and getattr(wanted, f.name) != getattr(saved, f.name)
-    ]
+    """The keys that shape the weights and differ: (key, wanted, saved). Dropouts may differ; keys of the
+    other kind of family (a transformer's heads for a GRU) do not matter."""
+    keys = ARCHITECTURE if saved.family != "transformer" else ARCHITECTURE + TRANSFORMER_ARCHITECTURE
+    return [(k, getattr(wanted, k), getattr(saved, k)) for k in keys if getattr(wanted, k) != getattr(saved, k)]
 
 
 def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: FinetuneConfig, folder: Path) -> dict:
@@ -206,8 +206,20 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
     steps, lr = cfg.finetune.adapt_steps, cfg.finetune.adapt_lr
     lm = write_lm_corpus(folder / "corpus", {"train": train, "val": val}, backbone.vocab_size)
     optim = replace(cfg.optim, lr=lr, warmup_steps=steps // 10, min_lr=lr / 10, schedule="cosine", decay_steps=None)
-    task_cfg = PretrainTaskConfig(batch_size=16, bptt=64, val_max_tokens=None, seed=cfg.finetune.seed)
+    task_cfg = PretrainTaskConfig(
+        batch_size=cfg.finetune.adapt_batch_size,
+        bptt=cfg.finetune.adapt_bptt,
+        val_max_tokens=None,
+        seed=cfg.finetune.seed,
+    )
     window = task_cfg.bptt if backbone.stateful else backbone.cfg.context
+    shortest = min(len(split.lm_stream()) for split in (train, val))
+    if shortest < task_cfg.batch_size * (window + 1):
+        raise LmlabError(
+            f"LM adaptation needs {task_cfg.batch_size} x {window + 1} tokens per split, but the labeled set's "
+            f"shortest split has {shortest}: lower finetune.adapt_batch_size or finetune.adapt_bptt "
+            "(or set finetune.adapt_steps=0)"
+        )
     identity = {"backbone": sha256_state(backbone), "optim": asdict(optim), "steps": steps}
     checkpoint, _ = RunFolder(folder).start("auto", identity, "adapt", rank_zero_only.rank == 0)
     task = PretrainTask(backbone, optim, steps, steps, lm.tokens_per_byte("val"))

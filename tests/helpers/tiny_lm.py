@@ -111,7 +111,15 @@ def tiny_finetune_config(
         paths=pretrain.paths,
         model=pretrain.model,
         finetune=FinetuneTaskConfig(
-            **{"checkpoint": str(checkpoint), "batch_size": 8, "val_batch_size": 16, "max_tokens": 32, **finetune}
+            **{
+                "checkpoint": str(checkpoint),
+                "batch_size": 8,
+                "val_batch_size": 16,
+                "max_tokens": 32,
+                "adapt_batch_size": 4,
+                "adapt_bptt": 8,
+                **finetune,
+            }
         ),
         optim=OptimConfig(lr=1e-2, weight_decay=0.01, warmup_steps=5, min_lr=1e-3),
         trainer=pretrain.trainer,
