@@ -1,7 +1,10 @@
 """``lmlab <verb> [hydra overrides]``: one Hydra app per verb, configs from ``./conf``.
 
 The CLI is thin: each verb module turns its validated config into calls of
-library functions that tests call directly.
+library functions that tests call directly. Pipeline verbs (``VERBS``) are Hydra
+apps, so they work in DVC stages, multiruns and sweep agents alike. Tools that
+act on many runs rather than configure one (``TOOLS``: sweep, compare) take
+plain options; their module's ``main(argv) -> int`` parses them.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from lmlab.config import register_configs
 from lmlab.errors import LmlabError
@@ -24,12 +30,25 @@ VERBS = {
     "tokenize": "train sentencepiece on the corpus train split and encode every split",
     "pretrain": "train one model family (model=rnn|lstm|gru|transformer) on the tokenized corpus",
     "generate": "sample text from a pretraining checkpoint (family=..., prompt=..., temperature=...)",
+    "finetune": "train a text classifier on the labeled set from a family's pretraining checkpoint (or from scratch)",
+    "evaluate": "test one family: perplexity, bits per byte, accuracy, F1, speed, memory -> metrics/<family>.json",
+    "report": "compare the families: reports/comparison.md and its plots, from the evaluate metrics",
+}
+TOOLS = {
+    "sweep": "run a W&B sweep file offline, trial by trial (sweeps/<name>.yaml --count N [-j J])",
+    "compare": "rank runs read back from offline W&B run folders or the W&B API (table, markdown, CSV, plots)",
 }
 USAGE = (
-    "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n\nverbs:\n"
+    "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n       lmlab <tool> [options] [--help]\n\nverbs:\n"
     + "\n".join(f"  {verb:10s} {text}" for verb, text in VERBS.items())
+    + "\n\ntools:\n"
+    + "\n".join(f"  {tool:10s} {text}" for tool, text in TOOLS.items())
     + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
 )
+# What Lightning's DDP launcher sets in the launching process before it starts ranks 1..n-1.
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# Hydra overrides that make a sweep: a multirun job's other ranks run that one job, not the sweep.
+SWEEP_KEYS = ("hydra.mode", "hydra.sweep", "hydra/sweeper", "hydra.launcher", "hydra/launcher", "hydra.run.dir")
 
 
 def main() -> None:
@@ -38,8 +57,10 @@ def main() -> None:
         print(USAGE)
         return
     verb = args[0]
+    if verb in TOOLS:
+        sys.exit(importlib.import_module(f"lmlab.cli.{verb}").main(args[1:]))
     if verb not in VERBS:
-        print(f"lmlab: unknown verb {verb!r}; choose one of: {', '.join(VERBS)}\n\n{USAGE}", file=sys.stderr)
+        print(f"lmlab: unknown verb {verb!r}; choose one of: {', '.join([*VERBS, *TOOLS])}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
     conf = Path.cwd() / "conf"
     if not (conf / f"{verb}.yaml").is_file():
@@ -53,13 +74,19 @@ def main() -> None:
 
     argv = list(sys.argv)
 
-    def task(cfg: DictConfig) -> None:
-        sys.argv = argv  # as launched: Lightning's DDP launcher re-runs this command line for the other ranks
+    def task(cfg: DictConfig) -> Any:
+        """One job; returns what the verb returns (a multirun sweeper such as Optuna's optimises it)."""
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        sys.argv = job_argv(argv) if multirun else argv  # Lightning's DDP launcher re-runs it for the other ranks
+        launcher_env = {key: os.environ.get(key) for key in LAUNCHER_ENV}
         try:
-            run(OmegaConf.to_object(cfg))
+            return run(OmegaConf.to_object(cfg))
         except LmlabError as err:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)
+        finally:
+            if multirun:
+                end_launched_ranks(launcher_env)
 
     sys.argv = [f"lmlab {verb}", *args[1:], *rank_overrides(verb, args[1:], os.environ)]
     hydra.main(version_base="1.3", config_path=str(conf), config_name=verb)(task)()
@@ -81,7 +108,10 @@ def rank_overrides(verb: str, args: list[str], env: Mapping[str, str]) -> list[s
     """Ranks started by torchrun or srun each run the whole command: give them one run folder, written by rank 0.
 
     Without this, every rank would make its own timestamped Hydra folder and write
-    its own copy of the config. Overrides the user (or Lightning's launcher) gave win.
+    its own copy of the config. Under `-m` every rank runs the sweep itself, in lockstep, so
+    the sweep folder is shared the same way (the sweeper must then choose the same jobs on
+    every rank: the basic sweeper does, Optuna's does with a seeded sampler).
+    Overrides the user (or Lightning's launcher) gave win.
     """
     world = int(env.get("WORLD_SIZE") or (env.get("SLURM_NTASKS") if "SLURM_PROCID" in env else None) or 1)
     if world <= 1:
@@ -89,7 +119,43 @@ def rank_overrides(verb: str, args: list[str], env: Mapping[str, str]) -> list[s
     rank = int(env.get("RANK") or env.get("SLURM_PROCID") or env.get("LOCAL_RANK") or 0)
     job = env.get("TORCHELASTIC_RUN_ID") or env.get("SLURM_JOB_ID") or "distributed"
     given = {arg.split("=", 1)[0].lstrip("+~") for arg in args}
-    wanted = {"hydra.run.dir": f"outputs/{verb}/{job}"}
+    wanted = {"hydra.run.dir": f"outputs/{verb}/{job}", "hydra.sweep.dir": f"outputs/{verb}/multirun/{job}"}
     if rank > 0:
         wanted |= {"hydra.output_subdir": "null", "hydra.job.name": f"{verb}_rank{rank}"}
     return [f"{key}={value}" for key, value in wanted.items() if key not in given]
+
+
+def job_argv(argv: list[str]) -> list[str]:
+    """The command line of this multirun job alone, for Lightning's DDP launcher to re-run as ranks 1..n-1.
+
+    Re-running the typed command would start the whole sweep again in every rank, in a folder of its
+    own. Instead the ranks get this job's overrides (as the sweeper chose them, e.g. Optuna's trial
+    values), the user's other Hydra overrides, and `hydra.mode=RUN` (a config such as
+    hparams_search/pretrain_optuna sets MULTIRUN). Lightning appends `hydra.run.dir=<hydra.run.dir>`,
+    which is pointed at this job's folder so that every rank of the job shares it.
+    """
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    kept = [arg for arg in hydra_cfg.overrides.hydra if not arg.lstrip("+~").startswith(SWEEP_KEYS)]
+    return [*argv[:2], *hydra_cfg.overrides.task, *kept, "hydra.mode=RUN"]
+
+
+def end_launched_ranks(before: Mapping[str, str | None]) -> None:
+    """Undo what Lightning's DDP launcher left in this process, so the next multirun job launches its own ranks.
+
+    Left in place, the next job's Trainer would take `LOCAL_RANK` for an outside launcher's (start no
+    ranks) and reuse the finished job's process group. Groups from torchrun or srun (`LOCAL_RANK` set
+    before the job) are theirs, and stay.
+    """
+    if before["LOCAL_RANK"] is not None or "LOCAL_RANK" not in os.environ:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
