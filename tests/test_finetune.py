@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lmlab.checkpoints import load_classifier, load_language_model
-from lmlab.config import EvaluateConfig, TokenizerConfig
+from lmlab.config import EvaluateConfig, LoggerConfig, TokenizerConfig
 from lmlab.data.labeled import EOD_ID, PAD_ID, LabeledSet
 from lmlab.data.lm import Corpus
 from lmlab.data.split import split_dataset
@@ -29,6 +29,7 @@ from lmlab.tasks.finetune import FinetuneTask
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
 from tests.helpers.project import copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
+from tests.test_pretrain import wandb_records
 
 TOKENIZER = TokenizerConfig(type="bpe", vocab_size=320, byte_fallback=True, num_threads=1)
 
@@ -314,3 +315,22 @@ def test_ddp_cpu_finetuning_counts_every_validation_document_once(lab: Path, tmp
     assert sum(v for k, v in metrics.items() if k.startswith("finetune/val/confusion/")) == counts.sum()
     assert metrics["finetune/steps"] == 6
     assert not (project / "outputs").exists()  # rank 1 wrote into the same run folder
+
+
+def test_finetuning_logs_to_wandb_as_job_type_finetune(
+    lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    cfg = config(lab)
+    cfg = replace(cfg, logger=LoggerConfig(kind="wandb"), trainer=replace(cfg.trainer, max_steps=10, val_every=5))
+    metrics = finetune(cfg, tmp_path / "run")
+    (path,) = (tmp_path / "run/wandb").glob("offline-run-*/run-*.wandb")
+    summary, records = wandb_records(path)
+    assert summary["exit_code"] == 0
+    assert summary["summary"]["finetune/val/acc"] == pytest.approx(metrics["finetune/val/acc"], rel=1e-6)
+    assert "finetune/val/precision/positive" in summary["summary"] and "finetune/train/loss" in summary["summary"]
+    assert "finetune/val/confusion" in summary["summary"]  # the table
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["job_type"] == "finetune" and {"gru", "reviews", "pretrained"} <= set(run["tags"])

@@ -309,6 +309,7 @@ def test_crashed_run_resumes_to_exactly_the_uninterrupted_run(
 def test_resume_auto_never_and_path(data_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     cfg = tiny_config(data_dir, "lstm", max_steps=10, val_every=5)
+    cfg.optim.decay_steps = 10  # the schedule no longer depends on max_steps
     pretrain(cfg, run_dir)
     first_id = run_id(run_dir)
 
@@ -641,3 +642,14 @@ def test_plateau_schedule_with_accumulation_steps_after_validations(data_dir: Pa
         else:
             lr *= cfg.optim.plateau_factor
     assert rows[-1]["train/lr"] < cfg.optim.lr, f"lr 5 on SGD should stall at least once: {rows}"
+
+
+def test_a_cosine_schedule_of_another_length_is_not_resumed(data_dir: Path, tmp_path: Path) -> None:
+    """With decay_steps=null the cosine decays over max_steps: a longer run has another schedule from step 0."""
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(data_dir, "gru", max_steps=10, val_every=5)
+    pretrain(cfg, run_dir)
+    first_id = run_id(run_dir)
+    pretrain(replace(cfg, trainer=replace(cfg.trainer, max_steps=15, log_every=3)), run_dir)
+    assert run_id(run_dir) != first_id and steps_of(run_dir) == [5, 10, 15]
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 15

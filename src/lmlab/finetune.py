@@ -28,7 +28,7 @@ from lmlab.data.lm import Corpus
 from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, build_model
 from lmlab.models.classifier import Classifier
-from lmlab.pretrain import TRAINING_CODE, open_corpus
+from lmlab.pretrain import TRAINING_CODE, open_corpus, schedule_identity
 from lmlab.runs import RunFolder, code_version, write_json
 from lmlab.tasks.finetune import FinetuneData, FinetuneTask, model_record
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
@@ -139,6 +139,7 @@ def identity(cfg: FinetuneConfig, pretrained: Path | None) -> dict[str, Any]:
         "task_data": cfg.task_data.name,
         "tokenizer": cfg.tokenizer.name,
         **{key: full[key] for key in ("model", "finetune", "optim")},
+        "schedule": schedule_identity(cfg.optim, cfg.trainer),
         "pretrained": sha256(pretrained) if pretrained is not None else None,
         "code": code_version(FINETUNE_CODE),
     }

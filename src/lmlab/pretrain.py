@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from lmlab.config import PretrainConfig
+from lmlab.config import OptimConfig, PretrainConfig, TrainerConfig
 from lmlab.data.lm import Corpus
 from lmlab.errors import LmlabError
 from lmlab.models import build_model
@@ -42,14 +42,27 @@ TRAINING_CODE = (
 
 
 def identity(cfg: PretrainConfig) -> dict[str, Any]:
-    """What a checkpoint belongs to; trainer settings (steps, devices, logging) may change across a resume."""
+    """What a checkpoint belongs to. Trainer settings (devices, logging, steps) may change across a resume,
+    except what the learning-rate schedule is computed from: a resumed run must follow the schedule an
+    uninterrupted one would have, so a cosine decay's length (`optim.decay_steps`, else `trainer.max_steps`)
+    and a plateau schedule's validation interval are part of it. Train longer with a fixed `decay_steps`."""
     full = config_dict(cfg)
     return {
         "data": cfg.data.name,
         "tokenizer": cfg.tokenizer.name,
         **{key: full[key] for key in ("model", "task", "optim")},
+        "schedule": schedule_identity(cfg.optim, cfg.trainer),
         "code": code_version(TRAINING_CODE),
     }
+
+
+def schedule_identity(optim: OptimConfig, trainer: TrainerConfig) -> dict[str, int]:
+    """The trainer settings the learning rate at a given step depends on."""
+    if optim.schedule == "cosine":
+        return {"decay_steps": optim.decay_steps or trainer.max_steps, "accumulate": trainer.accumulate}
+    if optim.schedule == "plateau":
+        return {"val_every": trainer.val_every, "accumulate": trainer.accumulate}
+    return {"accumulate": trainer.accumulate}
 
 
 def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
