@@ -150,7 +150,8 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
         run = project / f"data/runs/pretrain/{family}"
         assert (run / "checkpoints/last.ckpt").is_file() and (run / ".hydra/config.yaml").is_file()
         assert list(run.glob("wandb/offline-run-*/run-*.wandb"))  # the default logger: W&B, offline
-    assert not (project / "outputs").exists()  # each stage writes into its own run folder
+    for verb in ("pretrain", "finetune", "evaluate", "report"):  # each stage writes into its own folders
+        assert not (project / "outputs" / verb).exists()
     for family in FAMILIES:
         metrics = json.loads((project / f"metrics/{family}.json").read_text())
         for key in ("test/ppl", "test/bpb", "test/acc", "test/f1", "scratch/test/acc", "scratch/test/f1"):
