@@ -2,7 +2,7 @@
 `-S` overrides are Hydra overrides of it, and `--queue` with a sweep queues one experiment per value.
 
 It runs in a temporary copy of the project on a tiny local corpus (the data setup of
-tests/test_pipeline_dvc.py). The workspace runs the data stages once; the queued experiments
+tests/helpers/pipeline.py). The workspace runs the data stages once; the queued experiments
 target `pretrain@gru`, so each one reruns only what its changed key reaches: the tokenizer and
 one family's pretraining.
 """
@@ -21,8 +21,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from tests.helpers.pipeline import shrink_training, write_tiny_datasets
 from tests.helpers.project import ROOT, copy_project, dvc
-from tests.test_pipeline_dvc import shrink_training, write_corpus, write_reviews
 
 GIT_ID = {"user.name": "lmlab tests", "user.email": "tests@lmlab.invalid"}
 
@@ -59,33 +59,7 @@ def project(tmp_path: Path) -> Path:
     """A committed copy of the project whose pipeline reads a tiny local corpus and trains tiny models."""
     root = copy_project(tmp_path / "project")
     shutil.copy2(ROOT / ".gitignore", root / ".gitignore")
-    write_corpus(tmp_path / "corpus", documents=40)
-    write_reviews(tmp_path / "reviews.csv", rows=200)
-    configs = {
-        "data/tiny.yaml": {
-            "name": "tiny",
-            "source": {"kind": "local", "path": str(tmp_path / "corpus"), "members": ["*.txt"]},
-            "reader": {"format": "text", "files": {"all": "*.txt"}},
-            "split": {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 7},
-        },
-        "task_data/tiny_reviews.yaml": {
-            "name": "tiny_reviews",
-            "source": {"kind": "local", "path": str(tmp_path / "reviews.csv")},
-            "reader": {
-                "format": "csv",
-                "files": {"all": "reviews.csv"},
-                "text_field": "text",
-                "label_field": "category",
-                "group_field": "movie_name",
-                "label_map": {"rotten": "negative", "fresh": "positive"},
-            },
-            "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 7},
-        },
-    }
-    for name, config in configs.items():
-        (root / "conf" / name).write_text(yaml.safe_dump(config))
-    bpe = root / "conf/tokenizer/bpe.yaml"
-    bpe.write_text(bpe.read_text().replace("byte_fallback: true", "byte_fallback: false"))
+    write_tiny_datasets(root, tmp_path)
     pretrain = root / "conf/pretrain.yaml"  # no W&B: this test is about DVC, and each run saves seconds
     pretrain.write_text(pretrain.read_text().replace("- logger: wandb", "- logger: none"))
     shrink_training(root)

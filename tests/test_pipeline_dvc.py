@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 import re
 from pathlib import Path
 
@@ -12,103 +10,21 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.helpers.pipeline import FAMILIES, edit_yaml, shrink_training, write_tiny_datasets
 from tests.helpers.project import copy_project, dvc
 
-FAMILIES = ("rnn", "lstm", "gru", "transformer")
 DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
 PRETRAIN_STAGES = [f"pretrain@{family}" for family in FAMILIES]
 LATER_STAGES = [f"{stage}@{family}" for stage in ("finetune", "evaluate") for family in FAMILIES] + ["report"]
-
-WORDS = (
-    "state union congress nation people law war peace trade tax school road farm bank court "
-    "army navy treaty budget freedom justice labor health energy"
-).split()
-
-
-def write_corpus(folder: Path, documents: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    folder.mkdir(parents=True)
-    for i in range(documents):
-        lines = [" ".join(rng.choices(WORDS, k=rng.randint(5, 15))).capitalize() + "." for _ in range(8)]
-        (folder / f"doc{i:03d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def write_reviews(path: Path, rows: int, seed: int = 1) -> None:
-    rng = random.Random(seed)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["category", "text", "movie_name"])
-        for i in range(rows):
-            label = rng.choice(["fresh", "rotten", "plot"])
-            writer.writerow([label, " ".join(rng.choices(WORDS, k=12)), f"movie{i % 17}"])
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = copy_project(tmp_path / "project")
-    write_corpus(tmp_path / "corpus", documents=40)
-    write_reviews(tmp_path / "reviews.csv", rows=200)
-    (root / "conf/data/tiny.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny",
-                "source": {"kind": "local", "path": str(tmp_path / "corpus"), "members": ["*.txt"]},
-                "reader": {"format": "text", "files": {"all": "*.txt"}},
-                "split": {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 7},
-            }
-        )
-    )
-    (root / "conf/task_data/tiny_reviews.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny_reviews",
-                "source": {"kind": "local", "path": str(tmp_path / "reviews.csv")},
-                "reader": {
-                    "format": "csv",
-                    "files": {"all": "reviews.csv"},
-                    "text_field": "text",
-                    "label_field": "category",
-                    "group_field": "movie_name",
-                    "label_map": {"rotten": "negative", "fresh": "positive"},
-                },
-                "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 7},
-            }
-        )
-    )
-    (root / "conf/tokenizer/bpe.yaml").write_text(
-        (root / "conf/tokenizer/bpe.yaml").read_text().replace("byte_fallback: true", "byte_fallback: false")
-    )
+    write_tiny_datasets(root, tmp_path)
     shrink_training(root)
     write_params(root, vocab_size=120)
     return root
-
-
-def edit_yaml(path: Path, **values: object) -> None:
-    config = yaml.safe_load(path.read_text())
-    config.update(values)
-    path.write_text(yaml.safe_dump(config))
-
-
-def shrink_training(root: Path) -> None:
-    """Tiny models and a few steps: the stages run as shipped, only smaller."""
-    for family in FAMILIES:
-        edit_yaml(root / f"conf/model/{family}.yaml", layers=1, width=16, embed_dim=None, heads=2, context=16)
-    edit_yaml(root / "conf/task/pretrain.yaml", batch_size=2, bptt=8, val_batch_size=2, val_max_tokens=512)
-    edit_yaml(root / "conf/trainer/cpu.yaml", max_steps=4, val_every=2, log_every=1, threads=1)
-    edit_yaml(
-        root / "conf/task/finetune.yaml",
-        batch_size=4,
-        val_batch_size=8,
-        max_tokens=16,
-        adapt_steps=2,
-        adapt_batch_size=2,
-        adapt_bptt=8,
-    )
-    finetune = root / "conf/finetune.yaml"
-    finetune.write_text(
-        finetune.read_text().replace("max_steps: 300", "max_steps: 4").replace("val_every: 100", "val_every: 2")
-    )
-    edit_yaml(root / "conf/evaluate.yaml", batch_size=2, window=8, speed_tokens=64, generate_tokens=4, threads=1)
 
 
 def write_params(root: Path, vocab_size: int) -> None:
