@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -63,8 +64,9 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
     model = Classifier(backbone, len(labeled.classes), task_cfg.pooling, task_cfg.head_hidden, task_cfg.head_dropout)
     max_tokens = min(task_cfg.max_tokens, backbone.max_positions or task_cfg.max_tokens)
     run = RunFolder(run_dir)
+    given_id = os.environ.get("WANDB_RUN_ID")  # a sweep agent's: W&B names the run by it
     checkpoint, run_id = run.start(
-        cfg.resume, identity(cfg, pretrained), secrets.token_hex(4), rank_zero_only.rank == 0
+        cfg.resume, identity(cfg, pretrained), secrets.token_hex(4), rank_zero_only.rank == 0, given_id
     )
 
     adapted: dict[str, float] = {}

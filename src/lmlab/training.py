@@ -37,8 +37,11 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 
 
 def wandb_mode(cfg: LoggerConfig) -> str:
-    """`logger.mode`, else $WANDB_MODE, else offline: nothing leaves the machine unless asked."""
-    mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
+    """`logger.mode`, else $WANDB_MODE, else offline: nothing leaves the machine unless asked.
+
+    Under `wandb agent` (WANDB_SWEEP_ID set) the default is online: the sweep's server needs the run's metrics.
+    """
+    mode = cfg.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
     if mode not in ("online", "offline", "disabled"):
         raise LmlabError(f"logger.mode={mode!r} (or WANDB_MODE): use online or offline")
     return mode
