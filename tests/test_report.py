@@ -57,8 +57,8 @@ def test_report_has_a_row_per_family_the_verdicts_samples_and_plots(tmp_path: Pa
     rows = [line for line in text.splitlines() if line.startswith("| gru") or line.startswith("| transformer")]
     assert len(rows) == 2
     assert rows[0].split(" | ")[1] == "1,400,000" and "0.740" in rows[0] and "0.700" in rows[0]
-    assert "gru: pretrained beats from scratch by +4.0 accuracy points" in text
-    assert "transformer: pretrained does not beat from scratch by -3.0" in text
+    assert "gru: pretrained beats from scratch by 4.0 accuracy points (0.740 vs 0.700" in text
+    assert "transformer: pretrained trails from scratch by 3.0 accuracy points" in text
     assert "a transformer sample" in text
     for name in PLOTS:
         png = tmp_path / "reports" / name

@@ -151,10 +151,13 @@ def verdicts(families: dict[str, dict[str, Any]]) -> list[str]:
             out.append(f"- {name}: no from-scratch baseline was evaluated")
             continue
         gain = m["test/acc"] - m["scratch/test/acc"]
-        word = "beats" if gain > 0 else "does not beat"
+        if abs(gain) < 0.0005:
+            verdict = "ties with from scratch"
+        else:
+            verdict = f"{'beats' if gain > 0 else 'trails'} from scratch by {abs(gain) * 100:.1f} accuracy points"
         out.append(
-            f"- {name}: pretrained {word} from scratch by {gain * 100:+.1f} accuracy points "
-            f"({m['test/acc']:.3f} vs {m['scratch/test/acc']:.3f}; F1 {m['test/f1']:.3f} vs {m['scratch/test/f1']:.3f})"
+            f"- {name}: pretrained {verdict} ({m['test/acc']:.3f} vs {m['scratch/test/acc']:.3f}; "
+            f"F1 {m['test/f1']:.3f} vs {m['scratch/test/f1']:.3f})"
         )
     return out
 
@@ -181,10 +184,11 @@ def bars(path: Path, title: str, ylabel: str, groups: dict[str, list[float | Non
         xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(names))]
         shown = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
         drawn = ax.bar([x for x, _ in shown], [v for _, v in shown], width, label=series)
-        ax.bar_label(drawn, fmt="%.3g", fontsize=8)
+        ax.bar_label(drawn, fmt="%.3g", fontsize=7, rotation=90, padding=2)
     ax.set_xticks(range(len(names)), names)
     ax.set(ylabel=ylabel, title=title)
-    ax.legend()
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # head room for the legend above the bars
+    ax.legend(loc="upper center", ncols=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
