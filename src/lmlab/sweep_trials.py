@@ -182,10 +182,13 @@ class Runner:
         return True
 
     def trial_env(self, trial: Trial) -> dict[str, str]:
-        """Its W&B run id and sweep tag; no W&B sweep id (none exists on a server); this venv's `lmlab` first."""
-        env = {
-            key: value for key, value in os.environ.items() if key not in ("WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
-        }
+        """Its W&B run id and sweep tag; no W&B sweep id (none exists on a server); this venv's `lmlab` first.
+
+        No WANDB_SERVICE either: a trial that inherited this process's W&B service would leave its run
+        registered there when killed, and its resume would be refused ("run ID ... is in use").
+        """
+        dropped = ("WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_SERVICE")
+        env = {key: value for key, value in os.environ.items() if key not in dropped}
         tags = [t for t in env.get("WANDB_TAGS", "").split(",") if t]
         env |= {
             "WANDB_RUN_ID": trial.run_id,

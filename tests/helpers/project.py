@@ -26,9 +26,14 @@ def copy_project(dest: Path) -> Path:
 
 
 def env() -> dict[str, str]:
-    """Environment whose PATH finds this interpreter's ``lmlab`` and ``dvc`` scripts first."""
+    """Environment whose PATH finds this interpreter's ``lmlab`` and ``dvc`` scripts first.
+
+    Without WANDB_SERVICE: W&B sets it in a process that starts a run (tests do, in-process), and a child
+    that inherits it logs through that process's service, where a killed child's run stays registered.
+    """
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"}
+    inherited = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**inherited, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"}
 
 
 def lmlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
