@@ -4,6 +4,7 @@ and bad checkpoints or label sets are clear errors; then `evaluate` writes the a
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -334,3 +335,13 @@ def test_finetuning_logs_to_wandb_as_job_type_finetune(
     assert "finetune/val/confusion" in summary["summary"]  # the table
     run = next(r["run"] for r in records if r["type"] == "run")
     assert run["job_type"] == "finetune" and {"gru", "reviews", "pretrained"} <= set(run["tags"])
+
+
+def test_a_restored_adaptation_gives_the_classifier_a_freshly_adapted_one_would(lab: Path, tmp_path: Path) -> None:
+    """DVC reruns fine-tuning after a recipe change with the adaptation already done: same result as from nothing."""
+    cfg = config(lab, adapt_steps=6)
+    cfg = replace(cfg, trainer=replace(cfg.trainer, max_steps=6, val_every=6))
+    fresh = finetune(cfg, tmp_path / "fresh")
+    shutil.copytree(tmp_path / "fresh" / "adapt", tmp_path / "restored" / "adapt")
+    restored = finetune(cfg, tmp_path / "restored")
+    assert restored["finetune/val/loss"] == fresh["finetune/val/loss"]

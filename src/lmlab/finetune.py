@@ -107,6 +107,8 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         run_dir,
         f", resuming from {checkpoint}" if checkpoint else "",
     )
+    # the classifier's dropout draws start from the seed, whether the adaptation above trained or was restored
+    L.seed_everything(task_cfg.seed + 1, workers=True, verbose=False)
     failed = True
     try:
         trainer.fit(
