@@ -83,7 +83,7 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         cfg.optim,
         cfg.trainer.max_steps,
         weights,
-        model_record(model, task_cfg, corpus_info) | {"max_tokens": max_tokens},
+        model_record(model, task_cfg, corpus_info, max_tokens),
     )
     tags = [
         cfg.model.family,
@@ -218,14 +218,14 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
         seed=cfg.finetune.seed,
     )
     window = task_cfg.bptt if backbone.stateful else backbone.cfg.context
-    shortest = min(len(split.lm_stream()) for split in (train, val))
+    shortest = min(stats.tokens for stats in lm.splits.values())
     if shortest < task_cfg.batch_size * (window + 1):
         raise LmlabError(
             f"LM adaptation needs {task_cfg.batch_size} x {window + 1} tokens per split, but the labeled set's "
             f"shortest split has {shortest}: lower finetune.adapt_batch_size or finetune.adapt_bptt "
             "(or set finetune.adapt_steps=0)"
         )
-    identity = {"backbone": sha256_state(backbone), "optim": asdict(optim), "steps": steps}
+    identity = {"backbone": sha256_state(backbone), "optim": asdict(optim), "task": asdict(task_cfg), "steps": steps}
     checkpoint, _ = RunFolder(folder).start("auto", identity, "adapt", rank_zero_only.rank == 0)
     task = PretrainTask(backbone, optim, steps, steps, lm.tokens_per_byte("val"))
     trainer = make_trainer(replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [])
@@ -241,12 +241,17 @@ def sha256_state(model: torch.nn.Module) -> str:
 
 
 def write_lm_corpus(folder: Path, splits: dict[str, LabeledSplit], vocab_size: int) -> Corpus:
-    """The labeled documents as LM token streams in the tokenize stage's layout, so pretraining code reads them."""
+    """The labeled documents as LM token streams in the tokenize stage's layout, so pretraining code reads them.
+
+    Each file is replaced whole: under DDP every rank writes the same bytes while others may already read.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     meta_splits = {}
     for name, split in splits.items():
         stream = split.lm_stream()
-        stream.tofile(folder / f"{name}.bin")
+        tmp = folder / f".{name}.bin.{os.getpid()}.tmp"
+        stream.tofile(tmp)
+        os.replace(tmp, folder / f"{name}.bin")
         # bytes are not stored per document; bits per byte of the adaptation are not reported
         meta_splits[name] = {"tokens": len(stream), "bytes": len(stream)}
     write_json(

@@ -98,9 +98,6 @@ class LabeledSet:
             )
         return data
 
-    def class_counts(self, split: str = "train") -> np.ndarray:
-        return np.bincount(self.split(split).labels, minlength=len(self.classes))
-
 
 class ShuffledDocuments(IterableDataset):
     """Training batches: every epoch a seeded permutation of the documents, cut into global batches of

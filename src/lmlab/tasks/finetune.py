@@ -176,12 +176,13 @@ class FinetuneData(L.LightningDataModule):
         )
 
 
-def model_record(model: Classifier, cfg: FinetuneTaskConfig, corpus: dict[str, str]) -> dict[str, Any]:
+def model_record(model: Classifier, cfg: FinetuneTaskConfig, corpus: dict[str, str], max_tokens: int) -> dict:
+    """What `load_classifier` rebuilds the classifier from; `max_tokens` is the cut actually used."""
     return {
         "model": asdict(model.backbone.cfg),
         "vocab_size": model.backbone.vocab_size,
         "corpus": corpus,
         "classifier": {"pooling": cfg.pooling, "head_hidden": cfg.head_hidden, "head_dropout": cfg.head_dropout},
         "from_scratch": cfg.from_scratch,
-        "max_tokens": cfg.max_tokens,
+        "max_tokens": max_tokens,
     }
