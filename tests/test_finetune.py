@@ -30,7 +30,7 @@ from lmlab.tasks.finetune import FinetuneTask
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
 from tests.helpers.project import copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
-from tests.test_pretrain import wandb_records
+from tests.helpers.wandb_offline import wandb_records
 
 TOKENIZER = TokenizerConfig(type="bpe", vocab_size=320, byte_fallback=True, num_threads=1)
 

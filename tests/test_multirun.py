@@ -21,6 +21,7 @@ import yaml
 from lmlab.cli import rank_overrides
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
+from tests.helpers.wandb_offline import wandb_summary
 
 TINY = [*tiny_overrides(max_steps=4, val_every=2), "logger=wandb"]
 PROBE = ROOT / "tests" / "helpers" / "rank_probe.py"
@@ -85,12 +86,7 @@ def wandb_run(job: Path) -> dict[str, Any]:
     """The job's single offline W&B run, read back by W&B's own reader (`wandb leet inspect`)."""
     files = list(job.rglob("run-*.wandb"))
     assert len(files) == 1, f"one W&B run expected in {job}, got {files}"
-    wandb = Path(sys.executable).parent / "wandb"
-    result = subprocess.run(
-        [str(wandb), "leet", "inspect", "--summary", "--json", str(files[0])], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary = wandb_summary(files[0])
     assert summary["exit_code"] == 0
     assert summary["run_id"] == json.loads((job / "run.json").read_text())["wandb_id"]
     return summary

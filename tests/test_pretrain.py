@@ -36,6 +36,7 @@ from lmlab.training import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
+from tests.helpers.wandb_offline import wandb_records
 
 FAMILIES = ("rnn", "lstm", "gru", "transformer")
 VOCAB = 32  # write_corpus's default
@@ -451,20 +452,6 @@ def test_a_last_step_between_validations_is_validated_and_checkpointed(data_dir:
 
 # ----- 5. W&B -----
 SECRET = "0123456789abcdef-very-secret-key-4567890"
-
-
-def wandb_records(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The run's summary object and its raw records, read by W&B's own reader."""
-    wandb = Path(sys.executable).parent / "wandb"
-
-    def inspect(*flags: str) -> str:
-        result = subprocess.run([str(wandb), "leet", "inspect", *flags, str(path)], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    summary = json.loads(inspect("--summary", "--json"))
-    records = [json.loads(line) for line in inspect("--json").splitlines() if line.strip()]
-    return summary, records
 
 
 @pytest.fixture

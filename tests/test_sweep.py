@@ -45,6 +45,7 @@ from lmlab.training import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
+from tests.helpers.wandb_offline import wandb_summary
 
 SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
 
@@ -81,16 +82,6 @@ def state(folder: Path) -> dict[str, Any]:
 def the_sweep(project: Path, stem: str) -> Path:
     (folder,) = (project / "outputs" / "sweeps").glob(f"{stem}-*")
     return folder
-
-
-def wandb_summary(run_file: Path) -> dict[str, Any]:
-    """The run as W&B's own reader sees it: id, tags, state, config, summary."""
-    wandb = Path(sys.executable).parent / "wandb"
-    result = subprocess.run(
-        [str(wandb), "leet", "inspect", "--summary", "--json", str(run_file)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def offline_runs(run_dir: Path) -> list[Path]:

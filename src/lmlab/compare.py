@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmlab.errors import LmlabError
+from lmlab.runs import write_atomic
 from lmlab.wandb_runs import Run, number
 
 # DESIGN.md's metric names, in the order the CSV lists them
@@ -249,13 +249,6 @@ def best_per_family_png(rows: Sequence[Row], metric: str, maximize: bool) -> byt
     ax.set(ylabel=metric, title=f"best {metric} per family ({direction} is better)")
     ax.margins(y=0.2)
     return png(fig)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Whole or not at all: a kill mid-write leaves the previous file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def report(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from lmlab.data.lm import Corpus, EvalWindows
 from lmlab.errors import LmlabError
 from lmlab.generate import EOD_ID, generate
 from lmlab.models import LanguageModel
-from lmlab.runs import write_json
+from lmlab.runs import write_atomic, write_json
 from lmlab.tasks.finetune import classification_metrics, summarize
 
 log = logging.getLogger(__name__)
@@ -92,10 +91,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     log.info("evaluated %s in %.1fs: %s", cfg.family, time.perf_counter() - started, headline(metrics))
 
     write_curves(Path(cfg.curves_dir), pretrain_run, runs)
-    Path(cfg.sample_file).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(cfg.sample_file).with_suffix(".tmp")
-    tmp.write_text(sample + "\n")
-    tmp.replace(cfg.sample_file)
+    write_atomic(Path(cfg.sample_file), (sample + "\n").encode())
     write_json(Path(cfg.out), metrics)
     return metrics
 
@@ -200,5 +196,4 @@ def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path
         curve = source / "val_curve.csv"
         if not curve.is_file():
             raise LmlabError(f"no {curve}: the run did not validate; run it again")
-        shutil.copyfile(curve, folder / f".{name}.tmp")
-        (folder / f".{name}.tmp").replace(folder / name)
+        write_atomic(folder / name, curve.read_bytes())

@@ -24,13 +24,14 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lmlab.checkpoints import model_config, prefixed, read_checkpoint
 from lmlab.config import FinetuneConfig, ModelConfig, PretrainTaskConfig
+from lmlab.data.fetch import sha256_file
 from lmlab.data.labeled import LabeledSet, LabeledSplit
 from lmlab.data.lm import Corpus
 from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, build_model
 from lmlab.models.classifier import Classifier
 from lmlab.pretrain import TRAINING_CODE, open_corpus, schedule_identity
-from lmlab.runs import RunFolder, code_version, write_json
+from lmlab.runs import RunFolder, code_version, write_atomic, write_json
 from lmlab.tasks.finetune import FinetuneData, FinetuneTask, model_record
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
 from lmlab.training import FINETUNE_CURVE_FIELDS, ValCurve, config_dict, finish_logger, make_logger, make_trainer
@@ -144,17 +145,9 @@ def identity(cfg: FinetuneConfig, pretrained: Path | None) -> dict[str, Any]:
         "tokenizer": cfg.tokenizer.name,
         **{key: full[key] for key in ("model", "finetune", "optim")},
         "schedule": schedule_identity(cfg.optim, cfg.trainer),
-        "pretrained": sha256(pretrained) if pretrained is not None else None,
+        "pretrained": sha256_file(pretrained) if pretrained is not None else None,
         "code": code_version(FINETUNE_CODE),
     }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def class_weights(spec: Any, classes: list[str], train: LabeledSplit) -> torch.Tensor | None:
@@ -249,9 +242,7 @@ def write_lm_corpus(folder: Path, splits: dict[str, LabeledSplit], vocab_size: i
     meta_splits = {}
     for name, split in splits.items():
         stream = split.lm_stream()
-        tmp = folder / f".{name}.bin.{os.getpid()}.tmp"
-        stream.tofile(tmp)
-        os.replace(tmp, folder / f"{name}.bin")
+        write_atomic(folder / f"{name}.bin", stream.tobytes())
         # bytes are not stored per document; bits per byte of the adaptation are not reported
         meta_splits[name] = {"tokens": len(stream), "bytes": len(stream)}
     write_json(

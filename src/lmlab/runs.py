@@ -51,12 +51,16 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return keys
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write whole or not at all: a kill mid-write leaves the previous file."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write whole or not at all: a kill mid-write leaves the previous file, and a reader never sees half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks may write the same file
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass
