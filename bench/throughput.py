@@ -51,11 +51,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
-from omegaconf import OmegaConf
 
-from lmlab.config import MODEL_FAMILIES, PathsConfig, PretrainConfig, register_configs
-from lmlab.data.lm import Corpus
-from lmlab.models import LanguageModel, build_model
+from lmlab.config import PathsConfig, PretrainConfig, register_configs, typed
+from lmlab.data.corpus import SPECIAL_IDS, Corpus, write_corpus
+from lmlab.models import FAMILIES, LanguageModel, build_model, carried, detach_state
 from lmlab.tasks.optim import build_optimizer, build_schedule
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
 from lmlab.training import make_trainer
@@ -67,17 +66,18 @@ FULL = {"steps": 30, "warmup": 5, "rounds": 7}
 
 
 # ----- inputs: config, corpus -----
-def family_config(family: str, args: argparse.Namespace) -> PretrainConfig:
+def pretrain_config(family: str, args: argparse.Namespace) -> PretrainConfig:
     """conf/pretrain.yaml composed for `family` (shipped sizes), with the benchmark's overrides."""
     trainer = "gpu" if args.device == "cuda" else "cpu"
     overrides = [f"model={family}", f"trainer={trainer}", "logger=none"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg: PretrainConfig = OmegaConf.to_object(compose(config_name="pretrain", overrides=overrides))
+        cfg: PretrainConfig = typed(compose(config_name="pretrain", overrides=overrides))
     if args.batch_size:
         cfg.task.batch_size = args.batch_size
     if args.window:
         cfg.task.bptt = args.window
-        cfg.model.context = args.window
+        if hasattr(cfg.model, "context"):  # a stateless family's window is its context
+            cfg.model.context = args.window
     if args.precision:
         cfg.trainer.precision = args.precision
     cfg.trainer.compile = args.compile
@@ -85,8 +85,9 @@ def family_config(family: str, args: argparse.Namespace) -> PretrainConfig:
     return cfg
 
 
-def counting_stream(n_tokens: int, vocab_size: int, seed: int, eod: int = 2, first_word: int = 4) -> np.ndarray:
-    """Documents of counting runs (a, a+1, ... modulo the vocabulary), each ended by `eod`: learnable, cheap."""
+def counting_stream(n_tokens: int, vocab_size: int, seed: int) -> np.ndarray:
+    """Documents of counting runs (a, a+1, ... modulo the vocabulary), each ended by EOD: learnable, cheap."""
+    eod, first_word = SPECIAL_IDS["eod"], len(SPECIAL_IDS)
     rng = np.random.default_rng(seed)
     words = vocab_size - first_word
     lengths = rng.integers(5, 40, size=n_tokens // 5 + 1)
@@ -98,17 +99,11 @@ def counting_stream(n_tokens: int, vocab_size: int, seed: int, eod: int = 2, fir
 
 
 def synthetic_corpus(folder: Path, vocab_size: int = 8000) -> Path:
-    """A tokenized corpus in the tokenize stage's format (train/val/test .bin and meta.json)."""
-    if (folder / "meta.json").is_file():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for seed, (split, n) in enumerate({"train": 2_000_000, "val": 100_000, "test": 100_000}.items()):
-        stream = counting_stream(n, vocab_size, seed)
-        stream.tofile(folder / f"{split}.bin")
-        splits[split] = {"documents": int((stream == 2).sum()), "tokens": n, "bytes": 4 * n}
-    meta = {"corpus": "synthetic", "vocab_size": vocab_size, "dtype": "uint16", "splits": splits}
-    (folder / "meta.json").write_text(json.dumps(meta))
+    """A tokenized corpus of counting streams (train 2M tokens, val and test 100k each)."""
+    if not (folder / "meta.json").is_file():
+        sizes = {"train": 2_000_000, "val": 100_000, "test": 100_000}
+        streams = {split: counting_stream(n, vocab_size, seed) for seed, (split, n) in enumerate(sizes.items())}
+        write_corpus(folder, streams, vocab_size, {split: 4 * n for split, n in sizes.items()}, corpus="synthetic")
     return folder
 
 
@@ -233,7 +228,7 @@ def lightning_round(
     """`lmlab pretrain`'s objects for warmup + steps + 1 steps (the last one only marks the end of the timing)."""
     total = args.warmup + args.steps + 1
     model = build(cfg, corpus.vocab_size, None)
-    window = cfg.task.bptt if model.stateful else cfg.model.context
+    window = model.window(cfg.task.bptt)
     # val_every = total: the task does not ask to stop (and so validate) at its last step; the trainer's
     # val_every past the end: Lightning schedules no validation either
     task = PretrainTask(model, cfg.optim, total, total, corpus.tokens_per_byte("val"))
@@ -266,7 +261,7 @@ def raw_round(cfg: PretrainConfig, corpus: Corpus, args: argparse.Namespace) -> 
     clock = Clock(device, args.warmup, args.warmup + args.steps)
     model = build(cfg, corpus.vocab_size, device)
     model.train()
-    window = cfg.task.bptt if model.stateful else cfg.model.context
+    window = model.window(cfg.task.bptt)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_schedule(optimizer, cfg.optim, total, total)["scheduler"]
     data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
@@ -297,10 +292,8 @@ def raw_round(cfg: PretrainConfig, corpus: Corpus, args: argparse.Namespace) -> 
         clock.step_starts(step)
         if step == total - 1:
             break
-        if model.stateful and (reset or state is None):
-            state = model.init_state(inputs.size(0), device)
-        loss, state = forward(inputs, targets, state)
-        state = LanguageModel.detach_state(state)
+        loss, state = forward(inputs, targets, carried(model, state, reset))
+        state = detach_state(state)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
@@ -318,10 +311,10 @@ def median_ratio(a: list[float], b: list[float]) -> float:
 
 # ----- one family -----
 def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    cfg = family_config(family, args)
+    cfg = pretrain_config(family, args)
     corpus = open_corpus(args, cfg, tmp)
     probe = build_model(cfg.model, corpus.vocab_size)
-    window = cfg.task.bptt if probe.stateful else cfg.model.context
+    window = probe.window(cfg.task.bptt)
     tokens = cfg.task.batch_size * window
     sides: dict[str, list[dict[str, float]]] = {"lightning": [], "raw": []}
     startup: list[float] = []
@@ -403,7 +396,7 @@ def log(message: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default=",".join(MODEL_FAMILIES), help="comma-separated, of %(default)s")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated, of %(default)s")
     parser.add_argument("--steps", type=int, help=f"timed steps per round (default {FULL['steps']})")
     parser.add_argument("--warmup", type=int, help=f"untimed steps per round first (default {FULL['warmup']})")
     parser.add_argument("--rounds", type=int, help=f"rounds per side (default {FULL['rounds']})")
@@ -429,9 +422,9 @@ def parse_args() -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = sorted(set(args.families) - set(MODEL_FAMILIES))
+    unknown = sorted(set(args.families) - set(FAMILIES))
     if unknown:
-        parser.error(f"--families: unknown {', '.join(unknown)}; use {', '.join(MODEL_FAMILIES)}")
+        parser.error(f"--families: unknown {', '.join(unknown)}; use {', '.join(FAMILIES)}")
     if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error("--steps and --rounds must be >= 1, --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():

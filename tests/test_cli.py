@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lmlab.cli import VERBS
-from lmlab.config import register_configs
+from lmlab.config import register_configs, typed
 from lmlab.data import readers, sources
 from tests.helpers.project import ROOT, lmlab
 
@@ -92,7 +92,7 @@ def test_every_shipped_dataset_config_loads_and_validates(verb: str, group: str)
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in choices(group):
-            cfg = OmegaConf.to_object(compose(config_name=verb, overrides=[f"{group}={name}"]))
+            cfg = typed(compose(config_name=verb, overrides=[f"{group}={name}"]))
             dataset = getattr(cfg, group)
             assert dataset.name == name, f"conf/{group}/{name}.yaml names itself {dataset.name!r}"
             sources.validate(dataset.source, f"{group}.source")
@@ -105,5 +105,5 @@ def test_every_shipped_tokenizer_config_loads() -> None:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in choices("tokenizer"):
-            cfg = OmegaConf.to_object(compose(config_name="tokenize", overrides=[f"tokenizer={name}"]))
+            cfg = typed(compose(config_name="tokenize", overrides=[f"tokenizer={name}"]))
             assert cfg.tokenizer.type == name

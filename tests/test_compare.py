@@ -21,7 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lmlab.compare import higher_is_better, rank
+from lmlab.compare import rank
+from lmlab.metrics import higher_is_better
 from lmlab.wandb_runs import Filters, Run, read_offline_runs
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env

@@ -16,8 +16,8 @@ import torch
 
 from lmlab.checkpoints import load_classifier, load_language_model
 from lmlab.config import EvaluateConfig, LoggerConfig, TokenizerConfig
-from lmlab.data.labeled import EOD_ID, PAD_ID, LabeledSet
-from lmlab.data.lm import Corpus
+from lmlab.data.corpus import SPECIAL_IDS, Corpus
+from lmlab.data.labeled import LabeledSet
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import tokenize
 from lmlab.errors import LmlabError
@@ -110,7 +110,7 @@ def test_discriminative_learning_rates_and_gradual_unfreezing(lab: Path) -> None
     model = Classifier(backbone, 2, "concat", 0, 0.0)
     groups = model.layer_groups()  # embedding, 2 recurrent layers, head
     assert len(groups) == 4
-    task = FinetuneTask(model, ["a", "b"], cfg.finetune, replace(cfg.optim, warmup_steps=0), 100, None, {})
+    task = FinetuneTask(model, ["a", "b"], cfg.finetune, replace(cfg.optim, warmup_steps=0), 100, 10, None, {})
     optimizer = task.configure_optimizers()["lr_scheduler"]["scheduler"]
     owner = {id(p): g for g, params in enumerate(groups) for p in params}
 
@@ -144,8 +144,8 @@ def test_documents_are_framed_by_eod_and_right_padded(lab: Path) -> None:
     tokens, lengths, labels = split.batch(np.array([0, 1]), max_tokens=8)
     for row, index in enumerate([0, 1]):
         doc = split.document(index)[:6].tolist()
-        assert tokens[row, : lengths[row]].tolist() == [EOD_ID, *doc, EOD_ID]
-        assert (tokens[row, lengths[row] :] == PAD_ID).all()
+        assert tokens[row, : lengths[row]].tolist() == [SPECIAL_IDS["eod"], *doc, SPECIAL_IDS["eod"]]
+        assert (tokens[row, lengths[row] :] == SPECIAL_IDS["pad"]).all()
     assert labels.tolist() == split.labels[[0, 1]].tolist()
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmlab.data.lm import Corpus, EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
+from lmlab.data.corpus import Corpus
+from lmlab.data.lm import EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
 from lmlab.errors import LmlabError
 from tests.helpers.tiny_lm import counting_stream, write_corpus
 

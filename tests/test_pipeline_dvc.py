@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers.pipeline import FAMILIES, edit_yaml, shrink_training, write_tiny_datasets
+from lmlab.models import FAMILIES
+from tests.helpers.pipeline import edit_yaml, shrink_training, write_tiny_datasets
 from tests.helpers.project import copy_project, dvc
 
 DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
@@ -84,6 +85,15 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
     assert plots.returncode == 0 and "metrics/curves/gru/pretrain.csv" in plots.stdout, plots.stderr
 
     assert repro(project) == []  # nothing changed: a no-op
+
+    # an edit to a model file makes every stage that runs models out of date, and nothing else
+    model_file = project / "src/lmlab/models/base.py"
+    original = model_file.read_text()
+    model_file.write_text(original + "\n# edited\n")
+    status = dvc("status", "--json", cwd=project)
+    assert status.returncode == 0, status.stderr
+    assert sorted(json.loads(status.stdout)) == sorted(PRETRAIN_STAGES + LATER_STAGES[:-1])
+    model_file.write_text(original)
 
     write_params(project, vocab_size=140)
     assert sorted(repro(project, *PRETRAIN_STAGES)) == sorted(["tokenize", *PRETRAIN_STAGES])

@@ -23,12 +23,11 @@ import psutil
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 import lmlab.pretrain
-from lmlab.config import LoggerConfig, ModelConfig, PretrainConfig, register_configs
+from lmlab.config import LoggerConfig, PretrainConfig, register_configs, typed
 from lmlab.errors import LmlabError
-from lmlab.models import build_model
+from lmlab.models import FAMILIES, build_model
 from lmlab.pretrain import pretrain
 from lmlab.runs import fingerprint
 from lmlab.tasks.pretrain import NonFiniteLoss
@@ -38,7 +37,6 @@ from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
 from tests.helpers.wandb_offline import wandb_records
 
-FAMILIES = ("rnn", "lstm", "gru", "transformer")
 VOCAB = 32  # write_corpus's default
 METRIC_KEYS = (
     "val/loss",
@@ -65,7 +63,7 @@ def corpus_meta(data_dir: Path) -> dict[str, Any]:
 
 
 def window(cfg: PretrainConfig) -> int:
-    return cfg.model.context if cfg.model.family == "transformer" else cfg.task.bptt
+    return build_model(cfg.model, VOCAB).window(cfg.task.bptt)
 
 
 def curve(run_dir: Path) -> list[dict[str, float]]:
@@ -196,7 +194,7 @@ def test_checkpoints_load_weights_only_and_describe_their_model(
         saved = checkpoint["lmlab"]
         assert saved["model"] == asdict(cfg.model)
         assert saved["vocab_size"] == VOCAB
-        model = build_model(ModelConfig(**saved["model"]), saved["vocab_size"])
+        model = build_model(saved["model"], saved["vocab_size"])
         weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
         model.load_state_dict(weights)  # strict: the config rebuilds exactly the saved model
     last = load(run_dir / "checkpoints" / "last.ckpt")
@@ -214,7 +212,7 @@ TINY_OVERRIDES = tiny_overrides(max_steps=20)
 def composed(conf: Path, overrides: list[str]) -> PretrainConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="pretrain", overrides=overrides))
+        return typed(compose(config_name="pretrain", overrides=overrides))
 
 
 def cli_env(tmp: Path) -> dict[str, str]:

@@ -20,9 +20,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.config import MODEL_FAMILIES, PretrainConfig, register_configs
+from lmlab.config import PretrainConfig, register_configs, typed
 from lmlab.data.lm import StreamWindows
-from lmlab.models import build_model
+from lmlab.models import FAMILIES, build_model
 from lmlab.tasks.optim import lr_factor
 from lmlab.training import LOGGERS
 from tests.helpers.ddp_probe import JOB, launch
@@ -41,7 +41,7 @@ def choices(group: str) -> list[str]:
 def composed(overrides: list[str]) -> PretrainConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose(config_name="pretrain", overrides=overrides))
+        cfg = typed(compose(config_name="pretrain", overrides=overrides))
     assert isinstance(cfg, PretrainConfig)
     return cfg
 
@@ -56,7 +56,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ----- 10. composition -----
 @pytest.mark.parametrize("model", choices("model"))
 def test_every_model_trainer_logger_composes(model: str) -> None:
-    assert set(choices("model")) == set(MODEL_FAMILIES)
+    assert set(choices("model")) == set(FAMILIES)
     assert set(choices("logger")) == set(LOGGERS)
     for trainer in choices("trainer"):
         trainer_yaml = OmegaConf.to_container(OmegaConf.load(CONF / "trainer" / f"{trainer}.yaml"))
@@ -121,6 +121,7 @@ def cli(project: Path, cli_tmp: Path) -> Results:
     tmp = cli_tmp
     runs = {
         "misspelt": ["model.widht=3"],
+        "foreign_key": ["model=gru", "+model.heads=2", "logger=none", f"hydra.run.dir={tmp / 'foreign_key'}"],
         "unknown_model": ["model=nosuch"],
         "no_corpus": [f"paths.data_dir={tmp / 'empty'}", "logger=none", f"hydra.run.dir={tmp / 'no_corpus'}"],
         "bad_family": ["model.family=lstmm", *TINY, "logger=none", f"hydra.run.dir={tmp / 'bad_family'}"],
@@ -161,7 +162,14 @@ def test_cli_cfg_job_prints_the_experiment(cli: Results) -> None:
 def test_misspelt_key_fails_naming_it(cli: Results) -> None:
     result = cli["misspelt"]
     assert result.returncode != 0
-    assert "widht" in result.stderr and "ModelConfig" in result.stderr
+    assert "widht" in result.stderr and "model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_key_of_another_family_is_an_error_naming_the_family_keys(cli: Results) -> None:
+    result = cli["foreign_key"]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "model.heads is not a key of model family 'gru'; its keys are family, layers, width" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -169,7 +177,7 @@ def test_unknown_model_lists_the_families(cli: Results) -> None:
     result = cli["unknown_model"]
     assert result.returncode != 0
     assert "model/nosuch" in result.stderr
-    for family in MODEL_FAMILIES:
+    for family in FAMILIES:
         assert family in result.stderr
 
 
@@ -177,7 +185,7 @@ def test_unknown_family_value_is_an_error_listing_the_families(cli: Results) -> 
     result = cli["bad_family"]
     assert result.returncode == 2, result.stderr[-2000:]
     assert "lmlab pretrain: error: model.family='lstmm'" in result.stderr
-    assert all(family in result.stderr.split("error:")[1] for family in MODEL_FAMILIES)
+    assert all(family in result.stderr.split("error:")[1] for family in FAMILIES)
     assert "Traceback" not in result.stderr
 
 
@@ -221,9 +229,9 @@ def test_ddp_cpu_trains_both_ranks_into_one_run_folder(project: Path) -> None:
         assert [int(row["step"]) for row in csv.DictReader(f)] == [5, 10]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 10 and last["lmlab"]["world_size"] == world
-    state = last["lmlab"]["tbptt_state"]  # every rank's streams: [world, layers, batch, width]
-    assert state is not None and tuple(state[0].shape) == (world, 2, batch, 32)
-    assert not torch.equal(state[0][0], state[0][1]), "both ranks carried the same streams"
+    state = last["lmlab"]["tbptt_state"]  # the GRU's h of every rank's streams: [world, batch, layers, width]
+    assert isinstance(state, torch.Tensor) and tuple(state.shape) == (world, batch, 2, 32)
+    assert not torch.equal(state[0], state[1]), "both ranks carried the same streams"
 
 
 def test_torchrun_style_ranks_share_one_folder_identical_weights_and_disjoint_streams(tmp_path: Path) -> None:

@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from lmlab.config import ModelConfig
 from lmlab.errors import LmlabError
-from lmlab.models import LanguageModel, build_model
+from lmlab.models import LanguageModel, ModelConfig, build_model, family_config
 from lmlab.models.classifier import Classifier
 
 
@@ -53,7 +51,8 @@ def read_checkpoint(path: Path, stage: str, map_location: str | torch.device = "
 
 
 def model_config(saved: dict[str, Any]) -> ModelConfig:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["lmlab"]["model"]))
+    """The family's config the checkpoint was trained with."""
+    return family_config(saved["lmlab"]["model"])
 
 
 def prefixed(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

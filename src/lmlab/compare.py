@@ -18,32 +18,15 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from lmlab import metrics as M
+from lmlab.data.atomic import write_atomic
 from lmlab.errors import LmlabError
-from lmlab.runs import write_atomic
 from lmlab.wandb_runs import Run, number
 
-# DESIGN.md's metric names, in the order the CSV lists them
-METRICS = (
-    "val/bpb",
-    "val/loss",
-    "val/ppl",
-    "train/loss",
-    "test/bpb",
-    "test/ppl",
-    "finetune/val/acc",
-    "test/acc",
-    "test/f1",
-    "scratch/test/acc",
-    "scratch/test/f1",
-    "model/params",
-    "train/tokens_per_sec",
-    "train/wall_seconds",
-)
-HIGHER_IS_BETTER = ("acc", "f1", "tokens_per_sec")  # name endings; every other metric ranks lowest first
-SHOWN = {"model/params": "params", "train/tokens_per_sec": "tokens/s", "train/wall_seconds": "wall s"}  # and headers
+SHOWN = {M.PARAMS: "params", M.TRAIN_TOKENS_PER_SEC: "tokens/s", M.TRAIN_WALL_SECONDS: "wall s"}  # and headers
 TEXT_COLUMNS = ("run", "family", "state", "config")
 WIDE_TERMINAL = 120  # columns from which the terminal table also shows the config that differs
-CURVE_X = ("train/tokens", "trainer/global_step", "_step")  # the first that the metric's rows all have
+CURVE_X = (M.TRAIN_TOKENS, "trainer/global_step", "_step")  # the first that the metric's rows all have
 
 
 @dataclass
@@ -54,10 +37,6 @@ class Row:
     run: Run
     family: str
     value: float | None
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric.endswith(HIGHER_IS_BETTER)
 
 
 def metrics_logged(runs: Sequence[Run]) -> list[str]:
@@ -92,7 +71,7 @@ def differing_config(runs: Sequence[Run], skip: Sequence[str]) -> list[str]:
     Runs without a config (killed before W&B wrote anything) have nothing to tell apart, so they are left out.
     """
     configs = [run.config for run in runs if run.config]
-    keys = sorted({key for config in configs for key in config} - set(skip) - set(METRICS))
+    keys = sorted({key for config in configs for key in config} - set(skip) - set(M.COMPARED))
     return [key for key in keys if len({repr(config.get(key)) for config in configs}) > 1]
 
 
@@ -150,7 +129,7 @@ def markdown(rows: Sequence[Row], metric: str, maximize: bool, varied: Sequence[
 
 def csv_text(rows: Sequence[Row], metric: str, varied: Sequence[str]) -> str:
     """Every run, every metric of the vocabulary that any run has, and the config keys that differ."""
-    present = [key for key in METRICS if key != metric and any(row.run.value(key) is not None for row in rows)]
+    present = [key for key in M.COMPARED if key != metric and any(row.run.value(key) is not None for row in rows)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -262,7 +241,7 @@ def report(
 ) -> None:
     """Rank the runs, print the table, write compare.md, compare.csv, curves.png and best_per_family.png into
     ``out``: every file is made before any is written, so an error leaves the previous report as it was."""
-    maximize = higher_is_better(metric) if maximize is None else maximize
+    maximize = M.higher_is_better(metric) if maximize is None else maximize
     rows = rank(runs, metric, maximize, family_key)
     varied = differing_config(runs, skip=[family_key])
     files = {

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 SOURCE_KINDS = ("pypi", "url", "hf", "local")
 READER_FORMATS = ("text", "jsonl", "csv", "parquet")
 TOKENIZER_TYPES = ("bpe", "unigram", "char")
 SPLITS = ("train", "val", "test")
-MODEL_FAMILIES = ("rnn", "lstm", "gru", "transformer")
 
 
 @dataclass
@@ -172,26 +171,6 @@ class TokenizeConfig:
 
 
 @dataclass
-class ModelConfig:
-    """One language model; which keys apply depends on ``family``."""
-
-    family: str = MISSING  # rnn | lstm | gru | transformer
-    layers: int = 2
-    width: int = 256  # hidden size (recurrent) or residual width (transformer)
-    embed_dim: int | None = None  # None: width; a different size adds a projection before the tied head
-    tie_weights: bool = True  # output layer shares the input embedding
-    embed_dropout: float = 0.1  # on token embeddings
-    dropout: float = 0.1  # between layers (recurrent), on residual branches and attention (transformer)
-    output_dropout: float = 0.1  # on the features that enter the output layer
-    # transformer only
-    heads: int = 4
-    context: int = 256  # window length in training, and the longest input it accepts
-    positions: str = "rotary"  # rotary | learned
-    mlp_ratio: int = 4
-    bias: bool = False
-
-
-@dataclass
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
@@ -255,7 +234,7 @@ class PretrainConfig:
     data: DatasetConfig = field(default_factory=DatasetConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = MISSING  # the family's config (lmlab.models.FAMILIES), checked by lmlab.models.family_config
     task: PretrainTaskConfig = field(default_factory=PretrainTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -295,7 +274,7 @@ class FinetuneConfig:
     task_data: DatasetConfig = field(default_factory=DatasetConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = MISSING  # the backbone family's config, as pretraining used it
     finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -353,6 +332,17 @@ class GenerateConfig:
     seed: int | None = 1337
     device: str = "cpu"
     stop_at_document_end: bool = True
+
+
+def typed(node: Any) -> Any:
+    """A composed verb config as its dataclass, its `model` node as the family's own config, checked against
+    it (`lmlab.models.family_config`: a key of another family is an error naming the family's keys)."""
+    cfg = OmegaConf.to_object(node)
+    if isinstance(getattr(cfg, "model", None), dict):
+        from lmlab.models import family_config  # imports torch: only once a job runs, never for --help
+
+        cfg.model = family_config(cfg.model)
+    return cfg
 
 
 def register_configs() -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from lmlab import metrics as M
 from lmlab.checkpoints import load_classifier, load_language_model
 from lmlab.config import EvaluateConfig
+from lmlab.data.atomic import write_atomic, write_json
+from lmlab.data.corpus import Corpus
 from lmlab.data.labeled import LabeledSet, OrderedDocuments
-from lmlab.data.lm import Corpus, EvalWindows
+from lmlab.data.lm import EvalWindows
 from lmlab.errors import LmlabError
-from lmlab.generate import EOD_ID, generate
-from lmlab.models import LanguageModel
-from lmlab.runs import write_atomic, write_json
+from lmlab.generate import generate
+from lmlab.models import LanguageModel, carried
+from lmlab.runs import open_corpus
 from lmlab.tasks.finetune import classification_metrics, summarize
 
 log = logging.getLogger(__name__)
@@ -48,43 +50,34 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    corpus_dir = cfg.paths.tokenized(cfg.data.name, cfg.tokenizer)
-    corpus = Corpus.open(corpus_dir)
+    corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
     pretrain_run, finetune_run = Path(cfg.pretrain_run), Path(cfg.finetune_run)
     lm = load_language_model(pretrain_run / "checkpoints" / "best.ckpt", cfg.device)
     check_vocabulary(lm.model.vocab_size, corpus, pretrain_run)
     trained = read_metrics(pretrain_run)
-    window = lm.model.max_positions or cfg.window
+    window = lm.model.window(cfg.window)
 
     metrics: dict[str, Any] = {
-        "model/params": lm.model.num_params,
-        "model/embedding_params": lm.model.num_embedding_params,
-        "train/tokens_per_sec": trained["train/tokens_per_sec"],
-        "train/wall_seconds": trained["train/wall_seconds"],
-        "train/tokens": trained["train/tokens"],
-        "val/loss": trained["best/val/loss"],
-        "val/ppl": math.exp(min(trained["best/val/loss"], 80.0)),
-        "val/bpb": trained["best/val/loss"] / math.log(2) * corpus.tokens_per_byte("val"),
+        M.PARAMS: lm.model.num_params,
+        M.EMBEDDING_PARAMS: lm.model.num_embedding_params,
+        **{key: trained[key] for key in (M.TRAIN_TOKENS_PER_SEC, M.TRAIN_WALL_SECONDS, M.TRAIN_TOKENS)},
+        **M.lm_figures("val", trained[M.BEST_VAL_LOSS], corpus.tokens_per_byte("val")),
     }
     started = time.perf_counter()
     loss = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
-    metrics |= {
-        "test/loss": loss,
-        "test/ppl": math.exp(min(loss, 80.0)),
-        "test/bpb": loss / math.log(2) * corpus.tokens_per_byte("test"),
-    }
+    metrics |= M.lm_figures("test", loss, corpus.tokens_per_byte("test"))
     metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)
-    sample, latency = sample_and_latency(lm.model, corpus_dir / "tokenizer.model", cfg)
-    metrics["infer/ms_per_generated_token"] = latency
+    sample, latency = sample_and_latency(lm.model, corpus.tokenizer_file, cfg)
+    metrics[M.INFER_MS_PER_TOKEN] = latency
 
     labeled = LabeledSet.open(corpus)
     test = labeled.split("test")
-    runs = {"test/": finetune_run} | ({"scratch/test/": Path(cfg.scratch_run)} if cfg.scratch_run else {})
+    runs = {M.TEST: finetune_run} | ({M.SCRATCH_TEST: Path(cfg.scratch_run)} if cfg.scratch_run else {})
     for prefix, run in runs.items():
         clf = load_classifier(run / "checkpoints" / "best.ckpt", cfg.device)
         if clf.classes != labeled.classes:
             raise LmlabError(
-                f"{run}/checkpoints/best.ckpt classifies {clf.classes}, but the labeled set in {corpus_dir} has "
+                f"{run}/checkpoints/best.ckpt classifies {clf.classes}, but the labeled set in {corpus.folder} has "
                 f"classes {labeled.classes}: fine-tune again on this labeled set"
             )
         metrics |= classify(clf.model, test, labeled.classes, prefix, clf.max_tokens, cfg.device)
@@ -97,7 +90,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any]) -> str:
-    keys = ("test/ppl", "test/bpb", "test/acc", "scratch/test/acc", "infer/tokens_per_sec")
+    keys = (M.TEST_PPL, M.TEST_BPB, M.TEST_ACC, M.SCRATCH_TEST_ACC, M.INFER_TOKENS_PER_SEC)
     return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
 
 
@@ -127,7 +120,7 @@ def lm_loss(
     for inputs, targets, reset in EvalWindows(
         corpus.tokens(split), batch, window, model.stateful, max_tokens=max_tokens
     ):
-        logits, state = model(inputs.to(device), None if reset else state)
+        logits, state = model(inputs.to(device), carried(model, state, reset))
         nats += float(F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="sum"))
         tokens += targets.numel()
     return nats / max(tokens, 1)
@@ -145,11 +138,11 @@ def inference_speed(
     sync()
     started, state, count = time.perf_counter(), None, 0
     for inputs, _, reset in batches:
-        _, state = model(inputs.to(device), None if reset else state)
+        _, state = model(inputs.to(device), carried(model, state, reset))
         count += inputs.numel()
     sync()
     speed = count / (time.perf_counter() - started)
-    return {"infer/tokens_per_sec": speed, "infer/peak_memory_mb": peak_memory(model, batches[0][0], device) / 2**20}
+    return {M.INFER_TOKENS_PER_SEC: speed, M.INFER_PEAK_MEMORY_MB: peak_memory(model, batches[0][0], device) / 2**20}
 
 
 def peak_memory(model: LanguageModel, inputs: torch.Tensor, device: str) -> float:
@@ -171,12 +164,12 @@ def peak_memory(model: LanguageModel, inputs: torch.Tensor, device: str) -> floa
 def sample_and_latency(model: LanguageModel, tokenizer: Path, cfg: EvaluateConfig) -> tuple[str, float]:
     """A seeded sample of `generate_tokens` (not stopping at a document end) and milliseconds per token."""
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
-    prompt = [EOD_ID, *sp.encode(cfg.prompt)]
+    prompt = [sp.eos_id(), *sp.encode(cfg.prompt)]
     list(generate(model, prompt, 4, temperature=0.8, top_p=0.95, seed=cfg.seed))  # warm-up
     started = time.perf_counter()
     ids = list(generate(model, prompt, cfg.generate_tokens, temperature=0.8, top_p=0.95, seed=cfg.seed))
     latency = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
-    return cfg.prompt + sp.decode([i for i in ids if i != EOD_ID]), latency
+    return cfg.prompt + sp.decode([i for i in ids if i != sp.eos_id()]), latency
 
 
 @torch.inference_mode()
@@ -191,7 +184,7 @@ def classify(model: torch.nn.Module, split: Any, classes: list[str], prefix: str
 def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path]) -> None:
     """The runs' val curves as `pretrain.csv`, `finetune.csv` and `scratch.csv` (DVC plots them)."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = {"test/": "finetune.csv", "scratch/test/": "scratch.csv"}
+    names = {M.TEST: "finetune.csv", M.SCRATCH_TEST: "scratch.csv"}
     for source, name in [(pretrain_run, "pretrain.csv"), *((run, names[p]) for p, run in finetune_runs.items())]:
         curve = source / "val_curve.csv"
         if not curve.is_file():

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import secrets
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +22,32 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 
+from lmlab import metrics as M
 from lmlab.checkpoints import model_config, prefixed, read_checkpoint
-from lmlab.config import FinetuneConfig, ModelConfig, PretrainTaskConfig
+from lmlab.config import FinetuneConfig, PretrainTaskConfig
+from lmlab.data.atomic import write_json
+from lmlab.data.corpus import Corpus, write_corpus
 from lmlab.data.fetch import sha256_file
 from lmlab.data.labeled import LabeledSet, LabeledSplit
-from lmlab.data.lm import Corpus
 from lmlab.errors import LmlabError
-from lmlab.models import LanguageModel, build_model
+from lmlab.models import LanguageModel, ModelConfig, build_model, family_config
 from lmlab.models.classifier import Classifier
-from lmlab.pretrain import TRAINING_CODE, open_corpus, schedule_identity
-from lmlab.runs import RunFolder, code_version, write_atomic, write_json
+from lmlab.runs import RunFolder, code_version, open_corpus
+from lmlab.tasks import optim
 from lmlab.tasks.finetune import FinetuneData, FinetuneTask, model_record
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
-from lmlab.training import FINETUNE_CURVE_FIELDS, ValCurve, config_dict, finish_logger, make_logger, make_trainer
+from lmlab.training import ValCurve, config_dict, finish_logger, make_logger, make_trainer
 
 log = logging.getLogger(__name__)
-
-FINETUNE_CODE = (*TRAINING_CODE, "models/classifier.py", "tasks/finetune.py", "data/labeled.py", "finetune.py")
-ARCHITECTURE = ("family", "layers", "width", "embed_dim", "tie_weights")  # what must match the checkpoint
-TRANSFORMER_ARCHITECTURE = ("heads", "context", "positions", "mlp_ratio", "bias")
 
 
 def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
     task_cfg = cfg.finetune
-    corpus = open_corpus(cfg)
+    cfg.model = family_config(cfg.model)
+    optim.check(cfg.optim)
+    corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
     labeled = LabeledSet.open(corpus)
     if labeled.name != cfg.task_data.name:
         raise LmlabError(
@@ -83,6 +83,7 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         task_cfg,
         cfg.optim,
         cfg.trainer.max_steps,
+        cfg.trainer.val_every,
         weights,
         model_record(model, task_cfg, corpus_info, max_tokens),
     )
@@ -93,12 +94,12 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         "scratch" if task_cfg.from_scratch else "pretrained",
     ]
     logger = make_logger(cfg.logger, run_dir, run_id, cfg.name, "finetune", tags, config_dict(cfg))
-    callbacks: list = [ValCurve(run_dir / "val_curve.csv", FINETUNE_CURVE_FIELDS)]
+    callbacks: list = [ValCurve(run_dir / "val_curve.csv", M.FINETUNE_CURVE)]
     if task_cfg.patience:
-        callbacks.append(EarlyStopping("finetune/val/acc", mode="max", patience=task_cfg.patience))
-    trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor="finetune/val/acc", mode="max")
+        callbacks.append(EarlyStopping(M.FINETUNE_VAL_ACC, mode="max", patience=task_cfg.patience))
+    trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor=M.FINETUNE_VAL_ACC, mode="max")
     if logger is not None:
-        logger.log_hyperparams({"model/params": backbone.num_params, **adapted})
+        logger.log_hyperparams({M.PARAMS: backbone.num_params, **adapted})
     log.info(
         "fine-tuning %s (%s backbone parameters, %s) on %s, run folder %s%s",
         cfg.model.family,
@@ -122,11 +123,11 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
             finish_logger(logger, failed)
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     metrics = {
-        **{k: v for k, v in task.last_val.items() if k != "step"},
-        "best/finetune/val/acc": float(best) if best is not None else task.last_val.get("finetune/val/acc"),
-        "model/params": backbone.num_params,
-        "finetune/steps": trainer.global_step,
-        "finetune/from_scratch": task_cfg.from_scratch,
+        **{k: v for k, v in task.last_val.items() if k != M.STEP},
+        M.BEST_FINETUNE_VAL_ACC: float(best) if best is not None else task.last_val.get(M.FINETUNE_VAL_ACC),
+        M.PARAMS: backbone.num_params,
+        M.FINETUNE_STEPS: trainer.global_step,
+        M.FINETUNE_FROM_SCRATCH: task_cfg.from_scratch,
         **adapted,
     }
     if trainer.is_global_zero:
@@ -144,9 +145,9 @@ def identity(cfg: FinetuneConfig, pretrained: Path | None) -> dict[str, Any]:
         "task_data": cfg.task_data.name,
         "tokenizer": cfg.tokenizer.name,
         **{key: full[key] for key in ("model", "finetune", "optim")},
-        "schedule": schedule_identity(cfg.optim, cfg.trainer),
+        "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
         "pretrained": sha256_file(pretrained) if pretrained is not None else None,
-        "code": code_version(FINETUNE_CODE),
+        "code": code_version("lmlab.finetune"),
     }
 
 
@@ -192,9 +193,11 @@ def load_pretrained(backbone: LanguageModel, path: Path, cfg: FinetuneConfig, co
 
 
 def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[tuple[str, Any, Any]]:
-    """The keys that shape the weights and differ: (key, wanted, saved). Dropouts may differ; keys of the
-    other kind of family (a transformer's heads for a GRU) do not matter."""
-    keys = ARCHITECTURE if saved.family != "transformer" else ARCHITECTURE + TRANSFORMER_ARCHITECTURE
+    """The keys that differ and may not: (key, wanted, saved). Only the family's `TUNABLE` keys (dropouts)
+    may change between pretraining and fine-tuning; a different family differs in `family` first."""
+    if saved.family != wanted.family:
+        return [("family", wanted.family, saved.family)]
+    keys = [f.name for f in fields(saved) if f.name not in saved.TUNABLE]
     return [(k, getattr(wanted, k), getattr(saved, k)) for k in keys if getattr(wanted, k) != getattr(saved, k)]
 
 
@@ -203,14 +206,14 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
     knows the target domain before a classifier is put on it. Resumes like pretraining does."""
     steps, lr = cfg.finetune.adapt_steps, cfg.finetune.adapt_lr
     lm = write_lm_corpus(folder / "corpus", {"train": train, "val": val}, backbone.vocab_size)
-    optim = replace(cfg.optim, lr=lr, warmup_steps=steps // 10, min_lr=lr / 10, schedule="cosine", decay_steps=None)
+    lm_optim = replace(cfg.optim, lr=lr, warmup_steps=steps // 10, min_lr=lr / 10, schedule="cosine", decay_steps=None)
     task_cfg = PretrainTaskConfig(
         batch_size=cfg.finetune.adapt_batch_size,
         bptt=cfg.finetune.adapt_bptt,
         val_max_tokens=None,
         seed=cfg.finetune.seed,
     )
-    window = task_cfg.bptt if backbone.stateful else backbone.cfg.context
+    window = backbone.window(task_cfg.bptt)
     shortest = min(stats.tokens for stats in lm.splits.values())
     if shortest < task_cfg.batch_size * (window + 1):
         raise LmlabError(
@@ -218,12 +221,13 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
             f"shortest split has {shortest}: lower finetune.adapt_batch_size or finetune.adapt_bptt "
             "(or set finetune.adapt_steps=0)"
         )
-    identity = {"backbone": sha256_state(backbone), "optim": asdict(optim), "task": asdict(task_cfg), "steps": steps}
+    identity = {"backbone": sha256_state(backbone), "optim": asdict(lm_optim), "task": asdict(task_cfg), "steps": steps}
     checkpoint, _ = RunFolder(folder).start("auto", identity, "adapt", rank_zero_only.rank == 0)
-    task = PretrainTask(backbone, optim, steps, steps, lm.tokens_per_byte("val"))
+    task = PretrainTask(backbone, lm_optim, steps, steps, lm.tokens_per_byte("val"))
     trainer = make_trainer(replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [])
     trainer.fit(task, datamodule=PretrainData(lm, task_cfg, backbone.stateful, window, 1), ckpt_path=checkpoint)
-    return {"adapt/val/loss": float(trainer.callback_metrics.get("val/loss", task.last_val.get("val/loss", 0.0)))}
+    loss = trainer.callback_metrics.get(M.VAL_LOSS, task.last_val.get(M.VAL_LOSS, 0.0))
+    return {M.ADAPT_VAL_LOSS: float(loss)}
 
 
 def sha256_state(model: torch.nn.Module) -> str:
@@ -234,28 +238,18 @@ def sha256_state(model: torch.nn.Module) -> str:
 
 
 def write_lm_corpus(folder: Path, splits: dict[str, LabeledSplit], vocab_size: int) -> Corpus:
-    """The labeled documents as LM token streams in the tokenize stage's layout, so pretraining code reads them.
-
-    Each file is replaced whole: under DDP every rank writes the same bytes while others may already read.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    meta_splits = {}
-    for name, split in splits.items():
-        stream = split.lm_stream()
-        write_atomic(folder / f"{name}.bin", stream.tobytes())
-        # bytes are not stored per document; bits per byte of the adaptation are not reported
-        meta_splits[name] = {"tokens": len(stream), "bytes": len(stream)}
-    write_json(
-        folder / "meta.json",
-        {"vocab_size": vocab_size, "dtype": splits["train"].tokens.dtype.name, "splits": meta_splits},
-    )
-    return Corpus.open(folder)
+    """The labeled documents as LM token streams in the corpus format, so pretraining code reads them.
+    Bytes are not stored per document: bits per byte of the adaptation are not reported (a byte per token
+    stands in)."""
+    streams = {name: split.lm_stream() for name, split in splits.items()}
+    return write_corpus(folder, streams, vocab_size, {name: len(s) for name, s in streams.items()})
 
 
 def log_confusion(logger: Any, task: FinetuneTask) -> None:
     """The last validation's confusion matrix as a W&B table (rows: true class, columns: predicted)."""
-    counts = {k: v for k, v in task.last_val.items() if k.startswith("finetune/val/confusion/")}
+    prefix = f"{M.FINETUNE_VAL}confusion/"
+    counts = {k: v for k, v in task.last_val.items() if k.startswith(prefix)}
     if not counts or not hasattr(logger, "log_table"):
         return
-    rows = [[t, *(counts[f"finetune/val/confusion/{t}/{p}"] for p in task.classes)] for t in task.classes]
-    logger.log_table("finetune/val/confusion", columns=["true \\ predicted", *task.classes], data=rows)
+    rows = [[t, *(counts[f"{prefix}{t}/{p}"] for p in task.classes)] for t in task.classes]
+    logger.log_table(f"{M.FINETUNE_VAL}confusion", columns=["true \\ predicted", *task.classes], data=rows)

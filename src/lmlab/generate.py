@@ -1,8 +1,9 @@
 """Sampling from a language model, one token at a time with constant work per token.
 
-Recurrent models carry their state; the transformer keeps a KV cache. When a
-transformer's cache reaches its context, generation starts a fresh cache from
-the last half-context of tokens, so the work per token stays bounded.
+Every family continues its own state from `init_state` (a recurrent state, a
+transformer's KV cache) without this module knowing which. When a model with a
+context limit has seen that many positions, generation starts a fresh state
+from the last half-context of tokens, so the work per token stays bounded.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import torch
 
 from lmlab.config import GenerateConfig
 from lmlab.errors import LmlabError
-from lmlab.models import LanguageModel
-
-EOD_ID, UNK_ID = 2, 0  # the tokenize stage's special ids
+from lmlab.models import LanguageModel, State
 
 
 def sample(
@@ -65,35 +64,43 @@ def generate(
         generator.manual_seed(seed)
     limit = model.max_positions
     history = list(prompt)
+    seen = 0  # positions in the state
 
-    def feed(tokens: list[int], state: object) -> tuple[torch.Tensor, object]:
+    def feed(tokens: list[int], state: State) -> tuple[torch.Tensor, State]:
+        nonlocal seen
         logits, state = model(torch.tensor([tokens], device=device), state)
+        seen += len(tokens)
         return logits[:, -1], state
 
-    window = history[-(limit // 2) :] if limit and len(history) > limit else history
-    logits, state = feed(window, model.generation_state(1, device))
+    def restart(tokens: list[int]) -> tuple[torch.Tensor, State]:
+        nonlocal seen
+        seen = 0
+        return feed(tokens, model.init_state(1, device))
+
+    logits, state = restart(history[-(limit // 2) :] if limit and len(history) > limit else history)
     for _ in range(max_new_tokens):
         token = int(sample(logits, temperature, top_k, top_p, generator))
         yield token
         if token == stop_id:
             return
         history.append(token)
-        if limit and state.length >= limit:  # cache full: restart it from the latest half-context
-            logits, state = feed(history[-(limit // 2) :], model.generation_state(1, device))
+        if limit and seen >= limit:  # context full: start over from the latest half-context
+            logits, state = restart(history[-(limit // 2) :])
         else:
             logits, state = feed([token], state)
 
 
 def encode_prompt(sp: spm.SentencePieceProcessor, prompt: str) -> list[int]:
-    """Token ids of `prompt` after an end-of-document id; characters the tokenizer can't represent are an error."""
+    """Token ids of `prompt` after an end-of-document id (the tokenizer's eos); characters the tokenizer can't
+    represent are an error."""
     ids = sp.encode(prompt)
-    if UNK_ID in ids:
-        unknown = sorted({ch for ch in prompt if UNK_ID in sp.encode(ch)})
+    if sp.unk_id() in ids:
+        unknown = sorted({ch for ch in prompt if sp.unk_id() in sp.encode(ch)})
         raise LmlabError(
             f"prompt characters {unknown} are not in the tokenizer's vocabulary (it has no byte fallback); "
             "leave them out, or train a tokenizer with tokenizer.byte_fallback=true"
         )
-    return [EOD_ID, *ids]
+    return [sp.eos_id(), *ids]
 
 
 def stream_text(cfg: GenerateConfig, checkpoint: Path) -> Iterator[str]:
@@ -124,9 +131,9 @@ def stream_text(cfg: GenerateConfig, checkpoint: Path) -> Iterator[str]:
         cfg.top_k,
         cfg.top_p,
         cfg.seed,
-        stop_id=EOD_ID if cfg.stop_at_document_end else None,
+        stop_id=sp.eos_id() if cfg.stop_at_document_end else None,
     ):
-        if token == EOD_ID:
+        if token == sp.eos_id():
             return
         ids.append(token)
         text = sp.decode(ids)

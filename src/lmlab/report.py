@@ -17,6 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure  # not pyplot: files only, no display backend or global state
 from omegaconf import OmegaConf
 
+from lmlab import metrics as M
 from lmlab.config import ReportConfig
 from lmlab.errors import LmlabError
 
@@ -27,18 +28,18 @@ PLOTS = {
     "throughput.png": "Training and inference throughput",
 }
 COLUMNS = [  # (header, metric key, format)
-    ("params", "model/params", "{:,.0f}"),
-    ("train s", "train/wall_seconds", "{:.0f}"),
-    ("train tok/s", "train/tokens_per_sec", "{:,.0f}"),
-    ("infer tok/s", "infer/tokens_per_sec", "{:,.0f}"),
-    ("gen ms/tok", "infer/ms_per_generated_token", "{:.2f}"),
-    ("val ppl", "val/ppl", "{:.1f}"),
-    ("test ppl", "test/ppl", "{:.1f}"),
-    ("test bpb", "test/bpb", "{:.3f}"),
-    ("acc", "test/acc", "{:.3f}"),
-    ("F1", "test/f1", "{:.3f}"),
-    ("scratch acc", "scratch/test/acc", "{:.3f}"),
-    ("scratch F1", "scratch/test/f1", "{:.3f}"),
+    ("params", M.PARAMS, "{:,.0f}"),
+    ("train s", M.TRAIN_WALL_SECONDS, "{:.0f}"),
+    ("train tok/s", M.TRAIN_TOKENS_PER_SEC, "{:,.0f}"),
+    ("infer tok/s", M.INFER_TOKENS_PER_SEC, "{:,.0f}"),
+    ("gen ms/tok", M.INFER_MS_PER_TOKEN, "{:.2f}"),
+    ("val ppl", M.VAL_PPL, "{:.1f}"),
+    ("test ppl", M.TEST_PPL, "{:.1f}"),
+    ("test bpb", M.TEST_BPB, "{:.3f}"),
+    ("acc", M.TEST_ACC, "{:.3f}"),
+    ("F1", M.TEST_F1, "{:.3f}"),
+    ("scratch acc", M.SCRATCH_TEST_ACC, "{:.3f}"),
+    ("scratch F1", M.SCRATCH_TEST_F1, "{:.3f}"),
 ]
 
 
@@ -89,8 +90,8 @@ def report(cfg: ReportConfig) -> Path:
     staging = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    curve_plot(families, "train/tokens", "training tokens", staging / "val_loss_vs_tokens.png")
-    curve_plot(families, "train/wall_seconds", "training wall time (s)", staging / "val_loss_vs_time.png")
+    curve_plot(families, M.TRAIN_TOKENS, "training tokens", staging / "val_loss_vs_tokens.png")
+    curve_plot(families, M.TRAIN_WALL_SECONDS, "training wall time (s)", staging / "val_loss_vs_time.png")
     accuracy_plot(families, staging / "accuracy.png")
     throughput_plot(families, staging / "throughput.png")
     (staging / "comparison.md").write_text(markdown(families))
@@ -147,10 +148,10 @@ def verdicts(families: dict[str, dict[str, Any]]) -> list[str]:
     out = []
     for name, f in families.items():
         m = f["metrics"]
-        if "test/acc" not in m or "scratch/test/acc" not in m:
+        if M.TEST_ACC not in m or M.SCRATCH_TEST_ACC not in m:
             out.append(f"- {name}: no from-scratch baseline was evaluated")
             continue
-        gain = m["test/acc"] - m["scratch/test/acc"]
+        gain = m[M.TEST_ACC] - m[M.SCRATCH_TEST_ACC]
         if abs(gain) < 0.0005:
             verdict = "ties with from scratch"
         else:
@@ -166,8 +167,8 @@ def curve_plot(families: dict[str, dict[str, Any]], x: str, label: str, path: Pa
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for name, f in families.items():
-        rows = [r for r in f["pretrain"] if x in r and "val/loss" in r]
-        ax.plot([r[x] for r in rows], [r["val/loss"] for r in rows], marker="o", label=name)
+        rows = [r for r in f["pretrain"] if x in r and M.VAL_LOSS in r]
+        ax.plot([r[x] for r in rows], [r[M.VAL_LOSS] for r in rows], marker="o", label=name)
     ax.set(xlabel=label, ylabel="validation loss (nats/token)", title=f"Validation loss against {label}")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -195,16 +196,16 @@ def bars(path: Path, title: str, ylabel: str, groups: dict[str, list[float | Non
 
 def accuracy_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
     series = {
-        "accuracy, pretrained": "test/acc",
-        "accuracy, from scratch": "scratch/test/acc",
-        "macro F1, pretrained": "test/f1",
-        "macro F1, from scratch": "scratch/test/f1",
+        "accuracy, pretrained": M.TEST_ACC,
+        "accuracy, from scratch": M.SCRATCH_TEST_ACC,
+        "macro F1, pretrained": M.TEST_F1,
+        "macro F1, from scratch": M.SCRATCH_TEST_F1,
     }
     groups = {label: [f["metrics"].get(key) for f in families.values()] for label, key in series.items()}
     bars(path, "Test accuracy and F1: pretrained vs. from scratch", "score", groups, list(families))
 
 
 def throughput_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
-    series = {"training": "train/tokens_per_sec", "inference": "infer/tokens_per_sec"}
+    series = {"training": M.TRAIN_TOKENS_PER_SEC, "inference": M.INFER_TOKENS_PER_SEC}
     groups = {label: [f["metrics"].get(key) for f in families.values()] for label, key in series.items()}
     bars(path, "Throughput", "tokens per second", groups, list(families))

@@ -12,28 +12,80 @@ Layout (the Hydra output folder of the run, e.g. ``runs/pretrain/lstm`` under DV
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmlab.config import PathsConfig, TokenizerConfig
+from lmlab.data.atomic import write_json
+from lmlab.data.corpus import Corpus
 from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
 
 
-def code_version(files: tuple[str, ...]) -> str:
-    """A digest of the code a run's training depends on (globs under the package): a run trained by other
-    code is not resumed, as DVC reruns a stage after an edit to its code deps."""
+def code_modules(module: str) -> list[Path]:
+    """The package's source files `module` imports at module level, directly or through others: the code a
+    run of it depends on. Imports inside functions are left out: they are how a module avoids loading what
+    only some of its callers need (the CLI's config check imports the model families only for a model)."""
+    package = Path(__file__).parent
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or not name.startswith("lmlab"):
+            continue
+        parts = name.split(".")[1:]
+        path = package.joinpath(*parts).with_suffix(".py")
+        if not path.is_file():
+            path = package.joinpath(*parts, "__init__.py")
+        if not path.is_file():
+            continue  # a name imported from a module, not a module
+        seen[name] = path
+        todo += [".".join(name.split(".")[:k]) for k in range(1, len(name.split(".")))]  # the parent packages
+        for node in module_level(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                todo += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return sorted(seen.values())
+
+
+def module_level(tree: ast.AST) -> list[ast.AST]:
+    """The nodes of a module outside function bodies."""
+    nodes, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            todo += list(ast.iter_child_nodes(node))
+    return nodes
+
+
+def code_version(module: str) -> str:
+    """A digest of the code `module` runs (`code_modules`): a run trained by other code is not resumed, and
+    an edit elsewhere in the package (which makes DVC rerun the stage) resumes the finished run at once."""
     package = Path(__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(p for pattern in files for p in package.glob(pattern)):
+    for path in code_modules(module):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def open_corpus(paths: PathsConfig, data: str, tokenizer: TokenizerConfig) -> Corpus:
+    """The tokenized corpus a training verb reads; a missing one is an error giving the commands that make it."""
+    return Corpus.open(
+        paths.tokenized(data, tokenizer),
+        how_to_make=f"make it with `dvc repro tokenize` (for the choices in params.yaml) or by hand:\n"
+        f"  lmlab download data={data} only=data\n  lmlab split data={data} only=data\n"
+        f"  lmlab tokenize data={data} tokenizer={tokenizer.type} tokenizer.vocab_size={tokenizer.vocab_size} "
+        "'~task_data'",
+    )
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -49,18 +101,6 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write whole or not at all: a kill mid-write leaves the previous file, and a reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks may write the same file
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass

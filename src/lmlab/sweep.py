@@ -29,14 +29,14 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from lmlab.config import register_configs
+from lmlab import metrics as M
+from lmlab.config import register_configs, typed
+from lmlab.data.atomic import write_json
 from lmlab.errors import LmlabError
-from lmlab.runs import write_json
 
 with warnings.catch_warnings():  # sweeps 0.3 configures its pydantic model the pydantic-1 way; pydantic 2 warns
     warnings.filterwarnings("ignore", message="Valid config keys have changed in V2")
@@ -49,20 +49,6 @@ VERBS = ("pretrain", "finetune")  # the `lmlab` verbs a trial can run: each trai
 ARG_MACROS = {"args_no_hyphens": "", "args_override_hydra": "++"}
 PLAIN_MACROS = ("env", "interpreter", "program")
 ENVVAR = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")  # as the agent: ${envvar:NAME} anywhere in an element
-# What `lmlab pretrain` reports: metrics.json keys and val_curve.csv columns (a test keeps this list true).
-PRETRAIN_METRICS = (
-    "val/loss",
-    "val/ppl",
-    "val/bpb",
-    "best/val/loss",
-    "model/params",
-    "model/embedding_params",
-    "train/steps",
-    "train/tokens",
-    "train/tokens_per_sec",
-    "train/wall_seconds",
-    "train/lr",
-)
 # Our trial states, and what W&B's engine calls them (an early-stopped run is one the sweep killed).
 ENGINE_STATES = {
     "running": RunState.running,
@@ -156,10 +142,10 @@ def check(config: dict[str, Any], path: Path, conf: Path) -> str:
     verb = next((item for item in command if item in VERBS), None)
     if verb is None:
         raise LmlabError(f"{path}: the command runs no lmlab verb ({', '.join(VERBS)}): {command}")
-    if verb == "pretrain" and metric["name"] not in PRETRAIN_METRICS:
+    if verb == "pretrain" and metric["name"] not in M.PRETRAIN_SUMMARY:
         raise LmlabError(
             f"{path}: metric {metric['name']!r} is not one lmlab pretrain reports; use one of "
-            f"{', '.join(PRETRAIN_METRICS)}"
+            f"{', '.join(M.PRETRAIN_SUMMARY)}"
         )
     fixed = [item for item in command[command.index(verb) + 1 :] if not item.startswith("${")]
     composes(verb, fixed, {name: probes(name, spec) for name, spec in params.items()}, conf, path)
@@ -191,8 +177,8 @@ def composes(verb: str, fixed: list[str], values: dict[str, list[Any]], conf: Pa
 
         def error(params: dict[str, Any]) -> Exception | None:
             try:
-                OmegaConf.to_object(compose(config_name=verb, overrides=[*fixed, *overrides(params)]))
-            except (HydraException, OmegaConfBaseException, ValueError) as err:
+                typed(compose(config_name=verb, overrides=[*fixed, *overrides(params)]))
+            except (HydraException, OmegaConfBaseException, ValueError, LmlabError) as err:
                 return err
             return None
 
@@ -350,7 +336,7 @@ def print_ranking(sweep: Sweep, console: Console) -> None:
     for column in ("rank", "trial", "run id", "state", *names, f"{sweep.metric} (best)", "steps"):
         table.add_column(column, no_wrap=True)
     for rank, (best, trial) in enumerate(ranking(sweep), start=1):
-        steps = trial.summary.get("train/steps") or (trial.curve[-1]["step"] if trial.curve else None)
+        steps = trial.summary.get(M.TRAIN_STEPS) or (trial.curve[-1]["step"] if trial.curve else None)
         table.add_row(
             str(rank),
             f"{trial.index:03d}",

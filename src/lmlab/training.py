@@ -17,14 +17,13 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 
+from lmlab import metrics as M
 from lmlab.config import LoggerConfig, TrainerConfig
 from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
 
 LOGGERS = ("wandb", "csv", "none")
-CURVE_FIELDS = ("step", "train/tokens", "train/wall_seconds", "val/loss", "val/ppl", "val/bpb", "train/lr")
-FINETUNE_CURVE_FIELDS = ("step", "finetune/val/loss", "finetune/val/acc", "finetune/val/f1", "train/lr")
 
 # Lightning's advice for dataloaders that do their work in the main process: ours slice a memmap.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -91,22 +90,22 @@ def finish_logger(logger: Logger | None, failed: bool) -> None:
 class ValCurve(Callback):
     """Appends one row per validation to ``val_curve.csv`` (rank zero); a resumed run drops rows past its step."""
 
-    def __init__(self, path: Path, fields: tuple[str, ...] = CURVE_FIELDS) -> None:
+    def __init__(self, path: Path, fields: tuple[str, ...] = M.PRETRAIN_CURVE) -> None:
         self.path, self.fields = path, fields
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self.path.is_file():
             return
         with self.path.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= trainer.global_step]
+            rows = [row for row in csv.DictReader(f) if int(row[M.STEP]) <= trainer.global_step]
         self._write(rows, mode="w")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = {"step": trainer.global_step, **{k: metrics.get(k, "") for k in self.fields[1:]}}
-        row["train/lr"] = trainer.optimizers[0].param_groups[-1]["lr"]  # the top layer's (fine-tuning: the head's)
+        row = {M.STEP: trainer.global_step, **{k: metrics.get(k, "") for k in self.fields[1:]}}
+        row[M.TRAIN_LR] = trainer.optimizers[0].param_groups[-1]["lr"]  # the top layer's (fine-tuning: the head's)
         self._write([row], mode="a")
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
@@ -158,7 +157,7 @@ def make_trainer(
     run_dir: Path,
     logger: Logger | None,
     callbacks: list[Callback],
-    monitor: str = "val/loss",
+    monitor: str = M.VAL_LOSS,
     mode: str = "min",
 ) -> L.Trainer:
     """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`."""

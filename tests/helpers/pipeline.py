@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-FAMILIES = ("rnn", "lstm", "gru", "transformer")
+from lmlab.models import FAMILIES
 
 WORDS = (
     "state union congress nation people law war peace trade tax school road farm bank court "
@@ -43,7 +43,8 @@ def edit_yaml(path: Path, **values: object) -> None:
 def shrink_training(root: Path) -> None:
     """Tiny models and a few steps: the stages run as shipped, only smaller."""
     for family in FAMILIES:
-        edit_yaml(root / f"conf/model/{family}.yaml", layers=1, width=16, embed_dim=None, heads=2, context=16)
+        edit_yaml(root / f"conf/model/{family}.yaml", layers=1, width=16, embed_dim=None)
+    edit_yaml(root / "conf/model/transformer.yaml", heads=2, context=16)
     edit_yaml(root / "conf/task/pretrain.yaml", batch_size=2, bptt=8, val_batch_size=2, val_max_tokens=512)
     edit_yaml(root / "conf/trainer/cpu.yaml", max_steps=4, val_every=2, log_every=1, threads=1)
     edit_yaml(

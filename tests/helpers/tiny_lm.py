@@ -7,7 +7,6 @@ model that learns "next = this + 1" drives the loss far below ln(vocab).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from lmlab.config import (
     FinetuneConfig,
     FinetuneTaskConfig,
     LoggerConfig,
-    ModelConfig,
     OptimConfig,
     PathsConfig,
     PretrainConfig,
@@ -25,9 +23,14 @@ from lmlab.config import (
     TokenizerConfig,
     TrainerConfig,
 )
+from lmlab.data import corpus as corpus_format
+from lmlab.models import ModelConfig, family_config
 
-EOD = 2
-FIRST_WORD = 4  # ids 0-3 are unk, bos, eod, pad
+EOD = corpus_format.SPECIAL_IDS["eod"]
+FIRST_WORD = len(corpus_format.SPECIAL_IDS)  # the ids before are unk, bos, eod, pad
+# What a tiny model sets beyond its family's defaults (the transformer's own keys only for it).
+TINY_MODEL = {"layers": 2, "width": 32, "dropout": 0.1}
+TINY_TRANSFORMER = {"heads": 2, "context": 16}
 
 
 def counting_stream(n_tokens: int, vocab_size: int, seed: int) -> np.ndarray:
@@ -47,24 +50,24 @@ def write_corpus(
     vocab_size: int = 32,
     tokens: dict[str, int] | None = None,
 ) -> Path:
-    """Write ``data_dir/tokenized/<name>-<tokenizer>/`` with train/val/test streams and meta.json."""
+    """Write ``data_dir/tokenized/<name>-<tokenizer>/`` with counting streams for train/val/test."""
     tokenizer = tokenizer or TokenizerConfig()
     folder = PathsConfig(data_dir=str(data_dir)).tokenized(name, tokenizer)
-    folder.mkdir(parents=True, exist_ok=True)
     sizes = tokens or {"train": 20_000, "val": 4_000, "test": 4_000}
-    splits = {}
-    for seed, (split, n) in enumerate(sizes.items()):
-        stream = counting_stream(n, vocab_size, seed)
-        stream.tofile(folder / f"{split}.bin")
-        splits[split] = {"documents": int((stream == EOD).sum()), "tokens": n, "bytes": 3 * n}
-    meta = {"corpus": name, "vocab_size": vocab_size, "dtype": "uint16", "splits": splits}
-    (folder / "meta.json").write_text(json.dumps(meta))
+    streams = {split: counting_stream(n, vocab_size, seed) for seed, (split, n) in enumerate(sizes.items())}
+    corpus_format.write_corpus(folder, streams, vocab_size, {split: 3 * n for split, n in sizes.items()}, corpus=name)
     return folder
+
+
+def tiny_model(family: str, **overrides: object) -> ModelConfig:
+    """`family`'s config at the tiny size tests train in seconds."""
+    extra = TINY_TRANSFORMER if family == "transformer" else {}
+    return family_config({"family": family, **TINY_MODEL, **extra, **overrides})
 
 
 def tiny_config(data_dir: Path, family: str = "lstm", **trainer: object) -> PretrainConfig:
     """A PretrainConfig that trains `family` on `write_corpus(data_dir)` in a second or two on a CPU."""
-    model = ModelConfig(family=family, layers=2, width=32, heads=2, context=16, dropout=0.1)
+    model = tiny_model(family)
     trainer_cfg = TrainerConfig(max_steps=20, val_every=10, log_every=5, threads=1)
     for key, value in trainer.items():
         setattr(trainer_cfg, key, value)
@@ -80,13 +83,11 @@ def tiny_config(data_dir: Path, family: str = "lstm", **trainer: object) -> Pret
     )
 
 
-def tiny_overrides(max_steps: int, val_every: int = 5) -> list[str]:
+def tiny_overrides(max_steps: int, val_every: int = 5, family: str = "lstm") -> list[str]:
     """`tiny_config` as Hydra overrides of the shipped configs, for runs through the CLI."""
+    extra = TINY_TRANSFORMER if family == "transformer" else {}
     return [
-        "model.layers=2",
-        "model.width=32",
-        "model.heads=2",
-        "model.context=16",
+        *(f"model.{key}={value}" for key, value in {**TINY_MODEL, **extra}.items()),
         "task.batch_size=4",
         "task.bptt=8",
         "task.val_batch_size=4",

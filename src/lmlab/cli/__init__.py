@@ -19,9 +19,9 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, read_write
 
-from lmlab.config import register_configs
+from lmlab.config import register_configs, typed
 from lmlab.errors import LmlabError
 
 VERBS = {
@@ -80,7 +80,7 @@ def main() -> None:
         sys.argv = job_argv(argv) if multirun else argv  # Lightning's DDP launcher re-runs it for the other ranks
         launcher_env = {key: os.environ.get(key) for key in LAUNCHER_ENV}
         try:
-            return run(OmegaConf.to_object(cfg))
+            return run(typed(cfg))
         except LmlabError as err:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)

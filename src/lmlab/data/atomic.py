@@ -1,12 +1,15 @@
-"""Stage outputs appear whole or not at all: build in a hidden sibling, then swap."""
+"""Outputs appear whole or not at all: a file is written beside itself and renamed over; a stage's folder is
+built in a hidden sibling and swapped in."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -27,3 +30,15 @@ def staged_dir(out: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write whole or not at all: a kill mid-write leaves the previous file, and a reader never sees half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks may write the same file
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

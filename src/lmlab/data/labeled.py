@@ -27,10 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from lmlab.data.lm import Corpus
+from lmlab.data.corpus import Corpus
 from lmlab.errors import LmlabError
-
-EOD_ID, PAD_ID = 2, 3  # the tokenize stage's special ids
 
 # tokens [B, T], lengths [B], labels [B]
 DocBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -43,6 +41,8 @@ class LabeledSplit:
     tokens: np.ndarray
     offsets: np.ndarray
     labels: np.ndarray
+    eod_id: int  # the corpus's special ids (its meta.json)
+    pad_id: int
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,14 +53,15 @@ class LabeledSplit:
     def batch(self, indices: np.ndarray, max_tokens: int) -> DocBatch:
         docs = [self.document(i)[: max_tokens - 2] for i in indices]
         lengths = torch.tensor([len(d) + 2 for d in docs])
-        out = torch.full((len(docs), int(lengths.max())), PAD_ID, dtype=torch.long)
+        out = torch.full((len(docs), int(lengths.max())), self.pad_id, dtype=torch.long)
         for row, doc in enumerate(docs):
-            out[row, : len(doc) + 2] = torch.from_numpy(np.concatenate([[EOD_ID], doc, [EOD_ID]]).astype(np.int64))
+            marked = np.concatenate([[self.eod_id], doc, [self.eod_id]]).astype(np.int64)
+            out[row, : len(doc) + 2] = torch.from_numpy(marked)
         return out, lengths, torch.from_numpy(self.labels[indices].astype(np.int64))
 
     def lm_stream(self) -> np.ndarray:
         """The documents as one LM token stream, each followed by EOD (as the corpus streams are)."""
-        return np.insert(self.tokens, self.offsets[1:], EOD_ID).astype(self.tokens.dtype)
+        return np.insert(self.tokens, self.offsets[1:], self.eod_id).astype(self.tokens.dtype)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class LabeledSet:
     folder: Path
     name: str
     classes: list[str]
-    dtype: str
+    corpus: Corpus
 
     @classmethod
     def open(cls, corpus: Corpus) -> LabeledSet:
@@ -81,14 +82,16 @@ class LabeledSet:
                 f"{corpus.folder} holds no labeled set (meta.json has no 'task'): tokenize it with the corpus, "
                 "`dvc repro tokenize` or `lmlab tokenize data=<corpus> task_data=<labeled set>`"
             )
-        return cls(folder, task["name"], list(task["classes"]), corpus.dtype)
+        return cls(folder, task["name"], list(task["classes"]), corpus)
 
     def split(self, name: str) -> LabeledSplit:
         stem = self.folder / name
         data = LabeledSplit(
-            np.fromfile(stem.with_suffix(".bin"), dtype=self.dtype),  # a few MB at most: read whole
+            np.fromfile(stem.with_suffix(".bin"), dtype=self.corpus.dtype),  # a few MB at most: read whole
             np.load(stem.with_suffix(".offsets.npy")),
             np.load(stem.with_suffix(".labels.npy")),
+            self.corpus.eod_id,
+            self.corpus.pad_id,
         )
         bad = (data.labels < 0) | (data.labels >= len(self.classes))
         if bad.any():

@@ -18,12 +18,9 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import count
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,43 +29,6 @@ from torch.utils.data import IterableDataset
 from lmlab.errors import LmlabError
 
 Batch = tuple[torch.Tensor, torch.Tensor, bool]  # inputs [B, T], targets [B, T], reset state first
-
-
-@dataclass(frozen=True)
-class SplitStats:
-    tokens: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """A tokenized corpus folder: its token streams and what `meta.json` says about them."""
-
-    folder: Path
-    vocab_size: int
-    dtype: str
-    splits: dict[str, SplitStats]
-    meta: dict
-
-    @classmethod
-    def open(cls, folder: Path) -> Corpus:
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            raise LmlabError(
-                f"no tokenized corpus at {folder} ({meta_path.name} missing): run the tokenize stage first "
-                f"(`dvc repro tokenize`, or `lmlab download`, `lmlab split` and `lmlab tokenize` with the same "
-                "data= and tokenizer= choices)"
-            )
-        meta = json.loads(meta_path.read_text())
-        splits = {name: SplitStats(s["tokens"], s["bytes"]) for name, s in meta["splits"].items()}
-        return cls(folder, meta["vocab_size"], meta["dtype"], splits, meta)
-
-    def tokens(self, split: str) -> np.ndarray:
-        return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
-
-    def tokens_per_byte(self, split: str) -> float:
-        stats = self.splits[split]
-        return stats.tokens / stats.bytes
 
 
 def window_batch(tokens: np.ndarray, begin: np.ndarray, length: int, reset: bool = False) -> Batch:

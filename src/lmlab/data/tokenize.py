@@ -39,12 +39,12 @@ import sentencepiece as spm
 
 from lmlab.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
 from lmlab.data.atomic import staged_dir
+from lmlab.data.corpus import SPECIAL_IDS, token_dtype, write_meta
 from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
 
-UNK_ID, BOS_ID, EOD_ID, PAD_ID = 0, 1, 2, 3
-SPECIAL_IDS = (UNK_ID, BOS_ID, EOD_ID, PAD_ID)
+UNK_ID, BOS_ID, EOD_ID, PAD_ID = (SPECIAL_IDS[name] for name in ("unk", "bos", "eod", "pad"))
 LINE_BREAKS = ["\n", "\r"]
 TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
@@ -52,10 +52,6 @@ TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) 
 
 def worker_count(requested: int) -> int:
     return requested if requested > 0 else len(os.sched_getaffinity(0))
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
 
 
 def split_long_line(line: str, max_bytes: int) -> Iterator[str]:
@@ -323,23 +319,16 @@ def tokenize(
         trained = time.perf_counter()
         log.info("trained %s tokenizer (vocab %d) in %.1fs", cfg.type, vocab_size, trained - started)
         enc = Encoding(model, cfg.type == "bpe", token_dtype(vocab_size), cfg.batch_bytes, 2 * workers)
-        meta: dict[str, Any] = {
-            "corpus": corpus.name,
-            "tokenizer": asdict(cfg),
-            "vocab_size": vocab_size,
-            "dtype": enc.dtype.name,
-            "special_ids": {"unk": UNK_ID, "bos": BOS_ID, "eod": EOD_ID, "pad": PAD_ID},
-            "splits": {
-                split: encode_split(pool, enc, corpus_splits / f"{split}.jsonl", staging / split, labeled=False)
-                for split in SPLITS
-            },
+        splits = {
+            split: encode_split(pool, enc, corpus_splits / f"{split}.jsonl", staging / split, labeled=False)
+            for split in SPLITS
         }
+        task_meta = None
         if task and task_splits:
             (staging / "task").mkdir()
-            task_meta = json.loads((task_splits / "meta.json").read_text())
-            meta["task"] = {
+            task_meta = {
                 "name": task.name,
-                "classes": task_meta["classes"],
+                "classes": json.loads((task_splits / "meta.json").read_text())["classes"],
                 "splits": {
                     split: encode_split(
                         pool, enc, task_splits / f"{split}.jsonl", staging / "task" / split, labeled=True
@@ -348,7 +337,8 @@ def tokenize(
                 },
             }
         (staging / "tokenizer.model").write_bytes(model)
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        extra = {"task": task_meta} if task_meta else {}
+        meta = write_meta(staging, vocab_size, splits, corpus=corpus.name, tokenizer=asdict(cfg), **extra)
     # timings stay out of meta.json so that equal inputs give byte-equal outputs
     meta["seconds"] = {"train": trained - started, "encode": time.perf_counter() - trained}
     _report(out, meta)

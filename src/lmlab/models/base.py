@@ -1,23 +1,70 @@
 """The interface every family implements, so tasks, benchmarks and reports never ask which one they hold.
 
-logits, state = model(tokens, state)        # tokens [B, T] -> logits [B, T, V]
+logits, state = model(tokens, state)         # tokens [B, T] -> logits [B, T, V]
 hidden, state = model.encode(tokens, state)  # features [B, T, D] for heads
-state = model.init_state(batch_size, device) # None for stateless models
-model.stateful                               # True: tasks carry state across windows (TBPTT)
+state = model.init_state(batch_size, device) # where step-by-step use starts (zeros, an empty KV cache)
+model.stateful                               # True: training carries the state across windows (TBPTT)
+model.window(bptt)                           # the window length training and evaluation feed
 model.layer_groups()                         # parameters per layer, input to output (fine-tuning)
+
+A family is a config dataclass (a subclass of `ModelConfig` holding its own
+keys) and a `LanguageModel` subclass; `lmlab.models.FAMILIES` lists them.
+
+A state is the family's own structure of tensors, every tensor batch first:
+one tensor, a tuple, a dict, or nestings of them (an LSTM's ``(h, c)``, a
+transformer's per-layer keys and values). Training, checkpoints, DDP,
+evaluation and generation handle it through `map_state` without knowing its shape.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
-from lmlab.config import ModelConfig
-
-# A recurrent state: one tensor (rnn, gru), a pair (lstm), or None (stateless).
+# A structure of batch-first tensors (tensor, tuple, list or dict of them, nested), or None before the first window.
 State = Any
+
+
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
+    """`fn` applied to every tensor of a state, the structure kept."""
+    return apply_to_collection(state, torch.Tensor, fn)
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at a TBPTT window boundary, keeping the values."""
+    return map_state(torch.Tensor.detach, state)
+
+
+def carried(model: LanguageModel, state: State, reset: bool) -> State:
+    """The state a window starts from: the previous window's for a stateful model (unless the data starts
+    its streams over), None (a fresh start) otherwise. Training, validation, evaluation and benchmarks all
+    step through windows by this rule."""
+    return state if model.stateful and not reset else None
+
+
+@dataclass
+class ModelConfig:
+    """The keys every family has; a family's config subclasses this with its own keys.
+
+    `TUNABLE` names the keys that may differ between pretraining and fine-tuning (they do not shape
+    the weights); every other key must match the pretrained checkpoint.
+    """
+
+    family: str = ""
+    layers: int = 2
+    width: int = 256  # hidden size (recurrent) or residual width (transformer)
+    embed_dim: int | None = None  # None: width; a different size adds a projection before the tied head
+    tie_weights: bool = True  # output layer shares the input embedding
+    embed_dropout: float = 0.1  # on token embeddings
+    dropout: float = 0.1  # inside the backbone (the family says where)
+    output_dropout: float = 0.1  # on the features that enter the output layer
+
+    TUNABLE: ClassVar[tuple[str, ...]] = ("embed_dropout", "dropout", "output_dropout")
 
 
 class LanguageModel(nn.Module):
@@ -38,25 +85,32 @@ class LanguageModel(nn.Module):
             self.head.weight = self.embedding.weight
 
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        """Backbone features ``[B, T, embed_dim]`` for every position, and the state after the last."""
+        """Backbone features ``[B, T, embed_dim]`` for every position, and the state after the last.
+
+        ``state=None`` starts from `init_state`; a stateless family then returns None and does not
+        build a cache it would not use."""
         raise NotImplementedError
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
-        return None
+        """The state before the first token: what generation and a TBPTT reset start from."""
+        raise NotImplementedError
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters from input to output, one list per layer (embeddings first): the units that
         fine-tuning gives discriminative learning rates and unfreezes one at a time."""
         raise NotImplementedError
 
-    def generation_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
-        """The state generation starts from: the recurrent state, or a transformer's empty KV cache."""
-        return self.init_state(batch_size, device)
-
     @property
     def max_positions(self) -> int | None:
         """The longest input the model accepts (a transformer's context), or None for no limit."""
         return None
+
+    def window(self, bptt: int) -> int:
+        """Tokens per forward pass in training and evaluation: `bptt` for a stateful model (its state
+        carries on), the context for a stateless one (each window starts over)."""
+        if self.stateful or self.max_positions is None:
+            return bptt
+        return self.max_positions
 
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         hidden, state = self.encode(tokens, state)
@@ -71,12 +125,3 @@ class LanguageModel(nn.Module):
     def num_embedding_params(self) -> int:
         tied = self.head.weight is self.embedding.weight
         return sum(p.numel() for p in self.embedding.parameters()) + (0 if tied else self.head.weight.numel())
-
-    @staticmethod
-    def detach_state(state: State) -> State:
-        """Cut the graph at a TBPTT window boundary, keeping the values."""
-        if state is None:
-            return None
-        if isinstance(state, torch.Tensor):
-            return state.detach()
-        return tuple(s.detach() for s in state)

@@ -1,5 +1,9 @@
 """Decoder-only Transformer: pre-norm blocks, causal `scaled_dot_product_attention`, GELU MLP.
 
+The state is a KV cache: per layer the keys and values of every position
+seen so far, ``[B, heads, T, head_dim]`` each, so that generating a token
+costs one position. Training runs without one (each window starts over).
+
 Positions are rotary (applied to queries and keys, so the model has no
 position table and no hard length limit from one) or a learned table of
 `context` rows. Initialization follows GPT-2: normal(0, 0.02) everywhere, the
@@ -9,15 +13,31 @@ projections that write into the residual stream scaled by 1/sqrt(2 * layers).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.config import ModelConfig
 from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, State
+from lmlab.models.base import LanguageModel, ModelConfig, State
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    family: str = "transformer"
+    layers: int = 2
+    width: int = 128  # residual width; embed_dim must be null or equal to it
+    dropout: float = 0.1  # attention weights and residual branches
+    heads: int = 4
+    context: int = 256  # window length in training, and the longest input it accepts
+    positions: str = "rotary"  # rotary | learned
+    mlp_ratio: int = 4
+    bias: bool = False  # in linear layers and layer norms
+
+
+# Per layer: (keys, values), each [B, heads, T, head_dim].
+KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
 def rotary_tables(context: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,27 +54,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return rotated.type_as(x)
 
 
-@dataclass
-class KVCache:
-    """Keys and values of every position seen so far, per layer: generating a token then costs one position."""
-
-    keys: list[torch.Tensor] = field(default_factory=list)
-    values: list[torch.Tensor] = field(default_factory=list)
-    length: int = 0
-
-    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append this layer's new keys and values ``[B, H, T, D]``; return all of them."""
-        if layer == len(self.keys):
-            self.keys.append(k)
-            self.values.append(v)
-        else:
-            self.keys[layer] = torch.cat((self.keys[layer], k), dim=2)
-            self.values[layer] = torch.cat((self.values[layer], v), dim=2)
-        return self.keys[layer], self.values[layer]
-
-
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.heads = cfg.heads
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)
@@ -63,26 +64,31 @@ class Attention(nn.Module):
         self.residual_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None, layer: int
-    ) -> torch.Tensor:
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Attend over the cached positions and the new ones; return the output and the extended cache."""
         batch, length, width = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        past = cache.length if cache is not None else 0
+        past = cache[0].size(2) if cache is not None else 0
         if cache is not None:
-            k, v = cache.extend(layer, k, v)
+            k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
+            cache = (k, v)
         mask = None  # past == 0: plain causal; one new token: it may see every cached position
         if past and length > 1:  # new tokens see the cache and the new tokens before them
             mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=past == 0
         )
-        return self.residual_dropout(self.out(y.transpose(1, 2).reshape(batch, length, width)))
+        return self.residual_dropout(self.out(y.transpose(1, 2).reshape(batch, length, width))), cache
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.up = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width, bias=cfg.bias)
         self.out = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width, bias=cfg.bias)
@@ -93,7 +99,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.attn = Attention(cfg)
@@ -101,14 +107,18 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None, layer: int
-    ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rotary, cache, layer)
-        return x + self.mlp(self.norm2(x))
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        attended, cache = self.attn(self.norm1(x), rotary, cache)
+        x = x + attended
+        return x + self.mlp(self.norm2(x)), cache
 
 
 class TransformerLM(LanguageModel):
-    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+    def __init__(self, cfg: TransformerConfig, vocab_size: int) -> None:
         if cfg.embed_dim not in (None, cfg.width):
             raise LmlabError(f"model.embed_dim={cfg.embed_dim} must be null or equal model.width for a transformer")
         if cfg.positions not in ("rotary", "learned"):
@@ -151,14 +161,18 @@ class TransformerLM(LanguageModel):
         blocks[-1] += list(self.norm.parameters())
         return [embeddings, *blocks]
 
-    def generation_state(self, batch_size: int, device: torch.device | str = "cpu") -> KVCache:
-        return KVCache()
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> KVCache:
+        """An empty KV cache: generation extends it one position per token."""
+        head_dim = self.cfg.width // self.cfg.heads
+        dtype = self.embedding.weight.dtype
+        empty = torch.zeros(batch_size, self.cfg.heads, 0, head_dim, device=device, dtype=dtype)
+        return tuple((empty, empty) for _ in self.blocks)
 
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        """Without a state (training) every window starts at position 0; with a `KVCache` the
-        tokens continue the cached positions, and the cache is extended in place."""
+        """Without a state (training) every window starts at position 0 and no cache is kept; with a
+        `KVCache` the tokens continue the cached positions, and the extended cache is returned."""
         length = tokens.size(1)
-        past = state.length if state is not None else 0
+        past = state[0][0].size(2) if state is not None else 0
         if past + length > self.cfg.context:
             raise LmlabError(
                 f"input of {past + length} tokens (with {past} cached) is longer than model.context={self.cfg.context}"
@@ -170,8 +184,8 @@ class TransformerLM(LanguageModel):
         else:
             rotary = (self.rotary_cos[past : past + length], self.rotary_sin[past : past + length])
         x = self.embed_dropout(x)
+        caches = []
         for layer, block in enumerate(self.blocks):
-            x = block(x, rotary, state, layer)
-        if state is not None:
-            state.length += length
-        return self.norm(x), state
+            x, cache = block(x, rotary, state[layer] if state is not None else None)
+            caches.append(cache)
+        return self.norm(x), (tuple(caches) if state is not None else None)

@@ -31,10 +31,11 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from lmlab import metrics as M
 from lmlab.config import FinetuneTaskConfig, OptimConfig
 from lmlab.data.labeled import DocBatch, LabeledSplit, OrderedDocuments, ShuffledDocuments
 from lmlab.models.classifier import Classifier
-from lmlab.tasks.optim import lr_factor
+from lmlab.tasks.optim import build_optimizer, build_schedule
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -70,11 +71,13 @@ class FinetuneTask(L.LightningModule):
         cfg: FinetuneTaskConfig,
         optim: OptimConfig,
         max_steps: int,
+        val_every: int,
         class_weights: torch.Tensor | None,
         record: dict[str, Any],
     ) -> None:
         super().__init__()
-        self.model, self.classes, self.cfg, self.optim, self.max_steps = model, classes, cfg, optim, max_steps
+        self.model, self.classes, self.cfg, self.optim = model, classes, cfg, optim
+        self.max_steps, self.val_every = max_steps, val_every
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.record = record  # what later verbs need to rebuild the classifier: saved in every checkpoint
         self.val_metrics = classification_metrics(len(classes))
@@ -86,8 +89,8 @@ class FinetuneTask(L.LightningModule):
         tokens, lengths, labels = batch
         loss = F.cross_entropy(self.model(tokens, lengths).float(), labels, weight=self.class_weights)
         if self.global_step % self.trainer.log_every_n_steps == 0 and not self.trainer.fit_loop._should_accumulate():
-            self.log("finetune/train/loss", loss, prog_bar=True)
-            self.log("finetune/train/lr", self.optimizers().param_groups[-1]["lr"])
+            self.log(M.FINETUNE_TRAIN_LOSS, loss, prog_bar=True)
+            self.log(M.FINETUNE_TRAIN_LR, self.optimizers().param_groups[-1]["lr"])
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -107,10 +110,10 @@ class FinetuneTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         nats, docs = self.trainer.strategy.reduce(self.val_loss, reduce_op="sum").tolist()
-        summary = summarize(self.val_metrics, "finetune/val/", self.classes)
+        summary = summarize(self.val_metrics, M.FINETUNE_VAL, self.classes)
         scalars = {k: v for k, v in summary.items() if "/confusion/" not in k}  # counts go to a table at the end
-        self.log_dict({**scalars, "finetune/val/loss": nats / max(docs, 1)})
-        self.last_val = {**summary, "finetune/val/loss": nats / max(docs, 1), "step": self.global_step}
+        self.log_dict({**scalars, M.FINETUNE_VAL_LOSS: nats / max(docs, 1)})
+        self.last_val = {**summary, M.FINETUNE_VAL_LOSS: nats / max(docs, 1), M.STEP: self.global_step}
 
     # ----- optimization -----
     def unfrozen(self, group: int, step: int) -> bool:
@@ -120,26 +123,16 @@ class FinetuneTask(L.LightningModule):
         return group >= len(self.groups) - 1 - step // self.cfg.unfreeze_every
 
     def configure_optimizers(self) -> dict:
+        """Layer group g of G at ``lr / lr_decay ** (G - 1 - g)``, through the one optimizer builder."""
         top = len(self.groups) - 1
-        param_groups, owners = [], []
-        for g, params in enumerate(self.groups):
-            lr = self.optim.lr / self.cfg.lr_decay ** (top - g)
-            trainable = [p for p in params if p.requires_grad]
-            for decay in (True, False):
-                chosen = [p for p in trainable if (p.dim() >= 2) == decay]
-                if chosen:
-                    param_groups.append(
-                        {"params": chosen, "lr": lr, "weight_decay": self.optim.weight_decay if decay else 0.0}
-                    )
-                    owners.append(g)
-        betas = tuple(self.optim.betas)
-        optimizer = torch.optim.AdamW(param_groups, lr=self.optim.lr, betas=betas, fused=self.device.type == "cuda")
-
-        def schedule(group: int):  # noqa: ANN202 - LambdaLR wants a plain callable per parameter group
-            return lambda step: lr_factor(step, self.optim, self.max_steps) * float(self.unfrozen(group, step))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule(g) for g in owners])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        optimizer = build_optimizer(
+            self.groups, self.optim, [1 / self.cfg.lr_decay ** (top - g) for g in range(top + 1)]
+        )
+        # a plateau schedule steps after each validation; Lightning counts its frequency in micro-batches
+        every = self.val_every * self.trainer.accumulate_grad_batches if self.optim.schedule == "plateau" else 1
+        active = self.unfrozen if self.cfg.unfreeze_every > 0 else None
+        schedule = build_schedule(optimizer, self.optim, self.max_steps, every, M.FINETUNE_VAL_LOSS, active)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lmlab"] = {**self.record, "classes": self.classes, "val": self.last_val}

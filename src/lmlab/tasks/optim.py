@@ -1,37 +1,68 @@
-"""Optimizers and learning-rate schedules from `OptimConfig`, shaped as `configure_optimizers` returns them."""
+"""The one optimizer and learning-rate schedule builder, for pretraining, fine-tuning and LM adaptation.
+
+Parameters come in layer groups (pretraining: one group, the whole model;
+fine-tuning: embeddings ... head), each with its learning-rate scale; within a
+group matrices and embeddings get weight decay, biases and norm gains never
+(as in GPT-2 and nanoGPT). A schedule multiplies every group's learning rate;
+`active(layer, step)` lets a task hold a layer group at 0 (gradual unfreezing).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from lmlab.config import OptimConfig
+from lmlab.config import OptimConfig, TrainerConfig
 from lmlab.errors import LmlabError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "plateau")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices and embeddings (dim >= 2), never biases or norm gains, as in GPT-2 and nanoGPT."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def check(cfg: OptimConfig) -> None:
+    """Refuse a config no task can honour, before anything is built or written."""
+    if cfg.name not in OPTIMIZERS:
+        raise LmlabError(f"optim.name={cfg.name!r} is not an optimizer; use one of {', '.join(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise LmlabError(f"optim.schedule={cfg.schedule!r} is not a schedule; use one of {', '.join(SCHEDULES)}")
+    if not cfg.lr >= 0:
+        raise LmlabError(f"optim.lr={cfg.lr} must be >= 0")
+    if cfg.warmup_steps < 0:
+        raise LmlabError(f"optim.warmup_steps={cfg.warmup_steps} must be >= 0")
+    if cfg.name == "adamw" and (len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas)):
+        raise LmlabError(f"optim.betas={list(cfg.betas)}: give two numbers in [0, 1)")
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def param_groups(layers: Sequence[Iterable[nn.Parameter]], lr: float, scales: Sequence[float], decay: float) -> list:
+    """Torch parameter groups: per layer group (tagged ``layer``), its matrices with `decay` and the rest without."""
+    groups = []
+    for layer, (params, scale) in enumerate(zip(layers, scales, strict=True)):
+        trainable = [p for p in params if p.requires_grad]
+        for decayed in (True, False):
+            chosen = [p for p in trainable if (p.dim() >= 2) == decayed]
+            if chosen:
+                groups.append(
+                    {"params": chosen, "lr": lr * scale, "weight_decay": decay if decayed else 0.0, "layer": layer}
+                )
+    return groups
+
+
+def build_optimizer(
+    layers: Sequence[Iterable[nn.Parameter]] | nn.Module, cfg: OptimConfig, scales: Sequence[float] | None = None
+) -> torch.optim.Optimizer:
+    """AdamW (fused when every parameter is on a GPU) or SGD over `layers`, layer group g at ``lr * scales[g]``."""
+    check(cfg)
+    if isinstance(layers, nn.Module):
+        layers = [list(layers.parameters())]
+    groups = param_groups(layers, cfg.lr, scales or [1.0] * len(layers), cfg.weight_decay)
     if cfg.name == "adamw":
-        on_gpu = all(p.is_cuda for p in model.parameters())
-        return torch.optim.AdamW(
-            param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=on_gpu or None
-        )
-    if cfg.name == "sgd":
-        return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    raise LmlabError(f"optim.name={cfg.name!r} is not an optimizer; use one of {', '.join(OPTIMIZERS)}")
+        on_gpu = all(p.is_cuda for group in groups for p in group["params"])
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=on_gpu or None)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
@@ -46,14 +77,43 @@ def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int, val_every: int) -> dict:
-    """A Lightning scheduler config: stepped every optimizer step, or after each validation for `plateau`."""
-    if cfg.schedule not in SCHEDULES:
-        raise LmlabError(f"optim.schedule={cfg.schedule!r} is not a schedule; use one of {', '.join(SCHEDULES)}")
+def build_schedule(
+    optimizer: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    max_steps: int,
+    val_every: int,
+    monitor: str = "val/loss",
+    active: Callable[[int, int], bool] | None = None,
+) -> dict[str, Any]:
+    """A Lightning scheduler config: stepped every optimizer step, or after each validation for `plateau`
+    (lowering the learning rate when `monitor` stops falling). `active(layer, step)` False holds that
+    layer group's learning rate at 0."""
+    check(cfg)
     if cfg.schedule == "plateau":
+        if active is not None:
+            raise LmlabError(
+                "optim.schedule=plateau cannot hold layer groups frozen (finetune.unfreeze_every > 0): "
+                "use optim.schedule=cosine or constant, or finetune.unfreeze_every=0"
+            )
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
-        return {"scheduler": scheduler, "interval": "step", "frequency": val_every, "monitor": "val/loss"}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, max_steps))
+        return {"scheduler": scheduler, "interval": "step", "frequency": val_every, "monitor": monitor}
+
+    def factor(layer: int) -> Callable[[int], float]:
+        if active is None:
+            return lambda step: lr_factor(step, cfg, max_steps)
+        return lambda step: lr_factor(step, cfg, max_steps) * float(active(layer, step))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(g["layer"]) for g in optimizer.param_groups])
     return {"scheduler": scheduler, "interval": "step", "frequency": 1}
+
+
+def schedule_identity(optim: OptimConfig, trainer: TrainerConfig) -> dict[str, int]:
+    """The trainer settings the learning rate at a given step depends on: part of a run's identity, so a
+    resumed run follows the schedule an uninterrupted one would have."""
+    if optim.schedule == "cosine":
+        return {"decay_steps": optim.decay_steps or trainer.max_steps, "accumulate": trainer.accumulate}
+    if optim.schedule == "plateau":
+        return {"val_every": trainer.val_every, "accumulate": trainer.accumulate}
+    return {"accumulate": trainer.accumulate}

@@ -4,18 +4,18 @@ Recurrent families train by truncated BPTT: the state after each window is
 detached and carried into the next window of the same streams, and reset
 where the data says an epoch starts. Lightning 2 has no built-in TBPTT, so
 this is explicit. Validation reads the whole split once (or its first
-`val_max_tokens`), carrying state the same way, and reports
+`val_max_tokens`), carrying state the same way, and reports val/loss, val/ppl
+and val/bpb (`lmlab.metrics`).
 
-    val/loss = nats per token, val/ppl = exp(val/loss),
-    val/bpb  = val/loss / ln 2 * tokens per UTF-8 byte of the split,
-
-so models with different tokenizers compare on bits per byte.
+The state is the family's own structure of tensors (`lmlab.models.base`);
+nothing here asks its shape.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from lmlab import metrics as M
 from lmlab.config import OptimConfig, PretrainTaskConfig
-from lmlab.data.lm import Corpus, EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
+from lmlab.data.corpus import Corpus
+from lmlab.data.lm import EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
 from lmlab.errors import LmlabError
-from lmlab.models import LanguageModel, State
+from lmlab.models import LanguageModel, State, carried, detach_state, map_state
 from lmlab.tasks.optim import build_optimizer, build_schedule
 
 
@@ -67,14 +69,8 @@ class PretrainTask(L.LightningModule):
     # ----- training -----
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, bool], batch_idx: int) -> torch.Tensor:
         inputs, targets, reset = batch
-        state = None
-        if self.model.stateful:
-            state = self.train_state
-            if reset or state is None:
-                state = self.model.init_state(inputs.size(0), inputs.device)
-        logits, state = self.model(inputs, state)
-        if self.model.stateful:
-            self.train_state = LanguageModel.detach_state(state)
+        logits, state = self.model(inputs, carried(self.model, self.train_state, reset))
+        self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
         if not finite:
@@ -135,10 +131,7 @@ class PretrainTask(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, bool], batch_idx: int) -> None:
         inputs, targets, reset = batch
-        state = None
-        if self.model.stateful:
-            state = self.val_state if not reset and self.val_state is not None else None
-        logits, self.val_state = self.model(inputs, state)
+        logits, self.val_state = self.model(inputs, carried(self.model, self.val_state, reset))
         nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
         self.val_sums += torch.stack([nll.double(), torch.tensor(targets.numel(), device=self.device).double()])
 
@@ -153,11 +146,9 @@ class PretrainTask(L.LightningModule):
             )
         self.log_dict(
             {
-                "val/loss": loss,
-                "val/ppl": math.exp(min(loss, 80.0)),
-                "val/bpb": loss / math.log(2) * self.val_tokens_per_byte,
-                "train/tokens": float(self.tokens_seen),
-                "train/wall_seconds": self.wall_seconds,
+                **M.lm_figures("val", loss, self.val_tokens_per_byte),
+                M.TRAIN_TOKENS: float(self.tokens_seen),
+                M.TRAIN_WALL_SECONDS: self.wall_seconds,
             }
         )
         self.val_state = None
@@ -179,10 +170,7 @@ class PretrainTask(L.LightningModule):
 
     # ----- checkpoints: what Lightning does not save itself -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = self.train_state
-        if state is not None:
-            tensors = [state] if isinstance(state, torch.Tensor) else list(state)
-            state = [self.all_gather(t).cpu() for t in tensors]  # every rank's streams, [world, ...]
+        state = gather_state(self.train_state, self.all_gather, self.trainer.world_size)
         checkpoint["lmlab"] = {
             "model": asdict(self.model.cfg),
             "vocab_size": self.model.vocab_size,
@@ -217,12 +205,20 @@ class PretrainTask(L.LightningModule):
         self.val_seconds = saved["val_seconds"]
         state = saved["tbptt_state"]
         if state is not None and saved["world_size"] == self.trainer.world_size:
-            rank = [t.reshape(saved["world_size"], *t.shape[-3:])[self.global_rank].to(self.device) for t in state]
-            self.train_state = rank[0] if len(rank) == 1 else tuple(rank)
+            self.train_state = map_state(lambda t: t[self.global_rank].to(self.device), state)
         elif state is not None:
             rank_zero_warn(
                 f"world size changed ({saved['world_size']} -> {self.trainer.world_size}): TBPTT state reset"
             )
+
+
+def gather_state(state: State, all_gather: Callable[[torch.Tensor], torch.Tensor], world_size: int) -> State:
+    """Every rank's state on every rank, each tensor ``[world, B, ...]`` on the CPU (for the checkpoint)."""
+    if state is None:
+        return None
+    if world_size == 1:
+        return map_state(lambda t: t.unsqueeze(0).cpu(), state)
+    return map_state(lambda t: all_gather(t).cpu(), state)
 
 
 class PretrainData(L.LightningDataModule):

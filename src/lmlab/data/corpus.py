@@ -1,0 +1,127 @@
+"""The tokenized corpus format, written and opened here only (``data/tokenized/<corpus>-<tokenizer>/``):
+
+    tokenizer.model     sentencepiece (the tokenize stage writes it; generation and evaluation read it)
+    {split}.bin         a flat token stream per split, the end-of-document id after every document
+                        (uint16 when the vocabulary fits, else uint32)
+    meta.json           vocab_size, dtype, special_ids, and per split its tokens, documents and UTF-8
+                        bytes (bytes make bits per byte comparable across tokenizers); `task` when a
+                        labeled set was tokenized with it (see `lmlab.data.labeled`)
+
+The tokenize stage streams its splits into the ``.bin`` files and calls
+`write_meta`; code holding whole streams (LM adaptation, tests, benchmarks)
+calls `write_corpus`. Readers take the special ids from ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmlab.data.atomic import write_atomic
+from lmlab.errors import LmlabError
+
+# The ids the tokenize stage reserves (sentencepiece's unk, bos, eos and pad); meta.json records them.
+SPECIAL_IDS = {"unk": 0, "bos": 1, "eod": 2, "pad": 3}
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    tokens: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenized corpus folder: its token streams and what `meta.json` says about them."""
+
+    folder: Path
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, folder: Path, how_to_make: str | None = None) -> Corpus:
+        """The corpus in `folder`; a missing one is an error saying how to make it (`how_to_make`, if given)."""
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise LmlabError(
+                f"no tokenized corpus at {folder} ({meta_path.name} missing): "
+                + (
+                    how_to_make
+                    or "run the tokenize stage first (`dvc repro tokenize`, or `lmlab download`, `lmlab split` and "
+                    "`lmlab tokenize` with the same data= and tokenizer= choices)"
+                )
+            )
+        return cls(folder, json.loads(meta_path.read_text()))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.meta["vocab_size"]
+
+    @property
+    def dtype(self) -> str:
+        return self.meta["dtype"]
+
+    @property
+    def splits(self) -> dict[str, SplitStats]:
+        return {name: SplitStats(s["tokens"], s["bytes"]) for name, s in self.meta["splits"].items()}
+
+    def special_id(self, name: str) -> int:
+        return self.meta.get("special_ids", SPECIAL_IDS)[name]
+
+    @property
+    def eod_id(self) -> int:
+        return self.special_id("eod")
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_id("pad")
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.folder / "tokenizer.model"
+
+    def tokens(self, split: str) -> np.ndarray:
+        return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
+
+    def tokens_per_byte(self, split: str) -> float:
+        stats = self.splits[split]
+        return stats.tokens / stats.bytes
+
+
+def write_meta(folder: Path, vocab_size: int, splits: dict[str, dict[str, int]], **extra: Any) -> dict[str, Any]:
+    """``meta.json`` for the streams in `folder` (returned too): `splits` maps a split to its tokens, documents
+    and bytes; `extra` adds keys (the tokenize stage: corpus, tokenizer config, labeled set)."""
+    meta = {
+        **extra,
+        "vocab_size": vocab_size,
+        "dtype": token_dtype(vocab_size).name,
+        "special_ids": SPECIAL_IDS,
+        "splits": splits,
+    }
+    write_atomic(folder / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
+    return meta
+
+
+def write_corpus(
+    folder: Path, streams: dict[str, np.ndarray], vocab_size: int, utf8_bytes: dict[str, int], **extra: Any
+) -> Corpus:
+    """A corpus from whole token streams (each document already followed by the EOD id).
+
+    Every file is replaced whole, never written in place: DDP ranks may write the same bytes while
+    another rank already reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = token_dtype(vocab_size)
+    eod = SPECIAL_IDS["eod"]
+    splits = {}
+    for name, stream in streams.items():
+        write_atomic(folder / f"{name}.bin", np.asarray(stream).astype(dtype).tobytes())
+        splits[name] = {"documents": int((stream == eod).sum()), "tokens": len(stream), "bytes": utf8_bytes[name]}
+    write_meta(folder, vocab_size, splits, **extra)
+    return Corpus.open(folder)
