@@ -73,9 +73,9 @@ def pretrain_config(family: str, args: argparse.Namespace) -> PretrainConfig:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg: PretrainConfig = typed(compose(config_name="pretrain", overrides=overrides))
     if args.batch_size:
-        cfg.task.batch_size = args.batch_size
+        cfg.batches.batch_size = args.batch_size
     if args.window:
-        cfg.task.bptt = args.window
+        cfg.batches.bptt = args.window
         if hasattr(cfg.model, "context"):  # a stateless family's window is its context
             cfg.model.context = args.window
     if args.precision:
@@ -209,7 +209,7 @@ def build(cfg: PretrainConfig, vocab_size: int, device: torch.device | None) -> 
     """A fresh model seeded as `lmlab pretrain` seeds it (compiled where it compiles)."""
     if cfg.trainer.compile:
         torch._dynamo.reset()  # each round compiles afresh (in its warm-up) instead of hitting the recompile limit
-    L.seed_everything(cfg.task.seed, workers=True, verbose=False)
+    L.seed_everything(cfg.batches.seed, workers=True, verbose=False)
     model = build_model(cfg.model, vocab_size)
     if device is not None:
         model.to(device)
@@ -228,11 +228,11 @@ def lightning_round(
     """`lmlab pretrain`'s objects for warmup + steps + 1 steps (the last one only marks the end of the timing)."""
     total = args.warmup + args.steps + 1
     model = build(cfg, corpus.vocab_size, None)
-    window = model.window(cfg.task.bptt)
+    window = model.window(cfg.batches.bptt)
     # val_every = total: the task does not ask to stop (and so validate) at its last step; the trainer's
     # val_every past the end: Lightning schedules no validation either
     task = PretrainTask(model, cfg.optim, total, total, corpus.tokens_per_byte("val"))
-    data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
+    data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
     timer = LightningClock(Clock(device_of(cfg), args.warmup, args.warmup + args.steps, profile))
     trainer = make_trainer(replace(cfg.trainer, max_steps=total, val_every=total + 1), run_dir, None, [timer])
     for callback in trainer.callbacks:
@@ -261,10 +261,10 @@ def raw_round(cfg: PretrainConfig, corpus: Corpus, args: argparse.Namespace) -> 
     clock = Clock(device, args.warmup, args.warmup + args.steps)
     model = build(cfg, corpus.vocab_size, device)
     model.train()
-    window = model.window(cfg.task.bptt)
+    window = model.window(cfg.batches.bptt)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_schedule(optimizer, cfg.optim, total, total)["scheduler"]
-    data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
+    data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
     # the loader PretrainData gives rank 0 of 1 at step 0 (same dataset, same pinning)
     strategy = SimpleNamespace(root_device=device)
     data.trainer = SimpleNamespace(global_rank=0, world_size=1, global_step=0, strategy=strategy)
@@ -314,8 +314,8 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
     cfg = pretrain_config(family, args)
     corpus = open_corpus(args, cfg, tmp)
     probe = build_model(cfg.model, corpus.vocab_size)
-    window = probe.window(cfg.task.bptt)
-    tokens = cfg.task.batch_size * window
+    window = probe.window(cfg.batches.bptt)
+    tokens = cfg.batches.batch_size * window
     sides: dict[str, list[dict[str, float]]] = {"lightning": [], "raw": []}
     startup: list[float] = []
     for pair in range(args.rounds):
@@ -363,7 +363,7 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
             math.isclose(r["loss"], sides["raw"][0]["loss"], rel_tol=1e-3) for r in sides["lightning"] + sides["raw"]
         ),
         "params": probe.num_params,
-        "batch": cfg.task.batch_size,
+        "batch": cfg.batches.batch_size,
         "window": window,
         "tokens_per_step": tokens,
         "steps": args.steps,
@@ -400,8 +400,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help=f"timed steps per round (default {FULL['steps']})")
     parser.add_argument("--warmup", type=int, help=f"untimed steps per round first (default {FULL['warmup']})")
     parser.add_argument("--rounds", type=int, help=f"rounds per side (default {FULL['rounds']})")
-    parser.add_argument("--batch-size", type=int, help="task.batch_size (default: conf/task/pretrain.yaml)")
-    parser.add_argument("--window", type=int, help="task.bptt for recurrent families, model.context for transformer")
+    parser.add_argument("--batch-size", type=int, help="batches.batch_size (default: conf/batches/default.yaml)")
+    parser.add_argument("--window", type=int, help="batches.bptt for recurrent families, model.context for transformer")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], help="default: the trainer config's")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (both sides)")

@@ -110,6 +110,6 @@ def test_a_queued_grid_of_hydra_overrides_runs_one_experiment_per_value(project:
     for exp in done.values():
         vocab = exp["params"]["tokenizer"]["vocab_size"]
         assert exp["params"]["data"] == "tiny"
-        assert exp["metrics"]["model/embedding_params"] == vocab * 16  # the tied vocab x 16 embedding
+        assert exp["metrics"]["model/embedding_params"] == vocab * 32  # the tied vocab x 32 embedding (debug=tiny)
         assert exp["metrics"]["train/steps"] == 4
     assert not (project / "metrics").exists(), "the queue runs in temporary copies, never in the workspace"

@@ -272,8 +272,10 @@ def test_evaluate_refuses_a_classifier_of_other_classes(finetuned: Path, tmp_pat
 
 
 def test_lm_adaptation_on_too_little_text_names_its_keys(lab: Path, tmp_path: Path) -> None:
-    with pytest.raises(LmlabError, match=r"finetune.adapt_batch_size or finetune.adapt_bptt"):
-        finetune(config(lab, adapt_steps=2, adapt_batch_size=1000), tmp_path / "run")
+    cfg = config(lab, adapt_steps=2)
+    cfg.batches.batch_size = 1000
+    with pytest.raises(LmlabError, match=r"lower batches.batch_size or batches.bptt"):
+        finetune(cfg, tmp_path / "run")
 
 
 def test_ddp_cpu_finetuning_counts_every_validation_document_once(lab: Path, tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def test_stream_windows_smallest_split(batch_size: int, world_size: int, bptt: i
     assert "train split" in message
     assert f"{enough - 1} tokens" in message
     assert f"{streams} streams" in message and f"bptt+1={bptt + 1}" in message
-    assert "task.batch_size" in message and "task.bptt" in message
+    assert "batches.batch_size" in message and "batches.bptt" in message
 
 
 # ----- SampledWindows -----
@@ -290,7 +290,7 @@ def test_shuffled_windows_too_small_split() -> None:
     with pytest.raises(LmlabError) as caught:
         ShuffledWindows(positions(4 * 10), 2, 10, seed=0, world_size=2)
     message = str(caught.value)
-    assert "40 tokens" in message and "task.batch_size" in message and "model.context" in message
+    assert "40 tokens" in message and "batches.batch_size" in message and "model.context" in message
 
 
 # ----- EvalWindows -----
@@ -375,7 +375,7 @@ def test_eval_stateless_max_tokens(max_tokens: int) -> None:
 def test_eval_too_small_split_names_it() -> None:
     with pytest.raises(LmlabError, match="val split") as caught:
         EvalWindows(positions(20), batch_size=4, window=8, stateful=True, world_size=2)
-    assert "task.batch_size" in str(caught.value) and "task.bptt" in str(caught.value)
+    assert "batches.batch_size" in str(caught.value) and "batches.bptt" in str(caught.value)
     with pytest.raises(LmlabError, match="test split has 8 tokens"):
         EvalWindows(positions(8), batch_size=4, window=8, stateful=False, name="test")
     assert EvalWindows(positions(9), batch_size=4, window=8, stateful=False).num_batches == 1

@@ -60,6 +60,7 @@ def test_every_model_trainer_logger_composes(model: str) -> None:
     assert set(choices("logger")) == set(LOGGERS)
     for trainer in choices("trainer"):
         trainer_yaml = OmegaConf.to_container(OmegaConf.load(CONF / "trainer" / f"{trainer}.yaml"))
+        trainer_yaml.pop("defaults", None)  # what the file states beyond the one it builds on
         for logger in choices("logger"):
             cfg = composed([f"model={model}", f"trainer={trainer}", f"logger={logger}"])
             assert cfg.model.family == model
@@ -76,7 +77,7 @@ def test_experiment_shakespeare_char_is_nanogpts_cpu_recipe() -> None:
     assert (m.family, m.layers, m.heads, m.width, m.context) == ("transformer", 4, 4, 128, 64)
     assert (m.embed_dropout, m.dropout, m.output_dropout) == (0.0, 0.0, 0.0)
     assert m.positions == "learned" and m.tie_weights and not m.bias
-    assert cfg.task.batch_size == 12 and cfg.task.windows == "sampled"
+    assert cfg.batches.batch_size == 12 and cfg.batches.windows == "sampled"
     o = cfg.optim
     assert (o.name, o.lr, o.betas, o.weight_decay, o.schedule) == ("adamw", 1e-3, [0.9, 0.99], 0.1, "cosine")
     assert (o.warmup_steps, o.min_lr, o.decay_steps) == (100, 1e-4, 2000)
@@ -95,11 +96,23 @@ def test_experiment_wlm_is_the_word_language_model_recipe(family: str) -> None:
     m = cfg.model
     assert (m.family, m.layers, m.width, m.embed_dim, m.tie_weights) == (family, 2, 200, None, True)
     assert (m.embed_dropout, m.dropout, m.output_dropout) == (0.2, 0.2, 0.2)
-    assert (cfg.task.bptt, cfg.task.batch_size) == (35, 20)
+    assert (cfg.batches.bptt, cfg.batches.batch_size) == (35, 20)
     o = cfg.optim
     assert (o.name, o.lr, o.schedule, o.plateau_factor, o.plateau_patience) == ("sgd", 20.0, "plateau", 0.25, 0)
     assert (o.momentum, o.weight_decay) == (0.0, 0.0)
     assert cfg.trainer.gradient_clip_val == 0.25
+
+
+@pytest.mark.parametrize("group", ["trainer", "tokenizer", "optim", "logger", "finetune"])
+def test_variants_state_only_what_differs(group: str) -> None:
+    """A config built on another of its group (LHT style) repeats none of that one's values."""
+    for path in sorted((CONF / group).glob("*.yaml")):
+        own = OmegaConf.to_container(OmegaConf.load(path))
+        for base in [b for b in own.pop("defaults", []) if b != "_self_"]:
+            inherited = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{base}.yaml"))
+            inherited.pop("defaults", None)
+            repeated = [key for key, value in own.items() if inherited.get(key, object()) == value]
+            assert not repeated, f"{path.name} repeats {repeated} of {base}.yaml"
 
 
 def test_command_line_overrides_beat_the_experiment() -> None:

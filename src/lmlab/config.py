@@ -127,6 +127,7 @@ class PathsConfig:
     """Where each stage writes; the layout is the contract between stages."""
 
     data_dir: str = "data"
+    runs_dir: str = "data/runs"  # training runs: <verb>/<family>[-scratch]/ (the pipeline's; by hand: outputs/)
 
     def raw(self, dataset: str) -> Path:
         return Path(self.data_dir) / "raw" / dataset
@@ -188,12 +189,12 @@ class OptimConfig:
 
 
 @dataclass
-class PretrainTaskConfig:
-    """How token streams become batches."""
+class BatchesConfig:
+    """How token streams become batches for language-model training (pretraining, LM adaptation)."""
 
-    batch_size: int = 16  # sequences per device (streams per rank for recurrent families)
-    bptt: int = 64  # recurrent families: window length of truncated BPTT
-    windows: str = "sampled"  # transformer: sampled (random offsets) | contiguous (shuffled, non-overlapping)
+    batch_size: int = 16  # sequences per device (parallel streams per rank for stateful families)
+    bptt: int = 64  # stateful families: window length of truncated BPTT (stateless ones: their context)
+    windows: str = "sampled"  # stateless families: sampled (random offsets) | contiguous (shuffled, non-overlapping)
     val_batch_size: int = 16
     val_max_tokens: int | None = None  # cap on validation tokens per evaluation (None: whole split)
     seed: int = 1337
@@ -235,7 +236,7 @@ class PretrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: Any = MISSING  # the family's config (lmlab.models.FAMILIES), checked by lmlab.models.family_config
-    task: PretrainTaskConfig = field(default_factory=PretrainTaskConfig)
+    batches: BatchesConfig = field(default_factory=BatchesConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -263,8 +264,6 @@ class FinetuneTaskConfig:
     patience: int = 0  # early stopping: validations without a higher finetune/val/acc; 0: never stop early
     adapt_steps: int = 0  # language-model adaptation on the labeled train text first (ULMFiT's middle step)
     adapt_lr: float = 1e-3
-    adapt_batch_size: int = 16  # parallel streams (recurrent) or windows (transformer) per adaptation step
-    adapt_bptt: int = 64  # recurrent families' TBPTT window in adaptation (transformers: their context)
     seed: int = 1337
 
 
@@ -276,6 +275,7 @@ class FinetuneConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: Any = MISSING  # the backbone family's config, as pretraining used it
     finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
+    batches: BatchesConfig = field(default_factory=BatchesConfig)  # the LM adaptation's, as pretraining's
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -322,6 +322,7 @@ class ReportConfig:
 class GenerateConfig:
     """Sampling from a pretraining checkpoint."""
 
+    paths: PathsConfig = field(default_factory=PathsConfig)
     family: str = "lstm"  # picks the default checkpoint of the pipeline's run folder
     checkpoint: str = MISSING  # path to a .ckpt
     prompt: str = ""  # empty: start a fresh document (from the end-of-document id)

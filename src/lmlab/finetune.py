@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lmlab import metrics as M
 from lmlab.checkpoints import model_config, prefixed, read_checkpoint
-from lmlab.config import FinetuneConfig, PretrainTaskConfig
+from lmlab.config import FinetuneConfig
 from lmlab.data.atomic import write_json
 from lmlab.data.corpus import Corpus, write_corpus
 from lmlab.data.fetch import sha256_file
@@ -207,25 +207,25 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
     steps, lr = cfg.finetune.adapt_steps, cfg.finetune.adapt_lr
     lm = write_lm_corpus(folder / "corpus", {"train": train, "val": val}, backbone.vocab_size)
     lm_optim = replace(cfg.optim, lr=lr, warmup_steps=steps // 10, min_lr=lr / 10, schedule="cosine", decay_steps=None)
-    task_cfg = PretrainTaskConfig(
-        batch_size=cfg.finetune.adapt_batch_size,
-        bptt=cfg.finetune.adapt_bptt,
-        val_max_tokens=None,
-        seed=cfg.finetune.seed,
-    )
-    window = backbone.window(task_cfg.bptt)
+    batches = cfg.batches
+    window = backbone.window(batches.bptt)
     shortest = min(stats.tokens for stats in lm.splits.values())
-    if shortest < task_cfg.batch_size * (window + 1):
+    if shortest < batches.batch_size * (window + 1):
         raise LmlabError(
-            f"LM adaptation needs {task_cfg.batch_size} x {window + 1} tokens per split, but the labeled set's "
-            f"shortest split has {shortest}: lower finetune.adapt_batch_size or finetune.adapt_bptt "
+            f"LM adaptation needs {batches.batch_size} x {window + 1} tokens per split, but the labeled set's "
+            f"shortest split has {shortest}: lower batches.batch_size or batches.bptt "
             "(or set finetune.adapt_steps=0)"
         )
-    identity = {"backbone": sha256_state(backbone), "optim": asdict(lm_optim), "task": asdict(task_cfg), "steps": steps}
+    identity = {
+        "backbone": sha256_state(backbone),
+        "optim": asdict(lm_optim),
+        "batches": asdict(batches),
+        "steps": steps,
+    }
     checkpoint, _ = RunFolder(folder).start("auto", identity, "adapt", rank_zero_only.rank == 0)
     task = PretrainTask(backbone, lm_optim, steps, steps, lm.tokens_per_byte("val"))
     trainer = make_trainer(replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [])
-    trainer.fit(task, datamodule=PretrainData(lm, task_cfg, backbone.stateful, window, 1), ckpt_path=checkpoint)
+    trainer.fit(task, datamodule=PretrainData(lm, batches, backbone.stateful, window, 1), ckpt_path=checkpoint)
     loss = trainer.callback_metrics.get(M.VAL_LOSS, task.last_val.get(M.VAL_LOSS, 0.0))
     return {M.ADAPT_VAL_LOSS: float(loss)}
 

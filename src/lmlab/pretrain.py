@@ -35,7 +35,7 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
     return {
         "data": cfg.data.name,
         "tokenizer": cfg.tokenizer.name,
-        **{key: full[key] for key in ("model", "task", "optim")},
+        **{key: full[key] for key in ("model", "batches", "optim")},
         "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
         "code": code_version("lmlab.pretrain"),
     }
@@ -47,14 +47,14 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     cfg.model = family_config(cfg.model)
     optim.check(cfg.optim)
     corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
-    L.seed_everything(cfg.task.seed, workers=True, verbose=False)
+    L.seed_everything(cfg.batches.seed, workers=True, verbose=False)
     model = build_model(cfg.model, corpus.vocab_size)
     # only a valid config may reset the run folder (resume=auto removes the checkpoints of a changed one)
     run = RunFolder(run_dir)
     # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
     given_id = os.environ.get("WANDB_RUN_ID")
     checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0, given_id)
-    window = model.window(cfg.task.bptt)
+    window = model.window(cfg.batches.bptt)
     if cfg.trainer.compile:
         model.compile()
     task = PretrainTask(
@@ -65,7 +65,7 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
         corpus.tokens_per_byte("val"),
         corpus={"name": cfg.data.name, "tokenizer": cfg.tokenizer.name, "folder": str(corpus.folder)},
     )
-    data = PretrainData(corpus, cfg.task, model.stateful, window, cfg.trainer.accumulate)
+    data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
 
     tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name]
     logger = make_logger(cfg.logger, run_dir, run_id, cfg.name, "pretrain", tags, config_dict(cfg))

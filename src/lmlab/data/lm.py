@@ -59,7 +59,7 @@ class StreamWindows(IterableDataset):
             raise LmlabError(
                 f"the {name} split has {len(tokens)} tokens: too few for {streams} streams "
                 f"(batch size {batch_size} x {world_size} ranks) of at least bptt+1={bptt + 1} tokens; "
-                "lower task.batch_size or task.bptt"
+                "lower batches.batch_size or batches.bptt"
             )
         self.offsets = np.arange(rank * batch_size, (rank + 1) * batch_size) * stream_len
 
@@ -115,7 +115,7 @@ class ShuffledWindows(IterableDataset):
         if self.batches_per_epoch < 1:
             raise LmlabError(
                 f"the train split has {len(tokens)} tokens: fewer than one global batch of "
-                f"{self.global_batch} windows of {context + 1}; lower task.batch_size or model.context"
+                f"{self.global_batch} windows of {context + 1}; lower batches.batch_size or model.context"
             )
         self.tokens, self.batch_size, self.context = tokens, batch_size, context
         self.seed, self.rank, self.start = seed, rank, start

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from lmlab import metrics as M
-from lmlab.config import OptimConfig, PretrainTaskConfig
+from lmlab.config import BatchesConfig, OptimConfig
 from lmlab.data.corpus import Corpus
 from lmlab.data.lm import EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
 from lmlab.errors import LmlabError
@@ -224,9 +224,10 @@ def gather_state(state: State, all_gather: Callable[[torch.Tensor], torch.Tensor
 class PretrainData(L.LightningDataModule):
     """Train and validation batches for one rank; the train position follows the restored global step."""
 
-    def __init__(self, corpus: Corpus, task: PretrainTaskConfig, stateful: bool, window: int, accumulate: int) -> None:
+    def __init__(self, corpus: Corpus, batches: BatchesConfig, stateful: bool, window: int, accumulate: int) -> None:
         super().__init__()
-        self.corpus, self.task, self.stateful, self.window, self.accumulate = corpus, task, stateful, window, accumulate
+        self.corpus, self.batches, self.stateful = corpus, batches, stateful
+        self.window, self.accumulate = window, accumulate
 
     def _loader(self, dataset: Any) -> DataLoader:
         return DataLoader(
@@ -236,26 +237,26 @@ class PretrainData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self.trainer.global_rank, self.trainer.world_size
         start = self.trainer.global_step * self.accumulate
-        tokens, task = self.corpus.tokens("train"), self.task
+        tokens, batches = self.corpus.tokens("train"), self.batches
         if self.stateful:
-            dataset = StreamWindows(tokens, task.batch_size, self.window, rank, world, start=start, name="train")
-        elif task.windows == "sampled":
-            dataset = SampledWindows(tokens, task.batch_size, self.window, task.seed, rank, start=start)
-        elif task.windows == "contiguous":
-            dataset = ShuffledWindows(tokens, task.batch_size, self.window, task.seed, rank, world, start=start)
+            dataset = StreamWindows(tokens, batches.batch_size, self.window, rank, world, start=start, name="train")
+        elif batches.windows == "sampled":
+            dataset = SampledWindows(tokens, batches.batch_size, self.window, batches.seed, rank, start=start)
+        elif batches.windows == "contiguous":
+            dataset = ShuffledWindows(tokens, batches.batch_size, self.window, batches.seed, rank, world, start=start)
         else:
-            raise LmlabError(f"task.windows={task.windows!r}: use sampled or contiguous")
+            raise LmlabError(f"batches.windows={batches.windows!r}: use sampled or contiguous")
         return self._loader(dataset)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(
             EvalWindows(
                 self.corpus.tokens("val"),
-                self.task.val_batch_size,
+                self.batches.val_batch_size,
                 self.window,
                 self.stateful,
                 self.trainer.global_rank,
                 self.trainer.world_size,
-                self.task.val_max_tokens,
+                self.batches.val_max_tokens,
             )
         )
