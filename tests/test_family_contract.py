@@ -339,3 +339,20 @@ def test_unknown_family_names_the_choices() -> None:
     with pytest.raises(LmlabError, match="model.family='mamba'") as caught:
         build_model({"family": "mamba"}, VOCAB)
     assert all(name in str(caught.value) for name in FAMILIES)
+
+
+def test_every_family_a_study_names_is_in_the_table() -> None:
+    """The pipeline and the sweep files choose families from the table; every family has its config file."""
+    assert {path.stem for path in (ROOT / "conf" / "model").glob("*.yaml")} == set(FAMILIES)
+    named = {
+        "conf/pipeline.yaml": yaml.safe_load((ROOT / "conf" / "pipeline.yaml").read_text())["families"],
+        "params.yaml": yaml.safe_load((ROOT / "params.yaml").read_text())["families"],
+    }
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        sweep = yaml.safe_load(path.read_text())
+        values = sweep.get("parameters", {}).get("model", {}).get("values", [])
+        fixed = [arg.split("=", 1)[1] for arg in sweep["command"] if str(arg).startswith("model=")]
+        named[f"sweeps/{path.name}"] = [*values, *fixed]
+    for where, families in named.items():
+        assert set(families) <= set(FAMILIES), f"{where} names {set(families) - set(FAMILIES)}, not in FAMILIES"
+    assert named["conf/pipeline.yaml"] == named["params.yaml"]

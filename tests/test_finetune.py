@@ -3,6 +3,7 @@ and bad checkpoints or label sets are clear errors; then `evaluate` writes the a
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -58,6 +59,11 @@ def config(lab: Path, family: str = "gru", **finetune: object):  # noqa: ANN201 
     checkpoint = finetune.pop("checkpoint", lab / "pretrain" / family / "checkpoints/best.ckpt")
     cfg = tiny_finetune_config(lab / "data", family, checkpoint, **finetune)
     return replace(cfg, tokenizer=TOKENIZER)
+
+
+def val_rows(run: Path) -> list[dict[str, float]]:
+    with (run / "val_curve.csv").open(newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
 
 
 def corpus(lab: Path) -> Corpus:
@@ -128,6 +134,39 @@ def test_discriminative_learning_rates_and_gradual_unfreezing(lab: Path) -> None
         optimizer.step()
     at30 = lrs(optimizer)
     assert [at30[g] for g in range(4)] == pytest.approx([at30[3] / 8, at30[3] / 4, at30[3] / 2, at30[3]])
+
+
+def test_fine_tuning_builds_the_configured_optimizer(lab: Path) -> None:
+    """One builder for every task: optim=sgd trains with SGD (layer groups and their lr scales kept)."""
+    cfg = config(lab, lr_decay=2.0)
+    model = Classifier(build_model(cfg.model, corpus(lab).vocab_size), 2, "concat", 0, 0.0)
+    sgd = replace(cfg.optim, name="sgd", momentum=0.9, schedule="constant", warmup_steps=0)
+    optimizer = FinetuneTask(model, ["a", "b"], cfg.finetune, sgd, 100, 10, None, {}).configure_optimizers()
+    assert isinstance(optimizer["optimizer"], torch.optim.SGD)
+    lrs = sorted({group["lr"] for group in optimizer["optimizer"].param_groups})
+    assert lrs == pytest.approx([sgd.lr / 8, sgd.lr / 4, sgd.lr / 2, sgd.lr])
+
+
+def test_a_schedule_the_task_cannot_honour_is_an_error(lab: Path) -> None:
+    cfg = config(lab, unfreeze_every=10)
+    model = Classifier(build_model(cfg.model, corpus(lab).vocab_size), 2, "concat", 0, 0.0)
+    plateau = replace(cfg.optim, schedule="plateau")
+    with pytest.raises(LmlabError, match=r"optim.schedule=plateau cannot hold layer groups frozen.*unfreeze_every"):
+        FinetuneTask(model, ["a", "b"], cfg.finetune, plateau, 100, 10, None, {}).configure_optimizers()
+    with pytest.raises(LmlabError, match="optim.name='adam' is not an optimizer; use one of adamw, sgd"):
+        finetune(replace(config(lab), optim=replace(cfg.optim, name="adam")), lab / "never")
+    assert not (lab / "never").exists()  # refused before the run folder was touched
+
+
+def test_a_plateau_schedule_lowers_the_rate_on_the_fine_tuning_loss(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab)
+    cfg.optim = replace(cfg.optim, schedule="plateau", warmup_steps=0, plateau_patience=0, plateau_factor=0.5)
+    finetune(cfg, tmp_path / "run")
+    saved = torch.load(tmp_path / "run/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    plateau = saved["lr_schedulers"][0]
+    assert "num_bad_epochs" in plateau and plateau["mode"] == "min"  # ReduceLROnPlateau, monitoring
+    losses = [row["finetune/val/loss"] for row in val_rows(tmp_path / "run")]
+    assert min(abs(plateau["best"] - loss) for loss in losses) < 1e-6  # it watched the fine-tuning loss
 
 
 def test_pooling_reads_only_real_tokens() -> None:

@@ -1,8 +1,11 @@
 """`lmlab report`: the families side by side, from what `lmlab evaluate` wrote.
 
 Reads ``<metrics_dir>/<family>.json``, ``<metrics_dir>/curves/<family>/*.csv``
-and ``<samples_dir>/<family>/sample.txt``; writes ``<out_dir>/comparison.md``
-and its PNG plots. Everything is written to a staging folder first and moved
+and ``<samples_dir>/<family>/sample.txt``; writes ``<out_dir>/comparison.md``,
+its PNG plots, and ``<out_dir>/curves/{pretrain,finetune,scratch}.csv``: every
+family's curve in one file with a ``family`` column, which the top-level
+``plots`` of dvc.yaml draw one line per family (template ``.dvc/plots/families.json``),
+so that no family is named there. Everything is written to a staging folder first and moved
 into place at the end, so a failed report never leaves half of one.
 """
 
@@ -21,6 +24,7 @@ from lmlab import metrics as M
 from lmlab.config import ReportConfig
 from lmlab.errors import LmlabError
 
+CURVES = ("pretrain", "finetune", "scratch")  # the curve files `lmlab evaluate` copies per family
 PLOTS = {
     "val_loss_vs_tokens.png": "Validation loss against training tokens",
     "val_loss_vs_time.png": "Validation loss against training wall time",
@@ -95,11 +99,31 @@ def report(cfg: ReportConfig) -> Path:
     accuracy_plot(families, staging / "accuracy.png")
     throughput_plot(families, staging / "throughput.png")
     (staging / "comparison.md").write_text(markdown(families))
+    combine_curves(Path(cfg.metrics_dir) / "curves", list(families), staging / "curves")
     out.mkdir(parents=True, exist_ok=True)
     for item in staging.iterdir():
+        if item.is_dir():
+            shutil.rmtree(out / item.name, ignore_errors=True)
         item.replace(out / item.name)
     staging.rmdir()
     return out / "comparison.md"
+
+
+def combine_curves(curves_dir: Path, families: list[str], out: Path) -> None:
+    """``<kind>.csv`` of every family's ``<curves_dir>/<family>/<kind>.csv`` rows, each with its family."""
+    out.mkdir()
+    for kind in CURVES:
+        rows: list[dict[str, str]] = []
+        for family in families:
+            path = curves_dir / family / f"{kind}.csv"
+            if path.is_file():
+                with path.open(newline="") as f:
+                    rows += [{"family": family, **row} for row in csv.DictReader(f)]
+        fields = list(dict.fromkeys(key for row in rows for key in row))
+        with (out / f"{kind}.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields or ["family"])
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def cell(metrics: dict[str, Any], key: str, fmt: str) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-
 WORDS = (
     "state union congress nation people law war peace trade tax school road farm bank court "
     "army navy treaty budget freedom justice labor health energy"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COPIED = ("conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", "src/lmlab")
+COPIED = ("conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", "src/lmlab")
 
 
 def copy_project(dest: Path) -> Path:

@@ -128,9 +128,10 @@ class FinetuneTask(L.LightningModule):
         optimizer = build_optimizer(
             self.groups, self.optim, [1 / self.cfg.lr_decay ** (top - g) for g in range(top + 1)]
         )
-        # a plateau schedule steps after each validation; Lightning counts its frequency in micro-batches
-        every = self.val_every * self.trainer.accumulate_grad_batches if self.optim.schedule == "plateau" else 1
         active = self.unfrozen if self.cfg.unfreeze_every > 0 else None
+        every = 1
+        if self.optim.schedule == "plateau" and active is None:  # steps after each validation, which Lightning
+            every = self.val_every * self.trainer.accumulate_grad_batches  # counts in micro-batches
         schedule = build_schedule(optimizer, self.optim, self.max_steps, every, M.FINETUNE_VAL_LOSS, active)
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
