@@ -42,7 +42,6 @@ import time
 from contextlib import nullcontext, redirect_stdout
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -50,10 +49,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
 
 from lmlab.config import PathsConfig, PretrainConfig, register_configs, typed
 from lmlab.data.corpus import SPECIAL_IDS, Corpus, write_corpus
+from lmlab.data.lm import train_windows
 from lmlab.models import FAMILIES, LanguageModel, build_model, carried, detach_state
 from lmlab.tasks.optim import build_optimizer, build_schedule
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
@@ -234,16 +235,8 @@ def lightning_round(
     task = PretrainTask(model, cfg.optim, total, total, corpus.tokens_per_byte("val"))
     data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
     timer = LightningClock(Clock(device_of(cfg), args.warmup, args.warmup + args.steps, profile))
-    trainer = make_trainer(replace(cfg.trainer, max_steps=total, val_every=total + 1), run_dir, None, [timer])
-    for callback in trainer.callbacks:
-        if isinstance(callback, ModelCheckpoint):
-            callback.save_last = False  # its per-step hooks still run; it writes no last.ckpt at the end
-    bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
-    if not args.progress_bar:
-        for bar in bars:
-            trainer.callbacks.remove(bar)
-    elif not bars:
-        trainer.callbacks.append(TQDMProgressBar())
+    trainer_cfg = replace(cfg.trainer, max_steps=total, val_every=total + 1)
+    trainer = make_trainer(trainer_cfg, run_dir, None, [timer], progress_bar=args.progress_bar)
     timer.fit_called = time.perf_counter()
     with redirect_stdout(sys.stderr):  # Lightning's progress bar writes to stdout, which holds only the JSON lines
         trainer.fit(task, datamodule=data)
@@ -264,11 +257,9 @@ def raw_round(cfg: PretrainConfig, corpus: Corpus, args: argparse.Namespace) -> 
     window = model.window(cfg.batches.bptt)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_schedule(optimizer, cfg.optim, total, total)["scheduler"]
-    data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
-    # the loader PretrainData gives rank 0 of 1 at step 0 (same dataset, same pinning)
-    strategy = SimpleNamespace(root_device=device)
-    data.trainer = SimpleNamespace(global_rank=0, world_size=1, global_step=0, strategy=strategy)
-    batches = iter(data.train_dataloader())
+    # the batches PretrainData gives rank 0 of 1 from step 0, loaded the same way
+    windows = train_windows(corpus.tokens("train"), cfg.batches, model.stateful, window)
+    batches = iter(DataLoader(windows, batch_size=None, pin_memory=device.type == "cuda"))
     if cfg.trainer.precision == "bf16-mixed":
         # torch's defaults, weight-cast cache on, as a plain loop has it (Lightning 2.6 turns the cache off)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16)

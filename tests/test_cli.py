@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.cli import VERBS
+from lmlab.cli import TOOLS, VERBS
 from lmlab.config import register_configs, typed
 from lmlab.data import readers, sources
-from tests.helpers.project import ROOT, lmlab
+from tests.helpers.project import ROOT, env, lmlab
+from tests.helpers.tiny_lm import tiny_overrides, write_corpus
 
 CONF = ROOT / "conf"
 
@@ -80,6 +84,88 @@ def test_outside_the_project_says_where_to_run(tmp_path: Path) -> None:
     assert "project root" in result.stderr
 
 
+HEAVY = {"torch", "lightning", "wandb"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pretrain", "--help"],
+        ["pretrain", "--cfg", "job"],
+        ["finetune", "--info", "defaults"],
+        ["pretrain", "-sc", "query=bash"],
+    ],
+    ids=" ".join,
+)
+def test_help_config_and_completion_start_without_torch(args: list[str]) -> None:
+    """What a person reads before any job runs must not wait seconds for torch, Lightning or W&B to load."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lmlab", *args],
+        cwd=ROOT,
+        env={**env(), "COMP_LINE": "lmlab pretrain model="},  # read by -sc query only
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert not imported & HEAVY, f"lmlab {' '.join(args)} imported {sorted(imported & HEAVY)}"
+
+
+def test_a_job_prints_each_lightning_message_once(tmp_path: Path) -> None:
+    """Lightning sets up its loggers when imported: the CLI imports it before Hydra sets up the job's logging,
+    else each message would print twice (Lightning's own handler and the job's)."""
+    write_corpus(tmp_path / "data")
+    run = [*tiny_overrides(max_steps=2, val_every=2), "logger=none", f"paths.data_dir={tmp_path / 'data'}"]
+    result = lmlab("pretrain", *run, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (result.stdout + result.stderr).count("GPU available") == 1, result.stdout + result.stderr
+
+
+# A line typed at the prompt, the COMP_WORDS bash makes of it ('=' is one of its word breaks), and what TAB
+# offers (among others). After `model=` readline replaces only what follows the '=': the bare families.
+TABS = [
+    ("lmlab ", ["lmlab", ""], {*VERBS, *TOOLS}),
+    ("lmlab pretrain mod", ["lmlab", "pretrain", "mod"], {"model="}),
+    ("lmlab pretrain model=", ["lmlab", "pretrain", "model", "="], set(choices("model"))),
+    ("lmlab pretrain trainer.", ["lmlab", "pretrain", "trainer."], {"trainer.max_steps=", "trainer.val_every="}),
+    (
+        "lmlab pretrain model=gru trainer.max_s",
+        ["lmlab", "pretrain", "model", "=", "gru", "trainer.max_s"],
+        {"trainer.max_steps="},
+    ),
+]
+
+
+def test_bash_completion_completes_verbs_groups_options_and_keys() -> None:
+    """`eval "$(lmlab pretrain -sc install=bash)"`, then TAB: bash calls the registered function with the line."""
+    install = lmlab("pretrain", "-sc", "install=bash")
+    assert install.returncode == 0, install.stderr
+    lines = [install.stdout, "function=$(complete -p lmlab | grep -o -- '-F [^ ]*'); function=${function#-F }"]
+    for line, words, _ in TABS:
+        lines += [
+            f"COMP_LINE={shlex.quote(line)} COMP_POINT={len(line)} COMP_CWORD={len(words) - 1}",
+            f"COMP_WORDS=({' '.join(map(shlex.quote, words))}) COMPREPLY=()",
+            '"$function"; echo "${COMPREPLY[*]}"',
+        ]
+    lines.append(lmlab("pretrain", "-sc", "uninstall=bash").stdout + "complete -p lmlab || echo uninstalled")
+    result = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=ROOT, env=env(), capture_output=True, text=True)
+    *offered, uninstalled = result.stdout.splitlines()
+    assert len(offered) == len(TABS), result.stdout + result.stderr
+    for (line, _, expected), reply in zip(TABS, offered, strict=True):
+        assert expected <= set(reply.split()), f"{line}<TAB> offered {reply!r}"
+    assert uninstalled == "uninstalled"
+
+
+def test_completion_for_another_shell_says_bash() -> None:
+    result = lmlab("pretrain", "-sc", "install=fish")
+    assert result.returncode != 0
+    assert "bash only" in result.stderr
+
+
 def verbs_with(group: str) -> list[str]:
     """The verbs whose primary config has `group` in its defaults list."""
     return [verb for verb in sorted(VERBS) if f"- {group}:" in (CONF / f"{verb}.yaml").read_text()]
@@ -104,6 +190,6 @@ def test_every_shipped_dataset_config_loads_and_validates(verb: str, group: str)
 def test_every_shipped_tokenizer_config_loads() -> None:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for name in choices("tokenizer"):
+        for name in choices("tokenizer"):  # default.yaml: every key, which the type files build on
             cfg = typed(compose(config_name="tokenize", overrides=[f"tokenizer={name}"]))
-            assert cfg.tokenizer.type == name
+            assert cfg.tokenizer.type == ("bpe" if name == "default" else name)

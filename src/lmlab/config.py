@@ -346,16 +346,24 @@ def typed(node: Any) -> Any:
     return cfg
 
 
-def register_configs() -> None:
-    """Put the schemas in the ConfigStore; each YAML names its schema in its defaults."""
+SCHEMAS = {  # verb -> the schema its conf/<verb>.yaml names in its defaults (`<verb>_schema`)
+    "download": DownloadConfig,
+    "split": SplitStageConfig,
+    "tokenize": TokenizeConfig,
+    "pretrain": PretrainConfig,
+    "generate": GenerateConfig,
+    "finetune": FinetuneConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
+}
+
+
+def register_configs(verb: str | None = None) -> None:
+    """Put the schemas (or only `verb`'s) in the ConfigStore. The CLI stores one: Hydra copies the whole
+    store for every config group `--help` lists, and the other verbs' schemas doubled its time."""
     from hydra.core.config_store import ConfigStore  # here: encode workers import this module too
 
     cs = ConfigStore.instance()
-    cs.store(name="download_schema", node=DownloadConfig)
-    cs.store(name="split_schema", node=SplitStageConfig)
-    cs.store(name="tokenize_schema", node=TokenizeConfig)
-    cs.store(name="pretrain_schema", node=PretrainConfig)
-    cs.store(name="generate_schema", node=GenerateConfig)
-    cs.store(name="finetune_schema", node=FinetuneConfig)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
-    cs.store(name="report_schema", node=ReportConfig)
+    for name, schema in SCHEMAS.items():
+        if verb in (None, name):
+            cs.store(name=f"{name}_schema", node=schema)

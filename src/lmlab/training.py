@@ -159,8 +159,10 @@ def make_trainer(
     callbacks: list[Callback],
     monitor: str = M.VAL_LOSS,
     mode: str = "min",
+    progress_bar: bool | None = None,
 ) -> L.Trainer:
-    """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`."""
+    """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`;
+    a progress bar on a terminal (`progress_bar` None) or as asked."""
     if cfg.val_every < 1 or cfg.max_steps < 1:
         raise LmlabError(f"trainer.max_steps={cfg.max_steps} and trainer.val_every={cfg.val_every} must be >= 1")
     best = ModelCheckpoint(
@@ -201,7 +203,7 @@ def make_trainer(
         callbacks=[best, last, *callbacks],
         default_root_dir=run_dir,
         enable_model_summary=False,
-        enable_progress_bar=os.isatty(2),
+        enable_progress_bar=os.isatty(2) if progress_bar is None else progress_bar,
     )
 
 

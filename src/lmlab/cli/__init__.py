@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra._internal.utils import get_args_parser  # the parser hydra.main uses
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
@@ -44,11 +45,14 @@ USAGE = (
     + "\n\ntools:\n"
     + "\n".join(f"  {tool:10s} {text}" for tool, text in TOOLS.items())
     + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
+    + '\nTAB completion in bash: eval "$(lmlab pretrain -sc install=bash)"'
 )
 # What Lightning's DDP launcher sets in the launching process before it starts ranks 1..n-1.
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 # Hydra overrides that make a sweep: a multirun job's other ranks run that one job, not the sweep.
 SWEEP_KEYS = ("hydra.mode", "hydra.sweep", "hydra/sweeper", "hydra.launcher", "hydra/launcher", "hydra.run.dir")
+# Hydra's flag for shell completion (`-sc install=bash`, and `-sc query=bash` at each TAB).
+COMPLETION_FLAGS = {"-sc", "--shell-completion"}
 
 
 def main() -> None:
@@ -62,6 +66,14 @@ def main() -> None:
     if verb not in VERBS:
         print(f"lmlab: unknown verb {verb!r}; choose one of: {', '.join([*VERBS, *TOOLS])}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
+    if COMPLETION_FLAGS & set(args):
+        from lmlab.cli import completion  # TAB's code, not a job's: kept out of the stages' code deps
+
+        if (script := completion.script(args[1:], names=[*VERBS, *TOOLS], verbs=list(VERBS))) is not None:
+            print(script)
+            return
+        if "COMP_LINE" in os.environ:
+            os.environ["COMP_LINE"] = completion.verb_line(os.environ["COMP_LINE"])
     conf = Path.cwd() / "conf"
     if not (conf / f"{verb}.yaml").is_file():
         print(
@@ -69,13 +81,18 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    run = importlib.import_module(f"lmlab.cli.{verb}").run
-    register_configs()
+    register_configs(verb)
 
     argv = list(sys.argv)
+    sys.argv = [f"lmlab {verb}", *args[1:], *rank_overrides(verb, args[1:], os.environ)]
+    # The verb's code imports torch and Lightning (seconds): only a job needs it, not --help, --cfg, --info or
+    # TAB. It is imported before Hydra sets up the job's logging: Lightning, imported into a configured root
+    # logger, would print each of its messages twice (on its own stderr handler and on the job's).
+    run = importlib.import_module(f"lmlab.cli.{verb}").run if runs_job(sys.argv[1:]) else None
 
     def task(cfg: DictConfig) -> Any:
         """One job; returns what the verb returns (a multirun sweeper such as Optuna's optimises it)."""
+        assert run is not None, "Hydra runs a job only where runs_job() said it would"
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         sys.argv = job_argv(argv) if multirun else argv  # Lightning's DDP launcher re-runs it for the other ranks
         launcher_env = {key: os.environ.get(key) for key in LAUNCHER_ENV}
@@ -88,8 +105,14 @@ def main() -> None:
             if multirun:
                 end_launched_ranks(launcher_env)
 
-    sys.argv = [f"lmlab {verb}", *args[1:], *rank_overrides(verb, args[1:], os.environ)]
     hydra.main(version_base="1.3", config_path=str(conf), config_name=verb)(task)()
+
+
+def runs_job(args: list[str]) -> bool:
+    """Whether Hydra, given these arguments, runs the task rather than printing help, the config, info or
+    completions. Hydra's own parser reads them, so its abbreviations (`--cf job`) count too."""
+    parsed = get_args_parser().parse_args(args)
+    return not (parsed.help or parsed.hydra_help or parsed.cfg or parsed.info or parsed.shell_completion)
 
 
 def targets(only: str | None) -> list[str]:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from lmlab.config import BatchesConfig
 from lmlab.errors import LmlabError
 
 Batch = tuple[torch.Tensor, torch.Tensor, bool]  # inputs [B, T], targets [B, T], reset state first
@@ -183,3 +184,23 @@ class EvalWindows(IterableDataset):
         for first in range(0, len(self.window_ids), self.batch_size):
             begin = self.window_ids[first : first + self.batch_size] * self.window
             yield window_batch(self.tokens, begin, self.window)
+
+
+def train_windows(
+    tokens: np.ndarray,
+    batches: BatchesConfig,
+    stateful: bool,
+    window: int,
+    rank: int = 0,
+    world_size: int = 1,
+    start: int = 0,
+) -> IterableDataset:
+    """This rank's training micro-batches from micro-batch `start` on: TBPTT streams for a stateful model,
+    sampled or shuffled windows (`batches.windows`) for a stateless one."""
+    if stateful:
+        return StreamWindows(tokens, batches.batch_size, window, rank, world_size, start=start, name="train")
+    if batches.windows == "sampled":
+        return SampledWindows(tokens, batches.batch_size, window, batches.seed, rank, start=start)
+    if batches.windows == "contiguous":
+        return ShuffledWindows(tokens, batches.batch_size, window, batches.seed, rank, world_size, start=start)
+    raise LmlabError(f"batches.windows={batches.windows!r}: use sampled or contiguous")

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from lmlab import metrics as M
 from lmlab.config import BatchesConfig, OptimConfig
 from lmlab.data.corpus import Corpus
-from lmlab.data.lm import EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
+from lmlab.data.lm import EvalWindows, train_windows
 from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, State, carried, detach_state, map_state
 from lmlab.tasks.optim import build_optimizer, build_schedule
@@ -237,16 +237,8 @@ class PretrainData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self.trainer.global_rank, self.trainer.world_size
         start = self.trainer.global_step * self.accumulate
-        tokens, batches = self.corpus.tokens("train"), self.batches
-        if self.stateful:
-            dataset = StreamWindows(tokens, batches.batch_size, self.window, rank, world, start=start, name="train")
-        elif batches.windows == "sampled":
-            dataset = SampledWindows(tokens, batches.batch_size, self.window, batches.seed, rank, start=start)
-        elif batches.windows == "contiguous":
-            dataset = ShuffledWindows(tokens, batches.batch_size, self.window, batches.seed, rank, world, start=start)
-        else:
-            raise LmlabError(f"batches.windows={batches.windows!r}: use sampled or contiguous")
-        return self._loader(dataset)
+        tokens = self.corpus.tokens("train")
+        return self._loader(train_windows(tokens, self.batches, self.stateful, self.window, rank, world, start))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(
