@@ -272,3 +272,34 @@ def test_transformer_embed_dim_must_equal_width() -> None:
     with pytest.raises(LmlabError, match=r"model\.embed_dim=8.*model\.width"):
         build_model(config("transformer", width=16, embed_dim=8), VOCAB)
     assert build_model(config("transformer", width=16, embed_dim=16), VOCAB).embed_dim == 16
+
+
+# ----- minGRU, minLSTM -----
+
+
+def test_log_space_scan_equals_the_recurrence() -> None:
+    """h_t = c_t h_(t-1) + v_t from logs, over 300 steps, from a zero and from a positive h0."""
+    from lmlab.models.minrnn import log_scan
+
+    generator = torch.Generator().manual_seed(0)
+    coeffs = torch.rand(2, 300, 5, generator=generator, dtype=torch.float64) * 0.98 + 0.01
+    values = torch.rand(2, 300, 5, generator=generator, dtype=torch.float64) + 0.01
+    for h0 in (torch.zeros(2, 5, dtype=torch.float64), torch.rand(2, 5, generator=generator, dtype=torch.float64)):
+        h, expected = h0, []
+        for t in range(300):
+            h = coeffs[:, t] * h + values[:, t]
+            expected.append(h)
+        torch.testing.assert_close(log_scan(coeffs.log(), values.log(), h0), torch.stack(expected, 1))
+
+
+def test_min_rnn_gates() -> None:
+    """minLSTM's normalised gates sum to one; minGRU's are (1 - z, z); g is positive and continuous at 0."""
+    from lmlab.models.minrnn import MinRNN, g, log_g
+
+    x = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(1))
+    for lstm in (True, False):
+        log_coeff, log_weight, _ = MinRNN(8, 6, lstm).log_gates(x)
+        torch.testing.assert_close(log_coeff.exp() + log_weight.exp(), torch.ones_like(log_coeff))
+    v = torch.linspace(-6, 6, 101)
+    assert (g(v) > 0).all() and g(torch.tensor([-1e-6, 0.0])).sub(0.5).abs().max() < 1e-5
+    torch.testing.assert_close(log_g(v), g(v).log())

@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmlab.errors import LmlabError
 from lmlab.models.base import LanguageModel, ModelConfig, State, carried, detach_state, map_state
+from lmlab.models.minrnn import MinGRUConfig, MinGRULM, MinLSTMConfig, MinLSTMLM
 from lmlab.models.recurrent import GRULM, LSTMLM, RNNLM, GRUConfig, LSTMConfig, RNNConfig
 from lmlab.models.transformer import TransformerConfig, TransformerLM
 
@@ -44,6 +45,8 @@ FAMILIES: dict[str, Family] = {
     "lstm": Family(LSTMConfig, LSTMLM),
     "gru": Family(GRUConfig, GRULM),
     "transformer": Family(TransformerConfig, TransformerLM),
+    "mingru": Family(MinGRUConfig, MinGRULM),
+    "minlstm": Family(MinLSTMConfig, MinLSTMLM),
 }
 
 
