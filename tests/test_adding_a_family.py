@@ -139,7 +139,7 @@ def test_a_family_added_by_the_documented_three_files_passes_the_contract(tmp_pa
     assert len(changed) == 3  # the number docs/adding-a-family.md gives
     result = contract(root, "-k", "toy or ddp_gather")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    per_family = contract(root, "--collect-only", "-k", "gru").stdout.count("[")  # the tests one family gets
+    per_family = contract(root, "--collect-only", "-k", "transformer").stdout.count("[")  # the tests a family gets
     passed = int(result.stdout.strip().splitlines()[-1].split()[0])
     assert per_family >= 25 and passed == per_family + 1, result.stdout[-2000:]  # all of them, and the DDP gather
 
