@@ -8,14 +8,13 @@ copy whose state is not batch first fails it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import ROOT
+from tests.helpers.project import copy_files
 
 TOY_MODEL = '''"""Toy: per layer a diagonal linear recurrence h_t = a h_(t-1) + (1 - a) W x_t, a = sigmoid(decay)."""
 
@@ -110,14 +109,8 @@ def add_toy_family(root: Path, layout: dict[str, str]) -> list[Path]:
 
 
 def project_copy(dest: Path) -> Path:
-    for name in ("src/lmlab", "conf", "tests", "pyproject.toml"):
-        source, target = ROOT / name, dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
-    return dest
+    """The package, its configs and its tests: what the contract runs on."""
+    return copy_files(dest, ("src/lmlab", "conf", "tests", "pyproject.toml"))
 
 
 def contract(root: Path, *select: str) -> subprocess.CompletedProcess[str]:

@@ -12,9 +12,7 @@ import io
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,8 +23,8 @@ from lmlab.errors import LmlabError
 from lmlab.generate import generate
 from lmlab.models import FAMILIES, LanguageModel, State, build_model, carried, detach_state, family_config, map_state
 from lmlab.tasks.pretrain import gather_state
+from tests.helpers.project import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 23
 NAMES = list(FAMILIES)
 # The shipped sizes (conf/model/<family>.yaml) give every family about this many parameters with the default
@@ -36,13 +34,7 @@ MATCHED_PARAMS, MATCHED_TOLERANCE, DEFAULT_VOCAB = 1_420_000, 0.01, 8000
 ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and do not fight other work for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(family: str, seed: int = 0, **overrides: object) -> LanguageModel:

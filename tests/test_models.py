@@ -4,7 +4,6 @@ config errors. What every family must do is in test_family_contract.py."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,13 +18,7 @@ RECURRENT = ["rnn", "lstm", "gru"]
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and do not fight other work for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(family: str, **overrides: object) -> ModelConfig:

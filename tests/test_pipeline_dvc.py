@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from tests.helpers.pipeline import edit_yaml, shrink_training, write_tiny_datasets
-from tests.helpers.project import copy_project, dvc
+from tests.helpers.project import ROOT, copy_project, dvc
 
-ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = yaml.safe_load((ROOT / "conf" / "pipeline.yaml").read_text())["families"]  # what `make run` runs
 DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
 PRETRAIN_STAGES = [f"pretrain@{family}" for family in FAMILIES]

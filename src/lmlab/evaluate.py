@@ -39,7 +39,7 @@ from lmlab.data.corpus import Corpus
 from lmlab.data.labeled import LabeledSet, OrderedDocuments
 from lmlab.data.lm import EvalWindows
 from lmlab.errors import LmlabError
-from lmlab.generate import generate
+from lmlab.generate import encode_prompt, generate
 from lmlab.models import LanguageModel, carried
 from lmlab.runs import open_corpus
 from lmlab.tasks.finetune import classification_metrics, summarize
@@ -164,7 +164,7 @@ def peak_memory(model: LanguageModel, inputs: torch.Tensor, device: str) -> floa
 def sample_and_latency(model: LanguageModel, tokenizer: Path, cfg: EvaluateConfig) -> tuple[str, float]:
     """A seeded sample of `generate_tokens` (not stopping at a document end) and milliseconds per token."""
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
-    prompt = [sp.eos_id(), *sp.encode(cfg.prompt)]
+    prompt = encode_prompt(sp, cfg.prompt)
     list(generate(model, prompt, 4, temperature=0.8, top_p=0.95, seed=cfg.seed))  # warm-up
     started = time.perf_counter()
     ids = list(generate(model, prompt, cfg.generate_tokens, temperature=0.8, top_p=0.95, seed=cfg.seed))
@@ -182,11 +182,14 @@ def classify(model: torch.nn.Module, split: Any, classes: list[str], prefix: str
 
 
 def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path]) -> None:
-    """The runs' val curves as `pretrain.csv`, `finetune.csv` and `scratch.csv` (DVC plots them)."""
+    """The runs' val curves as `M.CURVE_FILES` (the report combines them for DVC's plots)."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = {M.TEST: "finetune.csv", M.SCRATCH_TEST: "scratch.csv"}
-    for source, name in [(pretrain_run, "pretrain.csv"), *((run, names[p]) for p, run in finetune_runs.items())]:
+    runs = [
+        (pretrain_run, M.PRETRAIN_CURVE_FILE),
+        *((run, M.FINETUNE_CURVE_FILES[p]) for p, run in finetune_runs.items()),
+    ]
+    for source, name in runs:
         curve = source / "val_curve.csv"
         if not curve.is_file():
             raise LmlabError(f"no {curve}: the run did not validate; run it again")
-        write_atomic(folder / name, curve.read_bytes())
+        write_atomic(folder / f"{name}.csv", curve.read_bytes())

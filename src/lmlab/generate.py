@@ -64,28 +64,22 @@ def generate(
         generator.manual_seed(seed)
     limit = model.max_positions
     history = list(prompt)
-    seen = 0  # positions in the state
 
     def feed(tokens: list[int], state: State) -> tuple[torch.Tensor, State]:
-        nonlocal seen
         logits, state = model(torch.tensor([tokens], device=device), state)
-        seen += len(tokens)
         return logits[:, -1], state
 
-    def restart(tokens: list[int]) -> tuple[torch.Tensor, State]:
-        nonlocal seen
-        seen = 0
-        return feed(tokens, model.init_state(1, device))
-
-    logits, state = restart(history[-(limit // 2) :] if limit and len(history) > limit else history)
+    start = len(history) - limit // 2 if limit and len(history) > limit else 0  # the state holds history[start:]
+    logits, state = feed(history[start:], model.init_state(1, device))
     for _ in range(max_new_tokens):
         token = int(sample(logits, temperature, top_k, top_p, generator))
         yield token
         if token == stop_id:
             return
         history.append(token)
-        if limit and seen >= limit:  # context full: start over from the latest half-context
-            logits, state = restart(history[-(limit // 2) :])
+        if limit and len(history) - 1 - start >= limit:  # context full: start over from the latest half-context
+            start = len(history) - limit // 2
+            logits, state = feed(history[start:], model.init_state(1, device))
         else:
             logits, state = feed([token], state)
 

@@ -51,6 +51,12 @@ STEP = "step"
 PRETRAIN_CURVE = (STEP, TRAIN_TOKENS, TRAIN_WALL_SECONDS, VAL_LOSS, VAL_PPL, VAL_BPB, TRAIN_LR)
 FINETUNE_CURVE = (STEP, FINETUNE_VAL_LOSS, FINETUNE_VAL_ACC, FINETUNE_VAL_F1, TRAIN_LR)
 
+# The curve files `lmlab evaluate` copies per family (metrics/curves/<family>/<name>.csv): pretraining's, and
+# the fine-tuned classifier's and its from-scratch baseline's, by the prefix of their test figures.
+PRETRAIN_CURVE_FILE = "pretrain"
+FINETUNE_CURVE_FILES = {TEST: "finetune", SCRATCH_TEST: "scratch"}
+CURVE_FILES = (PRETRAIN_CURVE_FILE, *FINETUNE_CURVE_FILES.values())
+
 # What `lmlab pretrain` reports: metrics.json keys and val_curve.csv columns (what a sweep may optimise).
 PRETRAIN_SUMMARY = (
     VAL_LOSS,

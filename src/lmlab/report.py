@@ -24,7 +24,6 @@ from lmlab import metrics as M
 from lmlab.config import ReportConfig
 from lmlab.errors import LmlabError
 
-CURVES = ("pretrain", "finetune", "scratch")  # the curve files `lmlab evaluate` copies per family
 PLOTS = {
     "val_loss_vs_tokens.png": "Validation loss against training tokens",
     "val_loss_vs_time.png": "Validation loss against training wall time",
@@ -75,7 +74,7 @@ def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
             raise LmlabError(f"{path} is not valid JSON ({err}): run `dvc repro evaluate@{family}` again") from err
         families[family] = {
             "metrics": metrics,
-            "pretrain": read_curve(curves / "pretrain.csv"),
+            "pretrain": read_curve(curves / f"{M.PRETRAIN_CURVE_FILE}.csv"),
             "sample": sample.read_text().strip() if sample.is_file() else "",
         }
     return families
@@ -112,7 +111,7 @@ def report(cfg: ReportConfig) -> Path:
 def combine_curves(curves_dir: Path, families: list[str], out: Path) -> None:
     """``<kind>.csv`` of every family's ``<curves_dir>/<family>/<kind>.csv`` rows, each with its family."""
     out.mkdir()
-    for kind in CURVES:
+    for kind in M.CURVE_FILES:
         rows: list[dict[str, str]] = []
         for family in families:
             path = curves_dir / family / f"{kind}.csv"

@@ -12,15 +12,21 @@ ROOT = Path(__file__).resolve().parents[2]
 COPIED = ("conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", "src/lmlab")
 
 
-def copy_project(dest: Path) -> Path:
-    """Copy what the pipeline reads into ``dest`` and make it a fresh git + DVC repo."""
-    for name in COPIED:
+def copy_files(dest: Path, names: tuple[str, ...]) -> Path:
+    """Copy the project's files and folders `names` (no caches) into ``dest``."""
+    for name in names:
         source, target = ROOT / name, dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
+    return dest
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy what the pipeline reads into ``dest`` and make it a fresh git + DVC repo."""
+    copy_files(dest, COPIED)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
 

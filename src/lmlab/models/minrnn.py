@@ -84,10 +84,10 @@ class MinRNN(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: MinGRUConfig, lstm: bool) -> None:
+    def __init__(self, cfg: MinGRUConfig, hidden: int, lstm: bool) -> None:
         super().__init__()
         self.norm1 = nn.RMSNorm(cfg.width)
-        self.rnn = MinRNN(cfg.width, int(cfg.expand * cfg.width), lstm)
+        self.rnn = MinRNN(cfg.width, hidden, lstm)
         self.norm2 = nn.RMSNorm(cfg.width)
         self.mlp = nn.Sequential(
             nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width, bias=False),
@@ -109,11 +109,12 @@ class MinRNNLM(LanguageModel):
     def __init__(self, cfg: MinGRUConfig, vocab_size: int) -> None:
         if cfg.embed_dim not in (None, cfg.width):
             raise LmlabError(f"model.embed_dim={cfg.embed_dim} must be null or equal model.width for {cfg.family}")
-        if int(cfg.expand * cfg.width) < 1:
+        hidden = int(cfg.expand * cfg.width)
+        if hidden < 1:
             raise LmlabError(f"model.expand={cfg.expand} x model.width={cfg.width} leaves no hidden units")
         super().__init__(cfg, vocab_size)
-        self.hidden = int(cfg.expand * cfg.width)
-        self.blocks = nn.ModuleList(Block(cfg, self.lstm) for _ in range(cfg.layers))
+        self.hidden = hidden
+        self.blocks = nn.ModuleList(Block(cfg, self.hidden, self.lstm) for _ in range(cfg.layers))
         self.norm = nn.RMSNorm(cfg.width)
         nn.init.normal_(self.embedding.weight, std=0.02)
 
@@ -139,7 +140,7 @@ class MinRNNLM(LanguageModel):
 
 
 class MinGRULM(MinRNNLM):
-    lstm = False
+    """minGRU: the base's recurrence (``lstm = False``)."""
 
 
 class MinLSTMLM(MinRNNLM):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State
+from lmlab.models.base import LanguageModel, ModelConfig, State, map_state
 
 
 @dataclass
@@ -37,6 +37,11 @@ class LSTMConfig(ModelConfig):
 @dataclass
 class GRUConfig(ModelConfig):
     family: str = "gru"
+
+
+def swap_batch(t: torch.Tensor) -> torch.Tensor:
+    """``[B, layers, H]`` <-> ``[layers, B, H]``: ours batch first, torch's layer first."""
+    return t.transpose(0, 1)
 
 
 class FusedRecurrentLM(LanguageModel):
@@ -80,13 +85,10 @@ class FusedRecurrentLM(LanguageModel):
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         if state is None:
             state = self.init_state(tokens.size(0), tokens.device)
-        layer_first = state.transpose(0, 1) if self.state_parts == 1 else tuple(s.transpose(0, 1) for s in state)
-        hidden, layer_first = self.rnn(self.embed_dropout(self.embedding(tokens)), layer_first)
+        hidden, layer_first = self.rnn(self.embed_dropout(self.embedding(tokens)), map_state(swap_batch, state))
         if self.proj is not None:
             hidden = self.proj(hidden)
-        if self.state_parts == 1:
-            return hidden, layer_first.transpose(0, 1)
-        return hidden, tuple(s.transpose(0, 1) for s in layer_first)
+        return hidden, map_state(swap_batch, layer_first)
 
 
 class RNNLM(FusedRecurrentLM):
