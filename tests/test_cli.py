@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.cli import TOOLS, VERBS
+from lmlab.cli import TOOLS, VERBS, Terminated, sigterm_unwinds
 from lmlab.config import register_configs, typed
 from lmlab.data import readers, sources
 from tests.helpers.project import ROOT, env, lmlab
@@ -193,3 +197,42 @@ def test_every_shipped_tokenizer_config_loads() -> None:
         for name in choices("tokenizer"):  # default.yaml: every key, which the type files build on
             cfg = typed(compose(config_name="tokenize", overrides=[f"tokenizer={name}"]))
             assert cfg.tokenizer.type == ("bpe" if name == "default" else name)
+
+
+# ----- SIGTERM (`wandb agent`, `lmlab sweep`, a scheduler) unwinds a job instead of ending it on the spot -----
+def test_sigterm_outside_a_fit_unwinds_the_job_once() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    unwound = []
+    with pytest.raises(Terminated), sigterm_unwinds():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # interrupted at once
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # a second one while closing down is ignored
+            time.sleep(0.05)
+            unwound.append(True)
+    assert unwound == [True], "the finally block ran to its end"
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+class SigtermAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_a_fit_is_left_to_lightning(tmp_path: Path) -> None:
+    """Lightning's handler calls ours after its own: the fit ends at the step, as Lightning ends it."""
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    trainer = L.Trainer(
+        max_steps=50, callbacks=[SigtermAt(3)], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    with pytest.raises(SIGTERMException), sigterm_unwinds():
+        trainer.fit(BoringModel())
+    assert trainer.global_step == 3

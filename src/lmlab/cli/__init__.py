@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ VERBS = {
     "download": "fetch the corpus and labeled set into data/raw (verified by sha256)",
     "split": "cut documents into data/splits/<dataset>/{train,val,test}.jsonl",
     "tokenize": "train sentencepiece on the corpus train split and encode every split",
-    "pretrain": "train one model family (model=rnn|lstm|gru|transformer) on the tokenized corpus",
+    "pretrain": "train one model family (model=<name>, one of conf/model/) on the tokenized corpus",
     "generate": "sample text from a pretraining checkpoint (family=..., prompt=..., temperature=...)",
     "finetune": "train a text classifier on the labeled set from a family's pretraining checkpoint (or from scratch)",
     "evaluate": "test one family: perplexity, bits per byte, accuracy, F1, speed, memory -> metrics/<family>.json",
@@ -97,15 +100,49 @@ def main() -> None:
         sys.argv = job_argv(argv) if multirun else argv  # Lightning's DDP launcher re-runs it for the other ranks
         launcher_env = {key: os.environ.get(key) for key in LAUNCHER_ENV}
         try:
-            return run(typed(cfg))
+            with sigterm_unwinds():
+                return run(typed(cfg))
         except LmlabError as err:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Terminated:
+            print(f"lmlab {verb}: stopped by SIGTERM", file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
         finally:
             if multirun:
                 end_launched_ranks(launcher_env)
 
     hydra.main(version_base="1.3", config_path=str(conf), config_name=verb)(task)()
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived outside a Lightning fit; a BaseException, like KeyboardInterrupt, so no handler swallows it."""
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (`wandb agent`, `lmlab sweep`, a scheduler) ends the job as Ctrl-C does: `finally` blocks run.
+
+    Python's default would end the process on the spot; one that came while the job closed down would leave
+    W&B's offline run file empty (W&B writes it when the run finishes). During a fit Lightning's handler calls
+    this one after its own; Lightning then stops at the next step, so this one stands aside. Once raised, later
+    SIGTERMs are ignored, so the unwinding (W&B's finish) is not cut short again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if signal.getsignal(signal.SIGTERM) is not on_sigterm:
+            return  # called by Lightning's handler: the fit stops itself
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def runs_job(args: list[str]) -> bool:
