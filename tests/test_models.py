@@ -296,3 +296,126 @@ def test_min_rnn_gates() -> None:
     v = torch.linspace(-6, 6, 101)
     assert (g(v) > 0).all() and g(torch.tensor([-1e-6, 0.0])).sub(0.5).abs().max() < 1e-5
     torch.testing.assert_close(log_g(v), g(v).log())
+
+
+# ----- Mamba-2, Gated DeltaNet: the chunked algorithms against their recurrences, in float64 -----
+
+
+def random_inputs(length: int, seed: int, heads: int = 3) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(2, *shape, generator=generator, dtype=torch.float64)
+
+    return {
+        "x": rand(length, heads, 4),
+        "log_a": -torch.rand(2, length, heads, generator=generator, dtype=torch.float64) * 2,  # decays in (e^-2, 1]
+        "B": rand(length, heads, 5),
+        "C": rand(length, heads, 5),
+        "k": F.normalize(rand(length, heads, 5), dim=-1),
+        "beta": torch.rand(2, length, heads, generator=generator, dtype=torch.float64),
+        "h0": rand(heads, 4, 5),
+    }
+
+
+@pytest.mark.parametrize("length", [1, 7, 16, 37])
+def test_ssd_equals_the_state_space_recurrence(length: int) -> None:
+    """h_t = a_t h_(t-1) + x_t B_t^T, y_t = h_t C_t; chunks of 8 (lengths below, at and across a chunk)."""
+    from lmlab.models.mamba2 import ssd
+
+    v = random_inputs(length, seed=length)
+    for h0 in (torch.zeros_like(v["h0"]), v["h0"]):
+        h, expected = h0, []
+        for t in range(length):
+            h = h * v["log_a"][:, t, :, None, None].exp() + v["x"][:, t, :, :, None] * v["B"][:, t, :, None, :]
+            expected.append((h @ v["C"][:, t, :, :, None]).squeeze(-1))
+        y, last = ssd(v["x"], v["log_a"], v["B"], v["C"], 8, h0)
+        torch.testing.assert_close(y, torch.stack(expected, 1))
+        torch.testing.assert_close(last, h)
+
+
+@pytest.mark.parametrize("length", [1, 7, 16, 37])
+def test_chunkwise_delta_rule_equals_the_recurrence(length: int) -> None:
+    """S_t = a_t S_(t-1) (I - b k k^T) + b v k^T, o_t = S_t q_t (S stored as keys x values); chunks of 8."""
+    from lmlab.models.gated_deltanet import chunk_delta_rule
+
+    v = random_inputs(length, seed=100 + length)
+    q, k, values, S0 = v["C"], v["k"], v["x"], v["h0"].transpose(-1, -2)  # S: [b, h, K=5, V=4]
+    for S in (torch.zeros_like(S0), S0):
+        state, expected = S, []
+        for t in range(length):
+            kt, decay, beta = k[:, t], v["log_a"][:, t].exp(), v["beta"][:, t]
+            state = state * decay[..., None, None]
+            erased = state - kt.unsqueeze(-1) * (kt.unsqueeze(-2) @ state) * beta[..., None, None]
+            state = erased + beta[..., None, None] * kt.unsqueeze(-1) * values[:, t].unsqueeze(-2)
+            expected.append((q[:, t].unsqueeze(-2) @ state).squeeze(-2))
+        o, last = chunk_delta_rule(q, k, values, v["log_a"], v["beta"], 8, S)
+        torch.testing.assert_close(o, torch.stack(expected, 1))
+        torch.testing.assert_close(last, state)
+
+
+def test_short_convolution_is_causal_and_continues_across_windows() -> None:
+    from lmlab.models.blocks import ShortConv
+
+    torch.manual_seed(0)
+    conv = ShortConv(6, 4, bias=True)
+    x = torch.randn(2, 11, 6)
+    whole, state = conv(x, conv.init_state(2, "cpu", x.dtype))
+    first, mid = conv(x[:, :5], conv.init_state(2, "cpu", x.dtype))
+    second, end = conv(x[:, 5:], mid)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+    torch.testing.assert_close(end, state)
+    steps, s = [], conv.init_state(2, "cpu", x.dtype)
+    for t in range(11):
+        y, s = conv(x[:, t : t + 1], s)
+        steps.append(y)
+    torch.testing.assert_close(torch.cat(steps, 1), whole)
+    reference = F.silu(F.conv1d(F.pad(x.transpose(1, 2), (3, 0)), conv.conv.weight, conv.conv.bias, groups=6))
+    torch.testing.assert_close(whole, reference.transpose(1, 2))
+
+
+def test_mamba2_heads_must_divide_the_inner_size() -> None:
+    with pytest.raises(LmlabError, match=r"model\.heads=3.*model\.groups=1"):
+        build_model(config("mamba2", heads=3), VOCAB)
+    with pytest.raises(LmlabError, match=r"model\.groups=3"):
+        build_model(config("mamba2", heads=4, groups=3), VOCAB)
+
+
+@pytest.mark.parametrize("family", ["mamba2", "gated_deltanet"])
+def test_fused_kernels_without_cuda_is_a_clear_error(family: str) -> None:
+    model = build_model(config(family, fused_kernels=True), VOCAB)
+    with pytest.raises(LmlabError, match=r"model\.fused_kernels=true .*(GPU|pip install)"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    model(torch.zeros(1, 1, dtype=torch.long))  # one token is the recurrence: no kernel needed
+
+
+def test_decay_gate_initialisation() -> None:
+    """A in the papers' range, softplus(dt_bias) = dt log-uniform in [0.001, 0.1]: the decay starts near one."""
+    from lmlab.models.blocks import DecayGate
+
+    torch.manual_seed(0)
+    gate = DecayGate(4096)
+    A, dt = gate.A_log.exp(), F.softplus(gate.dt_bias)
+    assert 1 <= A.min() and A.max() <= 16
+    assert 1e-3 * 0.999 <= dt.min() and dt.max() <= 0.1 * 1.001
+    assert abs(dt.log().mean().item() - (math.log(1e-3) + math.log(0.1)) / 2) < 0.1
+    log_a, step = gate(torch.zeros(1, 1, 4096))
+    torch.testing.assert_close(step[0, 0], dt)
+    torch.testing.assert_close(log_a[0, 0], -A * dt)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernels run on CUDA only")
+@pytest.mark.parametrize(("family", "package"), [("mamba2", "mamba_ssm"), ("gated_deltanet", "fla")])
+def test_fused_kernels_agree_with_the_pure_pytorch_form(family: str, package: str) -> None:
+    pytest.importorskip(package)
+    torch.manual_seed(0)
+    pure = build_model(config(family, width=128, layers=2), 8000).cuda()
+    fused = build_model(config(family, width=128, layers=2, fused_kernels=True), 8000).cuda()
+    fused.load_state_dict(pure.state_dict())
+    tokens = torch.randint(0, 8000, (4, 300), device="cuda")
+    state = pure(tokens[:, :37])[1]
+    with torch.no_grad():
+        (a, sa), (b, sb) = pure(tokens, state), fused(tokens, state)
+    torch.testing.assert_close(a.log_softmax(-1), b.log_softmax(-1), rtol=0, atol=2e-3)
+    for x, y in zip(sa, sb, strict=True):
+        torch.testing.assert_close(x[1], y[1], rtol=1e-3, atol=1e-3)

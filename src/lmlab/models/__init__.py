@@ -16,6 +16,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmlab.errors import LmlabError
 from lmlab.models.base import LanguageModel, ModelConfig, State, carried, detach_state, map_state
+from lmlab.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetLM
+from lmlab.models.mamba2 import Mamba2Config, Mamba2LM
 from lmlab.models.minrnn import MinGRUConfig, MinGRULM, MinLSTMConfig, MinLSTMLM
 from lmlab.models.recurrent import GRULM, LSTMLM, RNNLM, GRUConfig, LSTMConfig, RNNConfig
 from lmlab.models.transformer import TransformerConfig, TransformerLM
@@ -47,6 +49,8 @@ FAMILIES: dict[str, Family] = {
     "transformer": Family(TransformerConfig, TransformerLM),
     "mingru": Family(MinGRUConfig, MinGRULM),
     "minlstm": Family(MinLSTMConfig, MinLSTMLM),
+    "mamba2": Family(Mamba2Config, Mamba2LM),
+    "gated_deltanet": Family(GatedDeltaNetConfig, GatedDeltaNetLM),
 }
 
 

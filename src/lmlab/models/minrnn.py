@@ -7,8 +7,8 @@ so a whole window is computed at once by a parallel scan, and a token at a time 
 
 g(v) = v + 1/2 for v >= 0, sigmoid(v) otherwise, keeps every h positive, so the scan runs in log space
 (Heinsen 2023): log h_t = a_t + logcumsumexp(log b - a), a = cumsum(log coefficient): a cumsum and a
-logcumsumexp, stable in float32. Each layer is a pre-norm residual block, as in the paper's language models:
-x + W_o minRNN(norm(x)), then x + MLP(norm(x)). The state is every layer's h, ``[B, layers, hidden]``.
+logcumsumexp, stable in float32. Each layer is a pre-norm residual block (`blocks.py`), as in the paper's language
+models: x + W_o minRNN(norm(x)), then x + MLP(norm(x)). A layer's state is its h, ``[B, hidden]``.
 """
 
 from __future__ import annotations
@@ -20,17 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State
+from lmlab.models.blocks import BlockConfig, BlockLM
 
 
 @dataclass
-class MinGRUConfig(ModelConfig):
+class MinGRUConfig(BlockConfig):
     family: str = "mingru"
-    layers: int = 2
-    width: int = 128  # residual width; embed_dim must be null or equal to it
-    dropout: float = 0.1  # on the residual branches
     expand: float = 1.375  # hidden size of the recurrence = expand x width
-    mlp_ratio: int = 4
 
 
 @dataclass
@@ -66,6 +62,9 @@ class MinRNN(nn.Module):
         self.inputs = nn.Linear(width, hidden * (3 if lstm else 2), bias=False)  # candidate, then the gate(s)
         self.out = nn.Linear(hidden, width, bias=False)
 
+    def init_state(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+        return torch.zeros(batch_size, self.out.in_features, device=device, dtype=dtype)
+
     def log_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log coefficient (of h_(t-1)), log input weight, and the candidate's pre-activation."""
         candidate, *gates = self.inputs(x).chunk(3 if self.lstm else 2, dim=-1)
@@ -83,60 +82,14 @@ class MinRNN(nn.Module):
         return self.out(hs), hs[:, -1]
 
 
-class Block(nn.Module):
-    def __init__(self, cfg: MinGRUConfig, hidden: int, lstm: bool) -> None:
-        super().__init__()
-        self.norm1 = nn.RMSNorm(cfg.width)
-        self.rnn = MinRNN(cfg.width, hidden, lstm)
-        self.norm2 = nn.RMSNorm(cfg.width)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width, bias=False),
-            nn.GELU(),
-            nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width, bias=False),
-        )
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y, h = self.rnn(self.norm1(x), h)
-        x = x + self.dropout(y)
-        return x + self.dropout(self.mlp(self.norm2(x))), h
-
-
-class MinRNNLM(LanguageModel):
-    stateful = True
+class MinRNNLM(BlockLM):
     lstm = False
 
-    def __init__(self, cfg: MinGRUConfig, vocab_size: int) -> None:
-        if cfg.embed_dim not in (None, cfg.width):
-            raise LmlabError(f"model.embed_dim={cfg.embed_dim} must be null or equal model.width for {cfg.family}")
+    def make_mixer(self, cfg: MinGRUConfig) -> nn.Module:
         hidden = int(cfg.expand * cfg.width)
         if hidden < 1:
             raise LmlabError(f"model.expand={cfg.expand} x model.width={cfg.width} leaves no hidden units")
-        super().__init__(cfg, vocab_size)
-        self.hidden = hidden
-        self.blocks = nn.ModuleList(Block(cfg, self.hidden, self.lstm) for _ in range(cfg.layers))
-        self.norm = nn.RMSNorm(cfg.width)
-        nn.init.normal_(self.embedding.weight, std=0.02)
-
-    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
-        dtype = self.embedding.weight.dtype
-        return torch.zeros(batch_size, self.cfg.layers, self.hidden, device=device, dtype=dtype)
-
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        """Embedding, then each block; the final norm joins the top block."""
-        blocks = [list(block.parameters()) for block in self.blocks]
-        blocks[-1] += list(self.norm.parameters())
-        return [list(self.embedding.parameters()), *blocks]
-
-    def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(tokens.size(0), tokens.device)
-        x = self.embed_dropout(self.embedding(tokens))
-        last = []
-        for layer, block in enumerate(self.blocks):
-            x, h = block(x, state[:, layer])
-            last.append(h)
-        return self.norm(x), torch.stack(last, dim=1)
+        return MinRNN(cfg.width, hidden, self.lstm)
 
 
 class MinGRULM(MinRNNLM):

@@ -1,0 +1,160 @@
+"""Mamba-2 (Dao and Gu 2024, "Transformers are SSMs"): a selective state-space layer in its SSD form.
+
+Per head h (head size P, state size N), with a scalar decay per token:
+
+    h_t = exp(dt_t A) h_(t-1) + dt_t x_t B_t^T      (h: P x N)        y_t = h_t C_t + D x_t
+
+x, B, C come from a short causal convolution of the input projection, dt = softplus(. + dt_bias), A < 0 per
+head; y is normed, gated by SiLU(z) and projected back. The SSD algorithm computes a window in chunks of
+`chunk_size` tokens (state-spaces/mamba's `ssd_minimal.py` reads the same way): within a chunk y is a masked,
+decayed attention C B^T x (matrix multiplies); each chunk's final state passes to the next by the decay.
+One token is the recurrence above. The layer's state is (the convolution's last inputs ``[B, kernel-1, C]``,
+h ``[B, heads, P, N]``). Blocks are mixers alone (no MLP), as in Mamba's language models.
+
+`fused_kernels`: on CUDA with mamba-ssm installed, windows use its Triton SSD kernel (the same algorithm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.errors import LmlabError
+from lmlab.models.base import ModelConfig
+from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, ShortConv
+
+
+@dataclass
+class Mamba2Config(BlockConfig):
+    family: str = "mamba2"
+    layers: int = 3
+    mlp_ratio: int = 0  # Mamba's blocks are the mixer alone
+    expand: int = 2  # inner size = expand x width
+    state_size: int = 128  # N
+    heads: int = 4  # head size P = inner size / heads (64 at the shipped width, as in the paper)
+    groups: int = 1  # heads of a group share B and C
+    conv_kernel: int = 4
+    chunk_size: int = 64  # SSD chunk (the paper's GPU kernel uses 256)
+    fused_kernels: bool = False  # mamba-ssm's Triton kernel for windows, on CUDA
+
+    TUNABLE: ClassVar[tuple[str, ...]] = (*ModelConfig.TUNABLE, "chunk_size", "fused_kernels")
+
+
+def segsum(x: torch.Tensor) -> torch.Tensor:
+    """``[..., T] -> [..., T, T]``: entry (i, j) = x_(j+1) + ... + x_i for i >= j, -inf above the diagonal.
+
+    Summed from masked copies rather than as a difference of cumulative sums, which loses precision."""
+    length = x.size(-1)
+    ones = torch.ones(length, length, dtype=torch.bool, device=x.device)
+    sums = x.unsqueeze(-1).expand(*x.shape, length).masked_fill(~ones.tril(-1), 0).cumsum(dim=-2)
+    return sums.masked_fill(~ones.tril(), -torch.inf)
+
+
+def ssd(
+    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk: int, h0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SSD scan. ``x [b, T, h, P]`` (already times dt), ``log_a [b, T, h]`` (dt A), ``B, C [b, T, h, N]``,
+    ``h0 [b, h, P, N]`` -> ``y [b, T, h, P]`` (without D x) and the state after the last token."""
+    b, length, heads, _ = x.shape
+    pad = (-length) % chunk  # padding: no input (x = 0) and no decay (log a = 0) leave the state as it is
+    x, B, C = (F.pad(v, (0, 0, 0, 0, 0, pad)) for v in (x, B, C))
+    log_a = F.pad(log_a, (0, 0, 0, pad))
+    chunks = (length + pad) // chunk
+
+    def per_chunk(v: torch.Tensor) -> torch.Tensor:  # [b, T, h, d] -> [b, h, chunks, chunk, d]
+        return v.view(b, chunks, chunk, heads, -1).permute(0, 3, 1, 2, 4)
+
+    x, B, C = per_chunk(x), per_chunk(B), per_chunk(C)
+    A = log_a.view(b, chunks, chunk, heads).permute(0, 3, 1, 2)  # [b, h, chunks, chunk]
+    A_cum = A.cumsum(dim=-1)
+    # 1. within each chunk: decayed, causally masked attention C B^T x
+    y = ((C @ B.transpose(-1, -2)) * segsum(A).exp()) @ x
+    # 2. each chunk's own final state, its inputs decayed to the chunk's end
+    states = x.transpose(-1, -2) @ (B * (A_cum[..., -1:] - A_cum).exp().unsqueeze(-1))  # [b, h, chunks, P, N]
+    # 3. the state entering each chunk: h0 and the earlier chunks' states, decayed chunk by chunk
+    states = torch.cat([h0.unsqueeze(2), states], dim=2)
+    decay = segsum(F.pad(A_cum[..., -1], (1, 0))).exp()  # [b, h, chunks + 1, chunks + 1]
+    states = torch.einsum("bhzc,bhcpn->bhzpn", decay, states)
+    entering, last = states[:, :, :-1], states[:, :, -1]
+    # 4. what the entering state adds to each position, decayed from the chunk's start
+    y = y + (C @ entering.transpose(-1, -2)) * A_cum.exp().unsqueeze(-1)
+    return y.permute(0, 2, 3, 1, 4).reshape(b, chunks * chunk, heads, -1)[:, :length], last
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(self, cfg: Mamba2Config) -> None:
+        super().__init__()
+        inner = cfg.expand * cfg.width
+        if inner % cfg.heads or cfg.heads % cfg.groups:
+            raise LmlabError(
+                f"model.expand x model.width = {inner} must split into model.heads={cfg.heads} heads, "
+                f"a multiple of model.groups={cfg.groups}"
+            )
+        self.inner, self.heads, self.head_dim = inner, cfg.heads, inner // cfg.heads
+        self.groups, self.state_size, self.chunk = cfg.groups, cfg.state_size, cfg.chunk_size
+        self.fused = cfg.fused_kernels
+        conv_channels = inner + 2 * cfg.groups * cfg.state_size
+        self.in_proj = nn.Linear(cfg.width, inner + conv_channels + self.heads, bias=False)  # z, (x B C), dt
+        self.conv = ShortConv(conv_channels, cfg.conv_kernel, bias=True)
+        self.decay = DecayGate(self.heads)
+        self.D = nn.Parameter(torch.ones(self.heads))
+        self.norm = GatedRMSNorm(inner // cfg.groups, norm_before_gate=False)
+        self.out_proj = nn.Linear(inner, cfg.width, bias=False)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ssm = torch.zeros(batch_size, self.heads, self.head_dim, self.state_size, device=device, dtype=dtype)
+        return self.conv.init_state(batch_size, device, dtype), ssm
+
+    def forward(
+        self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        conv_state, h = state
+        b, length, _ = u.shape
+        z, xBC, a = self.in_proj(u).split([self.inner, self.conv.conv.in_channels, self.heads], dim=-1)
+        xBC, conv_state = self.conv(xBC, conv_state)
+        x, B, C = xBC.split([self.inner, self.groups * self.state_size, self.groups * self.state_size], dim=-1)
+        x = x.view(b, length, self.heads, self.head_dim)
+        B, C = (v.view(b, length, self.groups, self.state_size) for v in (B, C))
+        log_a, dt = self.decay(a)
+        if self.fused and length > 1:
+            y, h = fused_ssd(x, dt, -self.decay.A_log.exp(), B, C, self.chunk, h)
+        else:
+            B, C = (v.repeat_interleave(self.heads // self.groups, dim=2) for v in (B, C))
+            if length == 1:  # the recurrence: generation, one token at a time
+                h = h * log_a[:, 0, :, None, None].exp() + (dt[:, 0, :, None] * x[:, 0]).unsqueeze(-1) * B[
+                    :, 0
+                ].unsqueeze(-2)
+                y = (h @ C[:, 0].unsqueeze(-1)).squeeze(-1).unsqueeze(1)
+            else:
+                y, h = ssd(x * dt.unsqueeze(-1), log_a, B, C, self.chunk, h)
+        y = y + x * self.D.unsqueeze(-1)
+        y = self.norm(y.reshape(b, length, self.groups, -1), z.view(b, length, self.groups, -1))
+        return self.out_proj(y.reshape(b, length, self.inner)), (conv_state, h)
+
+
+def fused_ssd(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk: int, h0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mamba-ssm's Triton SSD kernel: the `ssd` scan (dt applied inside), B and C per group."""
+    if not x.is_cuda:
+        raise LmlabError(
+            "model.fused_kernels=true runs mamba-ssm's CUDA kernel: use a GPU (trainer=gpu) or set it false"
+        )
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except ImportError as err:
+        raise LmlabError(
+            f"model.fused_kernels=true needs mamba-ssm ({err}): `pip install mamba-ssm`, or set it false"
+        ) from None
+    return mamba_chunk_scan_combined(x, dt, A, B, C, chunk, initial_states=h0, return_final_states=True)
+
+
+class Mamba2LM(BlockLM):
+    def make_mixer(self, cfg: Mamba2Config) -> nn.Module:
+        return Mamba2Mixer(cfg)
