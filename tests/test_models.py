@@ -319,19 +319,27 @@ def random_inputs(length: int, seed: int, heads: int = 3) -> dict[str, torch.Ten
 
 
 @pytest.mark.parametrize("length", [1, 7, 16, 37])
-def test_ssd_equals_the_state_space_recurrence(length: int) -> None:
-    """h_t = a_t h_(t-1) + x_t B_t^T, y_t = h_t C_t; chunks of 8 (lengths below, at and across a chunk)."""
-    from lmlab.models.mamba2 import ssd
+@pytest.mark.parametrize("groups", [1, 3])
+def test_ssd_and_its_step_equal_the_state_space_recurrence(length: int, groups: int) -> None:
+    """h_t = a_t h_(t-1) + x_t B_t^T, y_t = h_t C_t, per head; B and C per group of heads; chunks of 8
+    (lengths below, at and across a chunk)."""
+    from lmlab.models.mamba2 import ssd, step
 
     v = random_inputs(length, seed=length)
+    B, C = v["B"][:, :, :groups], v["C"][:, :, :groups]
+    per_head = 3 // groups
     for h0 in (torch.zeros_like(v["h0"]), v["h0"]):
-        h, expected = h0, []
+        h, expected, stepped = h0, [], h0
         for t in range(length):
-            h = h * v["log_a"][:, t, :, None, None].exp() + v["x"][:, t, :, :, None] * v["B"][:, t, :, None, :]
-            expected.append((h @ v["C"][:, t, :, :, None]).squeeze(-1))
-        y, last = ssd(v["x"], v["log_a"], v["B"], v["C"], 8, h0)
+            Bt, Ct = B[:, t].repeat_interleave(per_head, 1), C[:, t].repeat_interleave(per_head, 1)
+            h = h * v["log_a"][:, t, :, None, None].exp() + v["x"][:, t, :, :, None] * Bt[:, :, None, :]
+            expected.append((h @ Ct[:, :, :, None]).squeeze(-1))
+            y, stepped = step(v["x"][:, t], v["log_a"][:, t], B[:, t], C[:, t], stepped)
+            torch.testing.assert_close(y[:, 0], expected[-1])
+        y, last = ssd(v["x"], v["log_a"], B, C, 8, h0)
         torch.testing.assert_close(y, torch.stack(expected, 1))
         torch.testing.assert_close(last, h)
+        torch.testing.assert_close(stepped, h)
 
 
 @pytest.mark.parametrize("length", [1, 7, 16, 37])

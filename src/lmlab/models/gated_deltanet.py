@@ -57,8 +57,9 @@ def chunk_delta_rule(
     ``log_a, beta [b, T, h]``, ``S [b, h, K, V]`` -> outputs ``[b, T, h, V]`` and the state after the last."""
     b, length, heads, _ = q.shape
     pad = (-length) % chunk  # padding: k = 0 and b = 0 write nothing, log a = 0 decays nothing
-    q, k, v = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v))
-    log_a, beta = (F.pad(x, (0, 0, 0, pad)) for x in (log_a, beta))
+    if pad:
+        q, k, v = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v))
+        log_a, beta = (F.pad(x, (0, 0, 0, pad)) for x in (log_a, beta))
     chunks = (length + pad) // chunk
 
     def per_chunk(x: torch.Tensor) -> torch.Tensor:  # [b, T, h, d] -> [b, h, chunks, chunk, d]

@@ -57,32 +57,49 @@ def segsum(x: torch.Tensor) -> torch.Tensor:
 def ssd(
     x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk: int, h0: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SSD scan. ``x [b, T, h, P]`` (already times dt), ``log_a [b, T, h]`` (dt A), ``B, C [b, T, h, N]``,
-    ``h0 [b, h, P, N]`` -> ``y [b, T, h, P]`` (without D x) and the state after the last token."""
+    """The SSD scan. ``x [b, T, heads, P]`` (already times dt), ``log_a [b, T, heads]`` (dt A), ``B, C [b, T,
+    groups, N]`` shared by a group's heads, ``h0 [b, heads, P, N]`` -> ``y [b, T, heads, P]`` (without D x)
+    and the state after the last token. A group's C B^T is computed once, for all of its heads."""
     b, length, heads, _ = x.shape
+    groups = B.size(2)
     pad = (-length) % chunk  # padding: no input (x = 0) and no decay (log a = 0) leave the state as it is
-    x, B, C = (F.pad(v, (0, 0, 0, 0, 0, pad)) for v in (x, B, C))
-    log_a = F.pad(log_a, (0, 0, 0, pad))
+    if pad:
+        x, B, C = (F.pad(v, (0, 0, 0, 0, 0, pad)) for v in (x, B, C))
+        log_a = F.pad(log_a, (0, 0, 0, pad))
     chunks = (length + pad) // chunk
 
-    def per_chunk(v: torch.Tensor) -> torch.Tensor:  # [b, T, h, d] -> [b, h, chunks, chunk, d]
-        return v.view(b, chunks, chunk, heads, -1).permute(0, 3, 1, 2, 4)
+    def per_chunk(v: torch.Tensor, per_group: int) -> torch.Tensor:  # -> [b, groups, per_group, chunks, chunk, d]
+        return v.view(b, chunks, chunk, groups, per_group, -1).permute(0, 3, 4, 1, 2, 5)
 
-    x, B, C = per_chunk(x), per_chunk(B), per_chunk(C)
-    A = log_a.view(b, chunks, chunk, heads).permute(0, 3, 1, 2)  # [b, h, chunks, chunk]
+    x, B, C = per_chunk(x, heads // groups), per_chunk(B, 1), per_chunk(C, 1)
+    A = per_chunk(log_a, heads // groups).squeeze(-1)  # [b, groups, per_group, chunks, chunk]
     A_cum = A.cumsum(dim=-1)
     # 1. within each chunk: decayed, causally masked attention C B^T x
     y = ((C @ B.transpose(-1, -2)) * segsum(A).exp()) @ x
     # 2. each chunk's own final state, its inputs decayed to the chunk's end
-    states = x.transpose(-1, -2) @ (B * (A_cum[..., -1:] - A_cum).exp().unsqueeze(-1))  # [b, h, chunks, P, N]
+    states = (x * (A_cum[..., -1:] - A_cum).exp().unsqueeze(-1)).transpose(-1, -2) @ B  # [..., chunks, P, N]
     # 3. the state entering each chunk: h0 and the earlier chunks' states, decayed chunk by chunk
-    states = torch.cat([h0.unsqueeze(2), states], dim=2)
-    decay = segsum(F.pad(A_cum[..., -1], (1, 0))).exp()  # [b, h, chunks + 1, chunks + 1]
-    states = torch.einsum("bhzc,bhcpn->bhzpn", decay, states)
-    entering, last = states[:, :, :-1], states[:, :, -1]
+    states = torch.cat([h0.view(b, groups, heads // groups, 1, *h0.shape[2:]), states], dim=3)
+    decay = segsum(F.pad(A_cum[..., -1], (1, 0))).exp()  # [..., chunks + 1, chunks + 1]
+    states = torch.einsum("...zc,...cpn->...zpn", decay, states)
+    entering, last = states[..., :-1, :, :], states[..., -1, :, :]
     # 4. what the entering state adds to each position, decayed from the chunk's start
     y = y + (C @ entering.transpose(-1, -2)) * A_cum.exp().unsqueeze(-1)
-    return y.permute(0, 2, 3, 1, 4).reshape(b, chunks * chunk, heads, -1)[:, :length], last
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, chunks * chunk, heads, -1)[:, :length]
+    return y, last.reshape(h0.shape)
+
+
+def step(
+    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token of the recurrence: ``x [b, heads, P]`` (times dt), ``log_a [b, heads]``, ``B, C [b, groups, N]``,
+    ``h [b, heads, P, N]`` -> ``y [b, 1, heads, P]`` and the new h."""
+    b, heads, P = x.shape
+    groups = B.size(1)
+    h = h.view(b, groups, heads // groups, P, -1) * log_a.view(b, groups, -1, 1, 1).exp()
+    h = h + x.view(b, groups, heads // groups, P, 1) * B.view(b, groups, 1, 1, -1)
+    y = (h @ C.view(b, groups, 1, -1, 1)).view(b, 1, heads, P)
+    return y, h.view(b, heads, P, -1)
 
 
 class Mamba2Mixer(nn.Module):
@@ -125,12 +142,8 @@ class Mamba2Mixer(nn.Module):
         if self.fused and length > 1:
             y, h = fused_ssd(x, dt, -self.decay.A_log.exp(), B, C, self.chunk, h)
         else:
-            B, C = (v.repeat_interleave(self.heads // self.groups, dim=2) for v in (B, C))
             if length == 1:  # the recurrence: generation, one token at a time
-                h = h * log_a[:, 0, :, None, None].exp() + (dt[:, 0, :, None] * x[:, 0]).unsqueeze(-1) * B[
-                    :, 0
-                ].unsqueeze(-2)
-                y = (h @ C[:, 0].unsqueeze(-1)).squeeze(-1).unsqueeze(1)
+                y, h = step(x[:, 0] * dt[:, 0, :, None], log_a[:, 0], B[:, 0], C[:, 0], h)
             else:
                 y, h = ssd(x * dt.unsqueeze(-1), log_a, B, C, self.chunk, h)
         y = y + x * self.D.unsqueeze(-1)
