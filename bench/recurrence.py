@@ -1,7 +1,8 @@
 """The two forms of a recurrent family: a whole window at once (training's parallel form) against a token at a time
 with the carried state (generation's and the recurrence's own form), forward and backward.
 
-    python bench/recurrence.py [--families mingru,minlstm,mamba2,gated_deltanet] [--lengths 256,1024,4096] [--batch 8] [--rounds 3]
+    python bench/recurrence.py [--families mingru,minlstm,mamba2,gated_deltanet] [--lengths 256,1024,4096]
+        [--batch 8] [--rounds 3]
 
 Each family is built at its shipped size (conf/model/<family>.yaml, vocabulary 8000, dropout off). For each
 length T one round times, on the same random tokens, forward + backward of the sum of the log-probabilities
@@ -88,7 +89,9 @@ def bench(family: str, length: int, batch: int, rounds: int) -> dict[str, float 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", default="mingru,minlstm,mamba2,gated_deltanet", help="comma-separated stateful families")
+    parser.add_argument(
+        "--families", default="mingru,minlstm,mamba2,gated_deltanet", help="comma-separated stateful families"
+    )
     parser.add_argument("--lengths", default="256,1024,4096", help="comma-separated window lengths T")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import ctypes
 import gc
 import io
 import json
@@ -55,6 +54,7 @@ from torch.utils.data import DataLoader
 from lmlab.config import PathsConfig, PretrainConfig, register_configs, typed
 from lmlab.data.corpus import SPECIAL_IDS, Corpus, write_corpus
 from lmlab.data.lm import train_windows
+from lmlab.malloc import steady_malloc
 from lmlab.models import FAMILIES, LanguageModel, build_model, carried, detach_state
 from lmlab.tasks.optim import build_optimizer, build_schedule
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
@@ -119,21 +119,6 @@ def open_corpus(args: argparse.Namespace, cfg: PretrainConfig, tmp: Path) -> Cor
 
 
 # ----- timing -----
-def fix_malloc() -> bool:
-    """Fixed glibc malloc thresholds, so that freed big tensors (the logits) are reused, not page-faulted afresh.
-
-    By default glibc moves its mmap threshold as blocks are freed, so the same step's big buffers come
-    sometimes from reused heap and sometimes from new mmaps (tens of thousands of page faults): a
-    noise of 10-30% per round on a CPU that hits either side by chance. Returns whether it applied.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -429,7 +414,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)  # no "GPU available" / "max_steps reached" lines
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.malloc == "fixed" and not fix_malloc():
+    if args.malloc == "fixed" and not steady_malloc():
         args.malloc = "default"  # not glibc
     register_configs()
     started = time.perf_counter()

@@ -236,3 +236,12 @@ def test_sigterm_during_a_fit_is_left_to_lightning(tmp_path: Path) -> None:
     with pytest.raises(SIGTERMException), sigterm_unwinds():
         trainer.fit(BoringModel())
     assert trainer.global_step == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_jobs_hold_the_allocator_steady() -> None:
+    """Every job fixes glibc's thresholds (docs/benchmarks.md: 28% of a CPU training step went to page faults)."""
+    from lmlab.malloc import steady_malloc
+
+    assert steady_malloc()
+    assert "steady_malloc()" in (ROOT / "src" / "lmlab" / "cli" / "__init__.py").read_text()

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, read_write
 
 from lmlab.config import register_configs, typed
 from lmlab.errors import LmlabError
+from lmlab.malloc import steady_malloc
 
 VERBS = {
     "download": "fetch the corpus and labeled set into data/raw (verified by sha256)",
@@ -99,6 +100,7 @@ def main() -> None:
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         sys.argv = job_argv(argv) if multirun else argv  # Lightning's DDP launcher re-runs it for the other ranks
         launcher_env = {key: os.environ.get(key) for key in LAUNCHER_ENV}
+        steady_malloc()
         try:
             with sigterm_unwinds():
                 return run(typed(cfg))

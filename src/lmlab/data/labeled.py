@@ -104,7 +104,16 @@ class LabeledSet:
 
 class ShuffledDocuments(IterableDataset):
     """Training batches: every epoch a seeded permutation of the documents, cut into global batches of
-    ``batch_size * world`` of which rank ``r`` takes its slice; the last partial batch is dropped."""
+    ``batch_size * world`` of which rank ``r`` takes its slice; the last partial batch is dropped.
+
+    Batches are padded to their longest document, so a batch of random documents is mostly padding (on
+    rt_sentiment: 70 tokens a row for 36 of text). As Hugging Face's ``group_by_length`` does, each run of
+    `BUCKET` global batches of the permutation is sorted by length before it is cut, and the epoch's
+    batches are then shuffled: each batch holds documents of about one length, every document still comes
+    once per epoch in a random batch, and the cost of a step follows its text.
+    """
+
+    BUCKET = 50
 
     def __init__(
         self, data: LabeledSplit, batch_size: int, max_tokens: int, seed: int, rank: int, world: int, start: int = 0
@@ -117,15 +126,26 @@ class ShuffledDocuments(IterableDataset):
                 f"the labeled train split has {len(data)} documents, fewer than one batch of "
                 f"{batch_size} x {world} ranks: lower finetune.batch_size"
             )
+        self.lengths = np.minimum(np.diff(data.offsets), max_tokens - 2)
+
+    def epoch_batches(self, epoch: int) -> np.ndarray:
+        """``[per_epoch, batch_size * world]``: the epoch's global batches, in the order they are trained."""
+        rng = np.random.default_rng([self.seed, epoch])
+        size = self.batch_size * self.world
+        order = rng.permutation(len(self.data))[: self.per_epoch * size]
+        bucket = self.BUCKET * size
+        for begin in range(0, len(order), bucket):
+            part = order[begin : begin + bucket]
+            order[begin : begin + bucket] = part[np.argsort(self.lengths[part], kind="stable")]
+        return order.reshape(self.per_epoch, size)[rng.permutation(self.per_epoch)]
 
     def __iter__(self) -> Iterator[DocBatch]:
-        epoch_order: tuple[int, np.ndarray] | None = None
+        batches: tuple[int, np.ndarray] | None = None
         for index in count(self.start):
             epoch, step = divmod(index, self.per_epoch)
-            if epoch_order is None or epoch_order[0] != epoch:
-                epoch_order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.data)))
-            size = self.batch_size * self.world
-            chunk = epoch_order[1][step * size : (step + 1) * size]
+            if batches is None or batches[0] != epoch:
+                batches = (epoch, self.epoch_batches(epoch))
+            chunk = batches[1][step]
             yield self.data.batch(
                 chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size], self.max_tokens
             )
