@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmlab.data.labeled import LabeledSplit, ShuffledDocuments
+from lmlab.data.labeled import LabeledSplit, OrderedDocuments, ShuffledDocuments
 
 EOD, PAD = 1, 0
 
@@ -56,3 +56,16 @@ def test_batches_hold_documents_of_about_one_length_in_random_order() -> None:
     assert abs(np.corrcoef(np.arange(len(means)), means)[0, 1]) < 0.3, "batch lengths follow no trend"
     tokens, row_lengths, labels = next(iter(docs))
     assert tokens.shape == (32, int(row_lengths.max())) and labels.shape == (32,)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_evaluation_reads_every_document_once_in_batches_of_one_length(world: int) -> None:
+    data = split(documents=1001)
+    ranks = [OrderedDocuments(data, 64, 96, rank=r, world=world) for r in range(world)]
+    batches = [documents_of(batch) for rank in ranks for batch in rank]
+    seen = [doc for batch in batches for doc in batch]
+    assert sorted(seen) == list(range(1001))
+    assert sum(len(rank) for rank in ranks) == len(batches)
+    lengths = np.minimum(np.diff(data.offsets), 94) + 2
+    padded = sum(len(b) * lengths[b].max() for b in batches) / len(seen)  # tokens a row, padding included
+    assert padded / lengths.mean() < 1.25, f"{padded:.1f} padded tokens a row for {lengths.mean():.1f} of text"

@@ -152,11 +152,12 @@ class ShuffledDocuments(IterableDataset):
 
 
 class OrderedDocuments(IterableDataset):
-    """Evaluation batches: rank ``r`` reads documents ``r, r + world, ...`` once, in order, none twice."""
+    """Evaluation batches: every document once, on one rank, in order of length (shortest first), so that a
+    batch pads little; rank ``r`` takes every ``world``-th of that order, so ranks get alike batches."""
 
     def __init__(self, data: LabeledSplit, batch_size: int, max_tokens: int, rank: int = 0, world: int = 1) -> None:
         self.data, self.batch_size, self.max_tokens = data, batch_size, max_tokens
-        self.indices = np.arange(rank, len(data), world)
+        self.indices = np.argsort(np.diff(data.offsets), kind="stable")[rank::world]
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)

@@ -56,6 +56,7 @@ def chunk_delta_rule(
     """The gated delta rule over a window. ``q, k [b, T, h, K]`` (q scaled), ``v [b, T, h, V]``,
     ``log_a, beta [b, T, h]``, ``S [b, h, K, V]`` -> outputs ``[b, T, h, V]`` and the state after the last."""
     b, length, heads, _ = q.shape
+    chunk = min(chunk, length)  # a shorter window is one chunk, unpadded
     pad = (-length) % chunk  # padding: k = 0 and b = 0 write nothing, log a = 0 decays nothing
     if pad:
         q, k, v = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v))

@@ -62,6 +62,7 @@ def ssd(
     and the state after the last token. A group's C B^T is computed once, for all of its heads."""
     b, length, heads, _ = x.shape
     groups = B.size(2)
+    chunk = min(chunk, length)  # a shorter window is one chunk, unpadded
     pad = (-length) % chunk  # padding: no input (x = 0) and no decay (log a = 0) leave the state as it is
     if pad:
         x, B, C = (F.pad(v, (0, 0, 0, 0, 0, pad)) for v in (x, B, C))
