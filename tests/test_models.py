@@ -427,3 +427,20 @@ def test_fused_kernels_agree_with_the_pure_pytorch_form(family: str, package: st
     torch.testing.assert_close(a.log_softmax(-1), b.log_softmax(-1), rtol=0, atol=2e-3)
     for x, y in zip(sa, sb, strict=True):
         torch.testing.assert_close(x[1], y[1], rtol=1e-3, atol=1e-3)
+
+
+def test_the_chunked_scans_from_none_equal_from_zeros() -> None:
+    """None is the zero state without the work of reading it, in one chunk and across chunks."""
+    from lmlab.models.gated_deltanet import chunk_delta_rule
+    from lmlab.models.mamba2 import ssd
+
+    for length in (5, 8, 21):
+        v = random_inputs(length, seed=7)
+        zeros = torch.zeros_like(v["h0"])
+        from_none, from_zeros = (ssd(v["x"], v["log_a"], v["B"], v["C"], 8, h0) for h0 in (None, zeros))
+        for a, b in zip(from_none, from_zeros, strict=True):
+            torch.testing.assert_close(a, b)
+        S = zeros.transpose(-1, -2)
+        args = (v["C"], v["k"], v["x"], v["log_a"], v["beta"], 8)
+        for a, b in zip(chunk_delta_rule(*args, None), chunk_delta_rule(*args, S), strict=True):
+            torch.testing.assert_close(a, b)

@@ -6,9 +6,11 @@ flash-linear-attention's models: a residual stack whose token mixer is the famil
     features = norm(x)
 
 A mixer holds its own state: ``init_state(batch, device, dtype)`` and ``forward(x, state) -> (y, state)``,
-the whole window at once (the parallel form) or, for ``x`` of one token, one step of the recurrence. The
-model's state is the tuple of its layers' states. The short causal convolution and the gated output norm
-that Mamba-2 and Gated DeltaNet both use live here too, as do their decay gates' initialisation.
+the whole window at once (the parallel form) or, for ``x`` of one token, one step of the recurrence. A
+``None`` state is the initial (zero) state, known without looking: a fresh start (every fine-tuning
+document) spends nothing on reading it. The model's state is the tuple of its layers' states. The short
+causal convolution and the gated output norm that Mamba-2 and Gated DeltaNet both use live here too, as do
+their decay gates' initialisation.
 """
 
 from __future__ import annotations
@@ -89,11 +91,9 @@ class BlockLM(LanguageModel):
         return [list(self.embedding.parameters()), *blocks]
 
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(tokens.size(0), tokens.device)
         x = self.embed_dropout(self.embedding(tokens))
         last = []
-        for block, layer_state in zip(self.blocks, state, strict=True):
+        for block, layer_state in zip(self.blocks, state or (None,) * len(self.blocks), strict=True):
             x, layer_state = block(x, layer_state)
             last.append(layer_state)
         return self.norm(x), tuple(last)
@@ -113,9 +113,9 @@ class ShortConv(nn.Module):
     def init_state(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(batch_size, self.kernel - 1, self.conv.in_channels, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [B, T, C]`` after the inputs in ``state``: outputs ``[B, T, C]`` and the new state."""
-        window = torch.cat([state, x], dim=1)
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, T, C]`` after the inputs in ``state`` (None: zeros): outputs ``[B, T, C]`` and the new state."""
+        window = F.pad(x, (0, 0, self.kernel - 1, 0)) if state is None else torch.cat([state, x], dim=1)
         if x.size(1) == 1:  # one step: the kernel over the last `kernel` inputs
             y = torch.einsum("bkc,ck->bc", window, self.conv.weight.squeeze(1)).unsqueeze(1)
             if self.conv.bias is not None:

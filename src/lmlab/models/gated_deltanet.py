@@ -51,9 +51,9 @@ def chunk_delta_rule(
     log_a: torch.Tensor,
     beta: torch.Tensor,
     chunk: int,
-    S: torch.Tensor,
+    S: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gated delta rule over a window. ``q, k [b, T, h, K]`` (q scaled), ``v [b, T, h, V]``,
+    """The gated delta rule over a window (S None: zeros). ``q, k [b, T, h, K]`` (q scaled), ``v [b, T, h, V]``,
     ``log_a, beta [b, T, h]``, ``S [b, h, K, V]`` -> outputs ``[b, T, h, V]`` and the state after the last."""
     b, length, heads, _ = q.shape
     chunk = min(chunk, length)  # a shorter window is one chunk, unpadded
@@ -82,9 +82,15 @@ def chunk_delta_rule(
     to_end = (G[..., -1:] - G).exp().unsqueeze(-1)  # decay from each token to its chunk's end
     out = []
     for c in range(chunks):
+        written = (k[:, :, c] * to_end[:, :, c]).transpose(-1, -2)
+        if S is None:  # the zero state: nothing to read, subtract or decay
+            new_v = U[:, :, c]
+            out.append(attn[:, :, c] @ new_v)
+            S = written @ new_v
+            continue
         new_v = U[:, :, c] - W[:, :, c] @ S
         out.append((q[:, :, c] * G[:, :, c].exp().unsqueeze(-1)) @ S + attn[:, :, c] @ new_v)
-        S = S * G[:, :, c, -1, None, None].exp() + (k[:, :, c] * to_end[:, :, c]).transpose(-1, -2) @ new_v
+        S = S * G[:, :, c, -1, None, None].exp() + written @ new_v
     o = torch.stack(out, dim=2).permute(0, 2, 3, 1, 4).reshape(b, chunks * chunk, heads, -1)
     return o[:, :length], S
 
@@ -111,9 +117,9 @@ class GatedDeltaNetMixer(nn.Module):
         return self.conv.init_state(batch_size, device, dtype), S
 
     def forward(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        conv_state, S = state
+        conv_state, S = (None, None) if state is None else state
         b, length, _ = x.shape
         qkv, conv_state = self.conv(self.qkv(x), conv_state)
         q, k, v = (y.view(b, length, self.heads, -1) for y in qkv.split(self.sizes, dim=-1))
@@ -125,6 +131,8 @@ class GatedDeltaNetMixer(nn.Module):
             o, S = fused_delta_rule(q, k, v, log_a, beta, S)
         elif length == 1:  # the recurrence: generation, one token at a time
             q, k, v, log_a, beta = q[:, 0], k[:, 0], v[:, 0], log_a[:, 0], beta[:, 0]
+            if S is None:
+                S = q.new_zeros(b, self.heads, self.key_dim, self.value_dim)
             S = S * log_a.exp()[..., None, None]
             new_v = (v - (k.unsqueeze(-2) @ S).squeeze(-2)) * beta.unsqueeze(-1)
             S = S + k.unsqueeze(-1) * new_v.unsqueeze(-2)
@@ -136,7 +144,7 @@ class GatedDeltaNetMixer(nn.Module):
 
 
 def fused_delta_rule(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_a: torch.Tensor, beta: torch.Tensor, S: torch.Tensor
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_a: torch.Tensor, beta: torch.Tensor, S: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """flash-linear-attention's Triton chunk kernel for the gated delta rule (q already scaled)."""
     if not q.is_cuda:

@@ -55,11 +55,11 @@ def segsum(x: torch.Tensor) -> torch.Tensor:
 
 
 def ssd(
-    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk: int, h0: torch.Tensor
+    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk: int, h0: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The SSD scan. ``x [b, T, heads, P]`` (already times dt), ``log_a [b, T, heads]`` (dt A), ``B, C [b, T,
-    groups, N]`` shared by a group's heads, ``h0 [b, heads, P, N]`` -> ``y [b, T, heads, P]`` (without D x)
-    and the state after the last token. A group's C B^T is computed once, for all of its heads."""
+    groups, N]`` shared by a group's heads, ``h0 [b, heads, P, N]`` (None: zeros) -> ``y [b, T, heads, P]``
+    (without D x) and the state after the last token. A group's C B^T is computed once, for all of its heads."""
     b, length, heads, _ = x.shape
     groups = B.size(2)
     chunk = min(chunk, length)  # a shorter window is one chunk, unpadded
@@ -79,26 +79,33 @@ def ssd(
     y = ((C @ B.transpose(-1, -2)) * segsum(A).exp()) @ x
     # 2. each chunk's own final state, its inputs decayed to the chunk's end
     states = (x * (A_cum[..., -1:] - A_cum).exp().unsqueeze(-1)).transpose(-1, -2) @ B  # [..., chunks, P, N]
-    # 3. the state entering each chunk: h0 and the earlier chunks' states, decayed chunk by chunk
-    states = torch.cat([h0.view(b, groups, heads // groups, 1, *h0.shape[2:]), states], dim=3)
-    decay = segsum(F.pad(A_cum[..., -1], (1, 0))).exp()  # [..., chunks + 1, chunks + 1]
-    states = torch.einsum("...zc,...cpn->...zpn", decay, states)
-    entering, last = states[..., :-1, :, :], states[..., -1, :, :]
-    # 4. what the entering state adds to each position, decayed from the chunk's start
-    y = y + (C @ entering.transpose(-1, -2)) * A_cum.exp().unsqueeze(-1)
+    if h0 is None and chunks == 1:  # from the zero state in one chunk, nothing enters: steps 3 and 4 add nothing
+        last = states[..., 0, :, :]
+    else:
+        # 3. the state entering each chunk: h0 and the earlier chunks' states, decayed chunk by chunk
+        if h0 is None:
+            h0 = x.new_zeros(b, heads, *states.shape[-2:])
+        states = torch.cat([h0.view(b, groups, heads // groups, 1, *h0.shape[2:]), states], dim=3)
+        decay = segsum(F.pad(A_cum[..., -1], (1, 0))).exp()  # [..., chunks + 1, chunks + 1]
+        states = torch.einsum("...zc,...cpn->...zpn", decay, states)
+        entering, last = states[..., :-1, :, :], states[..., -1, :, :]
+        # 4. what the entering state adds to each position, decayed from the chunk's start
+        y = y + (C @ entering.transpose(-1, -2)) * A_cum.exp().unsqueeze(-1)
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, chunks * chunk, heads, -1)[:, :length]
-    return y, last.reshape(h0.shape)
+    return y, last.reshape(b, heads, *last.shape[-2:])
 
 
 def step(
-    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor
+    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token of the recurrence: ``x [b, heads, P]`` (times dt), ``log_a [b, heads]``, ``B, C [b, groups, N]``,
-    ``h [b, heads, P, N]`` -> ``y [b, 1, heads, P]`` and the new h."""
+    ``h [b, heads, P, N]`` (None: zeros) -> ``y [b, 1, heads, P]`` and the new h."""
     b, heads, P = x.shape
     groups = B.size(1)
-    h = h.view(b, groups, heads // groups, P, -1) * log_a.view(b, groups, -1, 1, 1).exp()
-    h = h + x.view(b, groups, heads // groups, P, 1) * B.view(b, groups, 1, 1, -1)
+    h_new = x.view(b, groups, heads // groups, P, 1) * B.view(b, groups, 1, 1, -1)
+    if h is not None:
+        h_new = h_new + h.view(b, groups, heads // groups, P, -1) * log_a.view(b, groups, -1, 1, 1).exp()
+    h = h_new
     y = (h @ C.view(b, groups, 1, -1, 1)).view(b, 1, heads, P)
     return y, h.view(b, heads, P, -1)
 
@@ -130,9 +137,9 @@ class Mamba2Mixer(nn.Module):
         return self.conv.init_state(batch_size, device, dtype), ssm
 
     def forward(
-        self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+        self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        conv_state, h = state
+        conv_state, h = (None, None) if state is None else state
         b, length, _ = u.shape
         z, xBC, a = self.in_proj(u).split([self.inner, self.conv.conv.in_channels, self.heads], dim=-1)
         xBC, conv_state = self.conv(xBC, conv_state)
@@ -153,7 +160,13 @@ class Mamba2Mixer(nn.Module):
 
 
 def fused_ssd(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk: int, h0: torch.Tensor
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk: int,
+    h0: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """mamba-ssm's Triton SSD kernel: the `ssd` scan (dt applied inside), B and C per group."""
     if not x.is_cuda:

@@ -44,13 +44,15 @@ def g(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
 
 
-def log_scan(log_coeffs: torch.Tensor, log_values: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """Every h_t of h_t = coeff_t * h_(t-1) + value_t from h0 (``[B, H]``), given the logs ``[B, T, H]``."""
-    log_coeffs = F.pad(log_coeffs, (0, 0, 1, 0))  # position 0 holds h0, with nothing before it
-    log_values = torch.cat([h0.clamp_min(0).log().unsqueeze(1), log_values], dim=1)  # a zero h0 is log 0 = -inf
+def log_scan(log_coeffs: torch.Tensor, log_values: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """Every h_t of h_t = coeff_t * h_(t-1) + value_t from h0 (``[B, H]``, None: zeros), given the logs
+    ``[B, T, H]``."""
+    if h0 is not None:  # position 0 holds h0, with nothing before it
+        log_coeffs = F.pad(log_coeffs, (0, 0, 1, 0))
+        log_values = torch.cat([h0.clamp_min(0).log().unsqueeze(1), log_values], dim=1)  # h0 = 0: log 0 = -inf
     a_star = log_coeffs.cumsum(dim=1)
     log_h = a_star + (log_values - a_star).logcumsumexp(dim=1)
-    return log_h[:, 1:].exp()
+    return log_h[:, 0 if h0 is None else 1 :].exp()
 
 
 class MinRNN(nn.Module):
@@ -73,10 +75,12 @@ class MinRNN(nn.Module):
             return -F.softplus(diff), -F.softplus(-diff), candidate
         return -F.softplus(gates[0]), -F.softplus(-gates[0]), candidate  # log (1 - z), log z
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         log_coeff, log_weight, candidate = self.log_gates(x)
         if x.size(1) == 1:  # the recurrence itself: generation, one token at a time
-            hs = (log_coeff.exp() * h.unsqueeze(1)) + log_weight.exp() * g(candidate)
+            hs = log_weight.exp() * g(candidate)
+            if h is not None:
+                hs = hs + log_coeff.exp() * h.unsqueeze(1)
         else:
             hs = log_scan(log_coeff, log_weight + log_g(candidate), h)
         return self.out(hs), hs[:, -1]
