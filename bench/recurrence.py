@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from lmlab.malloc import steady_malloc
 from lmlab.models import FAMILIES, LanguageModel, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    steady_malloc()  # as every lmlab job does
     families = args.families.split(",")
     unknown = [f for f in families if f not in FAMILIES or not FAMILIES[f].model.stateful]
     if unknown:
