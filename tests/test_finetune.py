@@ -280,6 +280,7 @@ AGREED = (
     "scratch/test/acc",
     "scratch/test/f1",
     "model/params",
+    "model/non_embedding_params",
     "train/tokens_per_sec",
     "train/wall_seconds",
 )
@@ -294,6 +295,7 @@ def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(finetuned: Path, tm
     assert metrics["test/acc"] > 0.7 and 1 < metrics["test/ppl"] < TOKENIZER.vocab_size
     assert metrics["test/bpb"] > 0 and metrics["infer/tokens_per_sec"] > 0 and metrics["infer/peak_memory_mb"] > 0
     assert metrics["model/params"] == json.loads((finetuned / "pretrain/gru/metrics.json").read_text())["model/params"]
+    assert metrics["model/non_embedding_params"] == metrics["model/params"] - metrics["model/embedding_params"] > 0
     assert sorted(p.name for p in Path(cfg.curves_dir).iterdir()) == ["finetune.csv", "pretrain.csv", "scratch.csv"]
     assert Path(cfg.sample_file).read_text().strip()
 

@@ -9,7 +9,8 @@ import pytest
 
 from lmlab.config import ReportConfig
 from lmlab.errors import LmlabError
-from lmlab.report import PLOTS, report
+from lmlab.report import PLOTS, family_colours, report
+from tests.helpers.project import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -82,3 +83,13 @@ def test_a_failed_rebuild_keeps_the_previous_report(tmp_path: Path) -> None:
     with pytest.raises(LmlabError, match=r"gru.json is not valid JSON .*evaluate@gru"):
         report(config(tmp_path, ["gru"]))
     assert (tmp_path / "reports/comparison.md").read_text() == first
+
+
+def test_a_family_has_one_colour_in_every_plot() -> None:
+    """The report's curves and DVC's plots both colour families by Tableau's 10 in alphabetical order."""
+    colours = family_colours(["transformer", "gru", "mamba2", "lstm"])
+    assert colours == {"gru": "C0", "lstm": "C1", "mamba2": "C2", "transformer": "C3"}
+    assert family_colours(["mamba2", "gru", "transformer", "lstm"]) == colours, "the order given does not matter"
+    template = json.loads((ROOT / ".dvc" / "plots" / "families.json").read_text())
+    colour = template["encoding"]["color"]
+    assert (colour["field"], colour["sort"], colour["scale"]["scheme"]) == ("family", "ascending", "category10")

@@ -60,6 +60,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         M.PARAMS: lm.model.num_params,
         M.EMBEDDING_PARAMS: lm.model.num_embedding_params,
+        M.NON_EMBEDDING_PARAMS: lm.model.num_params - lm.model.num_embedding_params,
         **{key: trained[key] for key in (M.TRAIN_TOKENS_PER_SEC, M.TRAIN_WALL_SECONDS, M.TRAIN_TOKENS)},
         **M.lm_figures("val", trained[M.BEST_VAL_LOSS], corpus.tokens_per_byte("val")),
     }

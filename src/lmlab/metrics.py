@@ -24,6 +24,7 @@ BEST_VAL_LOSS = "best/val/loss"
 TEST_LOSS, TEST_PPL, TEST_BPB = "test/loss", "test/ppl", "test/bpb"
 PARAMS = "model/params"
 EMBEDDING_PARAMS = "model/embedding_params"
+NON_EMBEDDING_PARAMS = "model/non_embedding_params"  # the backbone: what the families differ in
 
 # ----- classifier -----
 FINETUNE_TRAIN_LOSS = "finetune/train/loss"

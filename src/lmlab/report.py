@@ -32,6 +32,7 @@ PLOTS = {
 }
 COLUMNS = [  # (header, metric key, format)
     ("params", M.PARAMS, "{:,.0f}"),
+    ("non-emb params", M.NON_EMBEDDING_PARAMS, "{:,.0f}"),
     ("train s", M.TRAIN_WALL_SECONDS, "{:.0f}"),
     ("train tok/s", M.TRAIN_TOKENS_PER_SEC, "{:,.0f}"),
     ("infer tok/s", M.INFER_TOKENS_PER_SEC, "{:,.0f}"),
@@ -142,7 +143,8 @@ def markdown(families: dict[str, dict[str, Any]]) -> str:
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
-        "- **params**: trainable parameters (a tied embedding counted once). **train s**, **train tok/s**: "
+        "- **params**: trainable parameters (a tied embedding counted once); **non-emb params**: those outside "
+        "the embedding (and an untied output layer). **train s**, **train tok/s**: "
         "pretraining wall time and throughput (validation excluded from the throughput).",
         "- **infer tok/s**: forward passes over test windows; **gen ms/tok**: sampling one sequence token by "
         "token (carried state or KV cache).",
@@ -186,12 +188,20 @@ def verdicts(families: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+def family_colours(names: list[str]) -> dict[str, str]:
+    """One colour per family, the same in every plot: Tableau's 10 (matplotlib's tab10, Vega's category10,
+    which .dvc/plots/families.json names) in the families' alphabetical order, as DVC's plots assign them."""
+    palette = [f"C{i}" for i in range(10)]
+    return {name: palette[i % len(palette)] for i, name in enumerate(sorted(names))}
+
+
 def curve_plot(families: dict[str, dict[str, Any]], x: str, label: str, path: Path) -> None:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
+    colours = family_colours(list(families))
     for name, f in families.items():
         rows = [r for r in f["pretrain"] if x in r and M.VAL_LOSS in r]
-        ax.plot([r[x] for r in rows], [r[M.VAL_LOSS] for r in rows], marker="o", label=name)
+        ax.plot([r[x] for r in rows], [r[M.VAL_LOSS] for r in rows], marker="o", label=name, color=colours[name])
     ax.set(xlabel=label, ylabel="validation loss (nats/token)", title=f"Validation loss against {label}")
     ax.grid(alpha=0.3)
     ax.legend()
