@@ -100,14 +100,11 @@ def step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token of the recurrence: ``x [b, heads, P]`` (times dt), ``log_a [b, heads]``, ``B, C [b, groups, N]``,
     ``h [b, heads, P, N]`` (None: zeros) -> ``y [b, 1, heads, P]`` and the new h."""
-    b, heads, P = x.shape
-    groups = B.size(1)
-    h_new = x.view(b, groups, heads // groups, P, 1) * B.view(b, groups, 1, 1, -1)
+    B, C = (v.repeat_interleave(x.size(1) // B.size(1), dim=1) for v in (B, C))  # per head: small copies
+    h_new = x.unsqueeze(-1) * B.unsqueeze(-2)
     if h is not None:
-        h_new = h_new + h.view(b, groups, heads // groups, P, -1) * log_a.view(b, groups, -1, 1, 1).exp()
-    h = h_new
-    y = (h @ C.view(b, groups, 1, -1, 1)).view(b, 1, heads, P)
-    return y, h.view(b, heads, P, -1)
+        h_new = h_new + h * log_a[:, :, None, None].exp()
+    return (h_new @ C.unsqueeze(-1)).squeeze(-1).unsqueeze(1), h_new
 
 
 class Mamba2Mixer(nn.Module):
