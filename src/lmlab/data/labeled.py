@@ -47,6 +47,11 @@ class LabeledSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per document (before the EOD marks and any cut)."""
+        return np.diff(self.offsets)
+
     def document(self, index: int) -> np.ndarray:
         return self.tokens[self.offsets[index] : self.offsets[index + 1]]
 
@@ -126,7 +131,7 @@ class ShuffledDocuments(IterableDataset):
                 f"the labeled train split has {len(data)} documents, fewer than one batch of "
                 f"{batch_size} x {world} ranks: lower finetune.batch_size"
             )
-        self.lengths = np.minimum(np.diff(data.offsets), max_tokens - 2)
+        self.lengths = np.minimum(data.lengths, max_tokens - 2)
 
     def epoch_batches(self, epoch: int) -> np.ndarray:
         """``[per_epoch, batch_size * world]``: the epoch's global batches, in the order they are trained."""
@@ -157,7 +162,7 @@ class OrderedDocuments(IterableDataset):
 
     def __init__(self, data: LabeledSplit, batch_size: int, max_tokens: int, rank: int = 0, world: int = 1) -> None:
         self.data, self.batch_size, self.max_tokens = data, batch_size, max_tokens
-        self.indices = np.argsort(np.diff(data.offsets), kind="stable")[rank::world]
+        self.indices = np.argsort(data.lengths, kind="stable")[rank::world]
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)

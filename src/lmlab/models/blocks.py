@@ -24,6 +24,7 @@ from torch import nn
 
 from lmlab.errors import LmlabError
 from lmlab.models.base import LanguageModel, ModelConfig, State
+from lmlab.models.transformer import MLP
 
 
 @dataclass
@@ -35,32 +36,21 @@ class BlockConfig(ModelConfig):
     mlp_ratio: int = 4  # MLP hidden size / width; 0: mixer-only blocks
 
 
-class MLP(nn.Module):
-    """The Transformer's GELU MLP, so that families differ in their mixer alone."""
-
-    def __init__(self, width: int, ratio: int) -> None:
-        super().__init__()
-        self.up = nn.Linear(width, ratio * width, bias=False)
-        self.out = nn.Linear(ratio * width, width, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(F.gelu(self.up(x)))
-
-
 class Block(nn.Module):
     def __init__(self, cfg: BlockConfig, mixer: nn.Module) -> None:
         super().__init__()
         self.norm1 = nn.RMSNorm(cfg.width)
         self.mixer = mixer
         self.norm2 = nn.RMSNorm(cfg.width) if cfg.mlp_ratio else None
-        self.mlp = MLP(cfg.width, cfg.mlp_ratio) if cfg.mlp_ratio else None
+        # the Transformer's MLP, so that families differ in their mixer alone
+        self.mlp = MLP(cfg.width, cfg.mlp_ratio, bias=False, dropout=cfg.dropout) if cfg.mlp_ratio else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, state = self.mixer(self.norm1(x), state)
         x = x + self.dropout(y)
         if self.mlp is not None:
-            x = x + self.dropout(self.mlp(self.norm2(x)))
+            x = x + self.mlp(self.norm2(x))
         return x, state
 
 

@@ -146,11 +146,10 @@ class Mamba2Mixer(nn.Module):
         log_a, dt = self.decay(a)
         if self.fused and length > 1:
             y, h = fused_ssd(x, dt, -self.decay.A_log.exp(), B, C, self.chunk, h)
+        elif length == 1:  # the recurrence: generation, one token at a time
+            y, h = step(x[:, 0] * dt[:, 0, :, None], log_a[:, 0], B[:, 0], C[:, 0], h)
         else:
-            if length == 1:  # the recurrence: generation, one token at a time
-                y, h = step(x[:, 0] * dt[:, 0, :, None], log_a[:, 0], B[:, 0], C[:, 0], h)
-            else:
-                y, h = ssd(x * dt.unsqueeze(-1), log_a, B, C, self.chunk, h)
+            y, h = ssd(x * dt.unsqueeze(-1), log_a, B, C, self.chunk, h)
         y = y + x * self.D.unsqueeze(-1)
         y = self.norm(y.reshape(b, length, self.groups, -1), z.view(b, length, self.groups, -1))
         return self.out_proj(y.reshape(b, length, self.inner)), (conv_state, h)

@@ -88,11 +88,13 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: TransformerConfig) -> None:
+    """The GELU MLP of a block (also the parallel-trainable families', `blocks.py`), dropout on its output."""
+
+    def __init__(self, width: int, ratio: int, bias: bool, dropout: float) -> None:
         super().__init__()
-        self.up = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width, bias=cfg.bias)
-        self.out = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.up = nn.Linear(width, ratio * width, bias=bias)
+        self.out = nn.Linear(ratio * width, width, bias=bias)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.out(F.gelu(self.up(x))))
@@ -104,7 +106,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.attn = Attention(cfg)
         self.norm2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg.width, cfg.mlp_ratio, cfg.bias, cfg.dropout)
 
     def forward(
         self,
