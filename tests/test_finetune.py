@@ -29,6 +29,7 @@ from lmlab.models import FAMILIES, build_model
 from lmlab.models.classifier import Classifier, pool
 from lmlab.pretrain import pretrain
 from lmlab.tasks.finetune import FinetuneTask
+from lmlab.tasks.finite import NonFiniteLoss
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
@@ -155,7 +156,7 @@ def test_a_schedule_the_task_cannot_honour_is_an_error(lab: Path) -> None:
     plateau = replace(cfg.optim, schedule="plateau")
     with pytest.raises(LmlabError, match=r"optim.schedule=plateau cannot hold layer groups frozen.*unfreeze_every"):
         FinetuneTask(model, ["a", "b"], cfg.finetune, plateau, 100, 10, None, {}).configure_optimizers()
-    with pytest.raises(LmlabError, match="optim.name='adam' is not an optimizer; use one of adamw, sgd"):
+    with pytest.raises(LmlabError, match="optim.name='adam': must be one of adamw, sgd"):
         finetune(replace(config(lab), optim=replace(cfg.optim, name="adam")), lab / "never")
     assert not (lab / "never").exists()  # refused before the run folder was touched
 
@@ -335,6 +336,41 @@ def test_lm_adaptation_on_too_little_text_names_its_keys(lab: Path, tmp_path: Pa
     cfg.batches.batch_size = 1000
     with pytest.raises(LmlabError, match=r"lower batches.batch_size or batches.bptt"):
         finetune(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("phase", ["fine-tuning", "adaptation"])
+def test_a_loss_gone_nan_stops_fine_tuning_without_saving_nan(lab: Path, tmp_path: Path, phase: str) -> None:
+    """lr 1e6 without clipping: the run stops at the first non-finite loss with an error, writes no metrics and
+    no checkpoint holding NaN (it used to run on, exit 0 and write NaN weights and a bare NaN to metrics.json)."""
+    if phase == "fine-tuning":
+        cfg = config(lab)
+        cfg.optim = replace(cfg.optim, lr=1e6, min_lr=1e6, warmup_steps=0, schedule="constant")
+        name = "finetune/train/loss|finetune/val/loss"
+    else:
+        cfg = config(lab, adapt_steps=20, adapt_lr=1e6)
+        name = "train/loss|val/loss"
+    cfg.trainer = replace(cfg.trainer, gradient_clip_val=None, max_steps=40, val_every=2)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match=f"({name}) became (nan|inf)") as err:
+        finetune(cfg, run)
+    assert not (run / "metrics.json").exists()
+    for ckpt in run.rglob("*.ckpt"):
+        weights = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), ckpt
+        assert str(ckpt) in str(err.value) or "last.ckpt" not in ckpt.name
+
+
+def test_a_bad_value_leaves_a_finished_fine_tuning_run_as_it_was(lab: Path, tmp_path: Path) -> None:
+    cfg = config(lab)
+    cfg.trainer = replace(cfg.trainer, max_steps=4, val_every=4)
+    run = tmp_path / "run"
+    finetune(cfg, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for section, key, bad in [("finetune", "batch_size", 0), ("finetune", "head_dropout", 1.5)]:
+        broken = replace(cfg, **{section: replace(getattr(cfg, section), **{key: bad})})
+        with pytest.raises(LmlabError, match=rf"{section}.{key}={bad}: must be"):
+            finetune(broken, run)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_ddp_cpu_finetuning_counts_every_validation_document_once(lab: Path, tmp_path: Path) -> None:

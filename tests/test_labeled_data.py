@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from lmlab.data.labeled import LabeledSplit, OrderedDocuments, ShuffledDocuments
+from lmlab.config import SPLITS
+from lmlab.data.corpus import Corpus, write_corpus
+from lmlab.data.labeled import LabeledSet, LabeledSplit, OrderedDocuments, ShuffledDocuments
+from lmlab.errors import LmlabError
 
 EOD, PAD = 1, 0
 
@@ -69,3 +76,74 @@ def test_evaluation_reads_every_document_once_in_batches_of_one_length(world: in
     lengths = np.minimum(np.diff(data.offsets), 94) + 2
     padded = sum(len(b) * lengths[b].max() for b in batches) / len(seen)  # tokens a row, padding included
     assert padded / lengths.mean() < 1.25, f"{padded:.1f} padded tokens a row for {lengths.mean():.1f} of text"
+
+
+# ----- the labeled set on disk -----
+
+
+def labeled_corpus(folder: Path) -> Corpus:
+    """A corpus with a labeled set in the tokenize stage's format: ``task/<split>.bin``, ``.offsets.npy``,
+    ``.labels.npy``, and their counts in meta.json's ``task``."""
+    rng = np.random.default_rng(0)
+    (folder / "task").mkdir(parents=True)
+    counts = {}
+    for split in SPLITS:
+        lengths = rng.integers(3, 20, 12)
+        tokens = rng.integers(4, 32, int(lengths.sum())).astype(np.uint16)
+        tokens.tofile(folder / "task" / f"{split}.bin")
+        np.save(folder / "task" / f"{split}.offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
+        np.save(folder / "task" / f"{split}.labels.npy", rng.integers(0, 2, 12))
+        counts[split] = {"documents": 12, "tokens": len(tokens), "bytes": 3 * len(tokens)}
+    streams = {split: np.full(100, 4, np.uint16) for split in SPLITS}
+    task = {"name": "reviews", "classes": ["negative", "positive"], "splits": counts}
+    return write_corpus(folder, streams, 32, dict.fromkeys(SPLITS, 300), task=task)
+
+
+def cut(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda task: cut(task / "train.bin", 100), r"task/train\.bin holds 50 tokens, but .*meta\.json says \d"),
+        (lambda task: cut(task / "train.offsets.npy", 140), r"task/train\.offsets\.npy is not a readable"),
+        (
+            lambda task: np.save(task / "train.labels.npy", np.zeros(11, np.int64)),
+            r"task/train\.labels\.npy holds 11 labels \(int64\), but .*meta\.json says 12 documents",
+        ),
+        (
+            lambda task: np.save(task / "train.offsets.npy", np.arange(13)),
+            r"task/train\.offsets\.npy does not cut the \d+ tokens of .*task/train\.bin into 12 documents",
+        ),
+    ],
+    ids=["bin", "offsets-cut", "labels", "offsets-other"],
+)
+def test_damaged_labeled_files_are_refused_naming_the_file_and_the_tokenize_stage(
+    tmp_path: Path, damage: Callable[[Path], None], problem: str
+) -> None:
+    corpus = labeled_corpus(tmp_path / "corpus")
+    labeled = LabeledSet.open(corpus)
+    assert len(labeled.split("train")) == 12
+    damage(corpus.folder / "task")
+    with pytest.raises(LmlabError, match=problem) as caught:
+        labeled.split("train")
+    assert "dvc repro tokenize" in str(caught.value)
+    assert len(labeled.split("val")) == 12  # the other splits are intact
+
+
+@pytest.mark.parametrize(
+    ("task", "problem"),
+    [
+        ({"name": "reviews", "classes": "negative positive"}, r"'task\.classes' is 'negative positive', not a list"),
+        ({"classes": ["negative", "positive"], "splits": {}}, r"has no key 'task\.name'"),
+    ],
+    ids=["classes-text", "no-name"],
+)
+def test_a_damaged_task_entry_in_meta_json_names_it(tmp_path: Path, task: dict, problem: str) -> None:
+    folder = labeled_corpus(tmp_path / "corpus").folder
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps(meta | {"task": task}))
+    with pytest.raises(LmlabError, match=problem) as caught:
+        LabeledSet.open(Corpus.open(folder))
+    assert str(folder / "meta.json") in str(caught.value) and "dvc repro tokenize" in str(caught.value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -419,3 +420,54 @@ def test_tokens_per_byte_comes_from_meta(tmp_path: Path) -> None:
     assert corpus.tokens_per_byte("val") == pytest.approx(0.25)
     assert corpus.tokens_per_byte("test") == pytest.approx(0.8)
     assert corpus.tokens_per_byte("train") == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_truncated_token_file_is_refused_naming_it_and_the_tokenize_stage(tmp_path: Path, split: str) -> None:
+    """A cut `.bin` would train on what is left (50 tokens for 20,000) and exit 0; meta.json knows the length."""
+    folder = write_corpus(tmp_path / "data")
+    (folder / f"{split}.bin").write_bytes((folder / f"{split}.bin").read_bytes()[:100])
+    expected = {"train": 20_000, "test": 4_000}[split]
+    with pytest.raises(
+        LmlabError, match=rf"{split}\.bin holds 50 tokens, but .*meta\.json says {expected:,}"
+    ) as caught:
+        Corpus.open(folder)
+    assert str(folder / f"{split}.bin") in str(caught.value) and "dvc repro tokenize" in str(caught.value)
+    (folder / f"{split}.bin").unlink()
+    with pytest.raises(LmlabError, match=rf"no {split}\.bin .*dvc repro tokenize"):
+        Corpus.open(folder)
+
+
+def test_a_token_file_of_an_odd_byte_count_is_refused(tmp_path: Path) -> None:
+    folder = write_corpus(tmp_path / "data")
+    with (folder / "val.bin").open("ab") as f:
+        f.write(b"\0")  # half a uint16 more
+    with pytest.raises(LmlabError, match=r"val\.bin holds 8,001 bytes, not whole uint16 tokens"):
+        Corpus.open(folder)
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda meta: "{not json", r"is not valid JSON"),
+        (lambda meta: "[1, 2]", r"holds a JSON list, not an object"),
+        (lambda meta: json.dumps({k: v for k, v in meta.items() if k != "vocab_size"}), r"has no key 'vocab_size'"),
+        (
+            lambda meta: json.dumps(meta | {"splits": {"train": {"tokens": "many", "bytes": 1}}}),
+            r"'splits\.train\.tokens' is 'many', not an integer",
+        ),
+        (lambda meta: json.dumps(meta | {"dtype": "float7"}), r"'dtype' is 'float7', not one of uint16, uint32"),
+        (lambda meta: json.dumps(meta | {"special_ids": {"unk": 0, "bos": 1, "eod": 2}}), r"no key 'special_ids\.pad'"),
+    ],
+    ids=["not-json", "list", "no-vocab", "tokens-text", "dtype", "special-ids"],
+)
+def test_a_damaged_meta_json_names_the_file_what_is_wrong_and_the_tokenize_stage(
+    tmp_path: Path, damage: Callable[[dict], str], problem: str
+) -> None:
+    """Each was a bare JSONDecodeError, KeyError or numpy TypeError, or no error until a special id was read."""
+    folder = write_corpus(tmp_path / "data")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(damage(meta))
+    with pytest.raises(LmlabError, match=problem) as caught:
+        Corpus.open(folder)
+    assert str(folder / "meta.json") in str(caught.value) and "dvc repro tokenize" in str(caught.value)

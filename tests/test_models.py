@@ -247,7 +247,7 @@ def test_odd_head_dim_with_rotary() -> None:
 
 
 def test_unknown_positions() -> None:
-    with pytest.raises(LmlabError, match="model.positions='alibi'.*rotary or learned"):
+    with pytest.raises(LmlabError, match="model.positions='alibi': must be one of rotary, learned"):
         build_model(config("transformer", positions="alibi"), VOCAB)
 
 

@@ -30,7 +30,7 @@ from lmlab.errors import LmlabError
 from lmlab.models import FAMILIES, build_model
 from lmlab.pretrain import pretrain
 from lmlab.runs import fingerprint
-from lmlab.tasks.pretrain import NonFiniteLoss
+from lmlab.tasks.finite import NonFiniteLoss
 from lmlab.training import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env

@@ -93,3 +93,41 @@ def test_a_family_has_one_colour_in_every_plot() -> None:
     template = json.loads((ROOT / ".dvc" / "plots" / "families.json").read_text())
     colour = template["encoding"]["color"]
     assert (colour["field"], colour["sort"], colour["scale"]["scheme"]) == ("family", "ascending", "category10")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[0.74, 0.70]", r"holds a JSON list, not an object"),
+        ('{"test/acc": "high", "test/f1": 0.7}', r"'test/acc' is 'high', not a number"),
+        ('{"test/acc": 0.74}', r"has no key 'test/f1'"),
+        ('{"test/acc": 0.7, "test/f1": 0.7, "scratch/test/acc": 0.6}', r"has no key 'scratch/test/f1'"),
+        ('{"test/acc": 0.7, "test/f1": 0.7, "model/params": [1]}', r"'model/params' is \[1\], not a number"),
+    ],
+    ids=["list", "string", "no-f1", "half-baseline", "params"],
+)
+def test_metrics_of_the_wrong_shape_name_the_file_and_leave_the_report_and_no_staging(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
+    first = report(config(tmp_path, ["gru"])).read_text()
+    (tmp_path / "metrics/gru.json").write_text(content)
+    with pytest.raises(LmlabError, match=problem) as caught:
+        report(config(tmp_path, ["gru"]))
+    assert str(tmp_path / "metrics/gru.json") in str(caught.value) and "dvc repro evaluate@gru" in str(caught.value)
+    assert (tmp_path / "reports/comparison.md").read_text() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "metrics", "reports"]
+
+
+def test_a_failure_while_writing_leaves_no_staging_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
+    first = report(config(tmp_path, ["gru"])).read_text()
+
+    def full_disk(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("lmlab.report.throughput_plot", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        report(config(tmp_path, ["gru"]))
+    assert (tmp_path / "reports/comparison.md").read_text() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "metrics", "reports"]

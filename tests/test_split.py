@@ -470,3 +470,51 @@ def test_a_failed_rerun_keeps_the_earlier_output(tmp_path):
         split_dataset(ds, paths)
     assert snapshot(paths.splits("keep")) == before
     assert sorted(p.name for p in paths.splits("keep").parent.iterdir()) == ["keep"]
+
+
+@pytest.mark.parametrize("text", [123, ["x"], {"body": "x"}, True, 1.5])
+def test_a_text_that_is_not_a_string_is_refused_with_its_file_and_line(tmp_path, text):
+    """`"text": 123` used to become the document "123", and `["x"]` the document "['x']"."""
+    paths = paths_for(tmp_path)
+    write_jsonl(paths.raw("odd") / "docs.jsonl", [{"text": "fine"}, {"text": None}, {"text": text}])
+    ds = dataset("odd", format="jsonl", files={"all": "*.jsonl"})
+    with pytest.raises(LmlabError, match=r"docs\.jsonl:3: text_field 'text' holds .*; it must be a string") as caught:
+        split_dataset(ds, paths)
+    assert repr(text) in str(caught.value)
+    assert_nothing_left(paths, "odd")
+
+
+def test_joined_rows_must_be_strings_too(tmp_path):
+    paths = paths_for(tmp_path)
+    raw = paths.raw("wiki")
+    raw.mkdir(parents=True)
+    pq.write_table(pa.table({"text": [" = A = \n", "line\n"], "n": [1, 2]}), raw / "train.parquet")
+    ds = dataset("wiki", format="parquet", files={"all": "*.parquet"}, text_field="n", join_rows=True)
+    with pytest.raises(LmlabError, match=r"train\.parquet row 1: text_field 'n' holds 1 \(int\); it must be a string"):
+        split_dataset(ds, paths)
+
+
+@pytest.mark.parametrize("label", [["pos"], {"v": "pos"}, 1.0])
+def test_a_label_that_is_not_a_string_or_integer_is_refused_with_its_file_and_line(tmp_path, label):
+    paths = paths_for(tmp_path)
+    rows = [{"text": f"doc {i}", "label": "pos" if i % 2 else 1} for i in range(20)]
+    rows[7]["label"] = label
+    write_jsonl(paths.raw("lab") / "docs.jsonl", rows)
+    ds = dataset(
+        "lab", format="jsonl", files={"all": "*.jsonl"}, label_field="label", label_map={"pos": "positive", "1": "one"}
+    )
+    with pytest.raises(LmlabError, match=r"docs\.jsonl:8: label_field 'label' holds .*a string or an integer"):
+        split_dataset(ds, paths)
+
+
+def test_integer_and_string_labels_and_null_ones_keep_working(tmp_path):
+    """Parquet sets (sst2, imdb) have integer labels, csv ones strings; a null label drops its row, counted."""
+    paths = paths_for(tmp_path)
+    rows = [{"text": f"doc {i}", "label": [0, 1, "1", None][i % 4]} for i in range(40)]
+    write_jsonl(paths.raw("lab") / "docs.jsonl", rows)
+    ds = dataset(
+        "lab", format="jsonl", files={"all": "*.jsonl"}, label_field="label", label_map={"0": "neg", "1": "pos"}
+    )
+    meta = split_dataset(ds, paths)
+    assert meta["dropped_rows"] == {"None": 10}
+    assert sum(meta["splits"][s].get("label:pos", 0) for s in SPLITS) == 20

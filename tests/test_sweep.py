@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from rich.console import Console
@@ -290,11 +291,17 @@ def test_the_agent_command_trains_into_the_agents_run(project: Path, tmp_path: P
 def test_a_given_run_id_names_the_run_even_on_a_resume(tmp_path: Path) -> None:
     """WANDB_RUN_ID (`wandb agent`, `lmlab sweep`) names the run; without it a resume keeps the recorded id."""
     run = RunFolder(tmp_path)
-    assert run.start("auto", {"model": 1}, "fresh1", True, given_id="agent1") == (None, "agent1")
+
+    def start(new_id: str, given_id: str | None = None) -> tuple[Path | None, str]:
+        planned = run.plan("auto", {"model": 1}, new_id, given_id)
+        run.begin(planned, True)
+        return planned.checkpoint, planned.run_id
+
+    assert start("fresh1", given_id="agent1") == (None, "agent1")
     run.checkpoints.mkdir()
-    run.last_checkpoint.write_bytes(b"")
-    assert run.start("auto", {"model": 1}, "fresh2", True) == (run.last_checkpoint, "agent1")
-    assert run.start("auto", {"model": 1}, "fresh3", True, given_id="agent2") == (run.last_checkpoint, "agent2")
+    torch.save({"step": 1}, run.last_checkpoint)
+    assert start("fresh2") == (run.last_checkpoint, "agent1")
+    assert start("fresh3", given_id="agent2") == (run.last_checkpoint, "agent2")
     assert run.read_record()["wandb_id"] == "agent2"
 
 

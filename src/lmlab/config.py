@@ -6,16 +6,78 @@ misspelt key or a wrong type fails before any work with the key's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
+from lmlab.errors import LmlabError
+
 SOURCE_KINDS = ("pypi", "url", "hf", "local")
 READER_FORMATS = ("text", "jsonl", "csv", "parquet")
 TOKENIZER_TYPES = ("bpe", "unigram", "char")
 SPLITS = ("train", "val", "test")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "plateau")
+LOGGERS = ("wandb", "csv", "none")
+POOLINGS = ("last", "mean", "max", "concat")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
+
+
+# ----- the values a key accepts, declared beside the key and checked by `check_values` -----
+def at_least(low: float, default: Any) -> Any:
+    """A count or size: ``>= low``."""
+    return field(default=default, metadata={"rule": (f">= {low}", lambda v: v >= low)})
+
+
+def above(low: float, default: Any) -> Any:
+    return field(default=default, metadata={"rule": (f"> {low}", lambda v: v > low)})
+
+
+def fraction(default: float) -> Any:
+    """A probability of dropping (dropout), a share of documents: in [0, 1)."""
+    return field(default=default, metadata={"rule": ("in [0, 1)", lambda v: 0 <= v < 1)})
+
+
+def one_of(choices: tuple[str, ...], default: str) -> Any:
+    return field(default=default, metadata={"rule": (f"one of {', '.join(choices)}", lambda v: v in choices)})
+
+
+def valid_devices(value: Any) -> bool:
+    """What Lightning takes: a count >= 1, -1 (all), "auto", or device ids (a list, or "0,1")."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1 or value == -1
+    if isinstance(value, str):
+        ids = [i.strip() for i in value.split(",") if i.strip()]
+        return value in ("auto", "-1") or (bool(ids) and all(i.isdigit() for i in ids))
+    return isinstance(value, list | tuple) and len(value) > 0 and all(isinstance(i, int) and i >= 0 for i in value)
+
+
+def rule(description: str, check: Callable[[Any], bool], default: Any) -> Any:
+    return field(default=default, metadata={"rule": (description, check)})
+
+
+def check_values(cfg: Any, prefix: str = "") -> None:
+    """Refuse a value outside its key's rule (`at_least`, `fraction`, `one_of`, ...), naming the key and what
+    it accepts: every verb checks its whole config before it changes anything on disk. None (an optional
+    key left unset) passes."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            check_values(value, f"{prefix}{f.name}.")
+        elif "rule" in f.metadata and value is not None and value is not MISSING:
+            description, ok = f.metadata["rule"]
+            try:
+                good = bool(ok(value))
+            except (TypeError, ValueError):
+                good = False
+            if not good:
+                raise LmlabError(f"{prefix}{f.name}={value!r}: must be {description}")
 
 
 @dataclass
@@ -102,19 +164,19 @@ class DatasetConfig:
 class TokenizerConfig:
     """A sentencepiece tokenizer trained on the corpus train split."""
 
-    type: str = "bpe"  # bpe | unigram | char
-    vocab_size: int = 8000
+    type: str = one_of(TOKENIZER_TYPES, "bpe")
+    vocab_size: int = at_least(1, 8000)
     byte_fallback: bool = True
     character_coverage: float = 0.9995
     # sentences sampled for training (0: all); large corpora need a cap
-    input_sentence_size: int = 2_000_000
+    input_sentence_size: int = at_least(0, 2_000_000)
     # longer lines are cut at whitespace into pieces of at most this many bytes
-    max_sentence_length: int = 4192
+    max_sentence_length: int = at_least(1, 4192)
     seed: int = 1337
     # threads for training and encoding (0: all cores)
-    num_threads: int = 0
+    num_threads: int = at_least(0, 0)
     # text per encode batch: memory while encoding is about this times 2 per core
-    batch_bytes: int = 1_000_000
+    batch_bytes: int = at_least(1, 1_000_000)
 
     @property
     def name(self) -> str:
@@ -175,28 +237,30 @@ class TokenizeConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
-    name: str = "adamw"  # adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.1  # applied to matrices and embeddings, never to biases or norms
+    name: str = one_of(OPTIMIZERS, "adamw")
+    lr: float = at_least(0.0, 1e-3)
+    weight_decay: float = at_least(0.0, 0.1)  # applied to matrices and embeddings, never to biases or norms
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    momentum: float = 0.0  # sgd only
-    schedule: str = "cosine"  # cosine | constant | plateau
-    warmup_steps: int = 0  # linear warmup (cosine, constant)
-    min_lr: float = 0.0  # cosine: the floor it decays to
-    decay_steps: int | None = None  # cosine: steps to reach min_lr (None: trainer.max_steps)
-    plateau_factor: float = 0.25  # plateau: lr *= factor after `plateau_patience` validations without gain
-    plateau_patience: int = 0
+    momentum: float = at_least(0.0, 0.0)  # sgd only
+    schedule: str = one_of(SCHEDULES, "cosine")
+    warmup_steps: int = at_least(0, 0)  # linear warmup (cosine, constant)
+    min_lr: float = at_least(0.0, 0.0)  # cosine: the floor it decays to
+    decay_steps: int | None = at_least(1, None)  # cosine: steps to reach min_lr (None: trainer.max_steps)
+    # plateau: lr *= factor after `plateau_patience` validations without gain
+    plateau_factor: float = rule("in (0, 1]", lambda v: 0 < v <= 1, 0.25)
+    plateau_patience: int = at_least(0, 0)
 
 
 @dataclass
 class BatchesConfig:
     """How token streams become batches for language-model training (pretraining, LM adaptation)."""
 
-    batch_size: int = 16  # sequences per device (parallel streams per rank for stateful families)
-    bptt: int = 64  # stateful families: window length of truncated BPTT (stateless ones: their context)
-    windows: str = "sampled"  # stateless families: sampled (random offsets) | contiguous (shuffled, non-overlapping)
-    val_batch_size: int = 16
-    val_max_tokens: int | None = None  # cap on validation tokens per evaluation (None: whole split)
+    batch_size: int = at_least(1, 16)  # sequences per device (parallel streams per rank for stateful families)
+    bptt: int = at_least(1, 64)  # stateful families: window length of truncated BPTT (stateless ones: their context)
+    # stateless families: sampled (random offsets) | contiguous (shuffled, non-overlapping)
+    windows: str = one_of(("sampled", "contiguous"), "sampled")
+    val_batch_size: int = at_least(1, 16)
+    val_max_tokens: int | None = at_least(1, None)  # cap on validation tokens per evaluation (None: whole split)
     seed: int = 1337
 
 
@@ -204,29 +268,29 @@ class BatchesConfig:
 class TrainerConfig:
     """Lightning Trainer settings; `devices` may be an int, a list of ids or "auto"."""
 
-    accelerator: str = "cpu"
-    devices: Any = 1
+    accelerator: str = one_of(ACCELERATORS, "cpu")
+    devices: Any = rule('a count >= 1, -1 (all), "auto" or a list of device ids', valid_devices, 1)
     strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    max_steps: int = 200  # optimizer steps
-    val_every: int = 50  # optimizer steps between validations (and checkpoints); also at the last step
-    log_every: int = 10
-    accumulate: int = 1  # micro-batches per optimizer step
-    gradient_clip_val: float | None = 1.0
+    num_nodes: int = at_least(1, 1)
+    precision: str = one_of(PRECISIONS, "32-true")
+    max_steps: int = at_least(1, 200)  # optimizer steps
+    val_every: int = at_least(1, 50)  # optimizer steps between validations (and checkpoints); also at the last step
+    log_every: int = at_least(1, 10)
+    accumulate: int = at_least(1, 1)  # micro-batches per optimizer step
+    gradient_clip_val: float | None = above(0.0, 1.0)
     deterministic: bool = False
     compile: bool = False  # torch.compile the model (opt-in)
-    threads: int = 0  # CPU threads per process (0: torch's choice)
+    threads: int = at_least(0, 0)  # CPU threads per process (0: torch's choice)
 
 
 @dataclass
 class LoggerConfig:
     """Where metrics go: W&B (offline unless asked), CSV files, or nowhere."""
 
-    kind: str = "wandb"  # wandb | csv | none
+    kind: str = one_of(LOGGERS, "wandb")
     project: str = "lmlab"
     entity: str | None = None
-    mode: str | None = None  # wandb: online | offline; None: $WANDB_MODE, else offline
+    mode: str | None = one_of(("online", "offline", "disabled"), None)  # wandb; None: $WANDB_MODE, else offline
     tags: list[str] = field(default_factory=list)  # added to the automatic family/dataset/tokenizer tags
 
 
@@ -251,19 +315,24 @@ class FinetuneTaskConfig:
 
     from_scratch: bool = False  # true: the same architecture, randomly initialised (the baseline)
     checkpoint: str = MISSING  # the pretraining checkpoint the backbone starts from
-    pooling: str = "concat"  # last | mean | max | concat ([last, max, mean])
-    head_hidden: int = 0  # 0: a linear head; >0: one hidden layer of this width
-    head_dropout: float = 0.2
-    max_tokens: int = 128  # a document's first tokens (with its two EOD marks); a transformer's context at most
-    batch_size: int = 32
-    val_batch_size: int = 128
-    lr_decay: float = 1.0  # discriminative learning rates: each lower layer group gets lr / lr_decay (ULMFiT: 2.6)
-    unfreeze_every: int = 0  # gradual unfreezing: one more layer group (top down) every N steps; 0: all at once
+    pooling: str = one_of(POOLINGS, "concat")  # concat: [last, max, mean]
+    head_hidden: int = at_least(0, 0)  # 0: a linear head; >0: one hidden layer of this width
+    head_dropout: float = fraction(0.2)
+    # a document's first tokens (with its two EOD marks); a transformer's context at most
+    max_tokens: int = at_least(1, 128)
+    batch_size: int = at_least(1, 32)
+    val_batch_size: int = at_least(1, 128)
+    # discriminative learning rates: each lower layer group gets lr / lr_decay (ULMFiT: 2.6)
+    lr_decay: float = above(0.0, 1.0)
+    # gradual unfreezing: one more layer group (top down) every N steps; 0: all at once
+    unfreeze_every: int = at_least(0, 0)
     freeze_backbone: bool = False  # train the head only
     class_weights: Any = None  # null | balanced | a list, one weight per class
-    patience: int = 0  # early stopping: validations without a higher finetune/val/acc; 0: never stop early
-    adapt_steps: int = 0  # language-model adaptation on the labeled train text first (ULMFiT's middle step)
-    adapt_lr: float = 1e-3
+    # early stopping: validations without a higher finetune/val/acc; 0: never stop early
+    patience: int = at_least(0, 0)
+    # language-model adaptation on the labeled train text first (ULMFiT's middle step)
+    adapt_steps: int = at_least(0, 0)
+    adapt_lr: float = above(0.0, 1e-3)
     seed: int = 1337
 
 
@@ -295,15 +364,16 @@ class EvaluateConfig:
     pretrain_run: str = MISSING  # run folders: checkpoints/best.ckpt, metrics.json, val_curve.csv
     finetune_run: str = MISSING
     scratch_run: str | None = None  # the from-scratch baseline's run folder (None: not evaluated)
-    batch_size: int = 16
-    window: int = 256  # recurrent families: tokens per forward pass (state carried); transformers use their context
-    max_tokens: int | None = None  # cap on test tokens (None: the whole split)
-    speed_tokens: int = 65536  # tokens timed for inference throughput
-    generate_tokens: int = 64  # tokens timed for generation latency, and the sample's length
+    batch_size: int = at_least(1, 16)
+    # recurrent families: tokens per forward pass (state carried); transformers use their context
+    window: int = at_least(1, 256)
+    max_tokens: int | None = at_least(1, None)  # cap on test tokens (None: the whole split)
+    speed_tokens: int = at_least(1, 65536)  # tokens timed for inference throughput
+    generate_tokens: int = at_least(1, 64)  # tokens timed for generation latency, and the sample's length
     prompt: str = ""
     seed: int = 1337
     device: str = "cpu"
-    threads: int = 0
+    threads: int = at_least(0, 0)
     out: str = MISSING  # metrics/<family>.json
     curves_dir: str = MISSING  # per-step curves (csv) for plots
     sample_file: str = MISSING  # a generated sample, for the report
@@ -326,10 +396,10 @@ class GenerateConfig:
     family: str = "lstm"  # picks the default checkpoint of the pipeline's run folder
     checkpoint: str = MISSING  # path to a .ckpt
     prompt: str = ""  # empty: start a fresh document (from the end-of-document id)
-    max_new_tokens: int = 200
-    temperature: float = 0.8  # 0: greedy
-    top_k: int | None = None
-    top_p: float | None = 0.95
+    max_new_tokens: int = at_least(1, 200)
+    temperature: float = at_least(0.0, 0.8)  # 0: greedy
+    top_k: int | None = at_least(1, None)
+    top_p: float | None = rule("in (0, 1]", lambda v: 0 < v <= 1, 0.95)
     seed: int | None = 1337
     device: str = "cpu"
     stop_at_document_end: bool = True
@@ -343,6 +413,7 @@ def typed(node: Any) -> Any:
         from lmlab.models import family_config  # imports torch: only once a job runs, never for --help
 
         cfg.model = family_config(cfg.model)
+    check_values(cfg)
     return cfg
 
 

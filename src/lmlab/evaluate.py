@@ -20,7 +20,6 @@ Callable without the CLI: `evaluate(cfg)` returns the metrics it writes.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 from lmlab import metrics as M
 from lmlab.checkpoints import load_classifier, load_language_model
 from lmlab.config import EvaluateConfig
-from lmlab.data.atomic import write_atomic, write_json
+from lmlab.data.atomic import NUMBER, read_json, write_atomic, write_json
 from lmlab.data.corpus import Corpus
 from lmlab.data.labeled import LabeledSet, OrderedDocuments
 from lmlab.data.lm import EvalWindows
@@ -104,10 +103,12 @@ def check_vocabulary(vocab_size: int, corpus: Corpus, run: Path) -> None:
 
 
 def read_metrics(run: Path) -> dict[str, Any]:
-    path = run / "metrics.json"
-    if not path.is_file():
-        raise LmlabError(f"no {path}: the run did not finish; run it again (`dvc repro` resumes it)")
-    return json.loads(path.read_text())
+    """The pretraining run's figures that the evaluation copies; the run writes them when it finishes."""
+    return read_json(
+        run / "metrics.json",
+        "the run writes it when it finishes: run it again (`dvc repro` resumes it)",
+        dict.fromkeys((M.TRAIN_TOKENS_PER_SEC, M.TRAIN_WALL_SECONDS, M.TRAIN_TOKENS, M.BEST_VAL_LOSS), NUMBER),
+    )
 
 
 @torch.inference_mode()

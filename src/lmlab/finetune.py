@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lmlab import metrics as M
 from lmlab.checkpoints import model_config, prefixed, read_checkpoint
-from lmlab.config import FinetuneConfig
+from lmlab.config import FinetuneConfig, check_values
 from lmlab.data.atomic import write_json
 from lmlab.data.corpus import Corpus, write_corpus
 from lmlab.data.fetch import sha256_file
@@ -42,6 +42,16 @@ log = logging.getLogger(__name__)
 
 
 def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
+    check_values(cfg)  # the whole config, before anything on disk changes
+    run = RunFolder(run_dir)
+    with run.held(rank_zero_only.rank == 0):
+        return train_in(cfg, run)
+
+
+def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
+    """The run in its held folder: everything that can fail on the config or the data is built before `run.begin`
+    changes the folder."""
+    run_dir = run.path
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
     task_cfg = cfg.finetune
@@ -64,17 +74,8 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         load_pretrained(backbone, pretrained, cfg, corpus)
     model = Classifier(backbone, len(labeled.classes), task_cfg.pooling, task_cfg.head_hidden, task_cfg.head_dropout)
     max_tokens = min(task_cfg.max_tokens, backbone.max_positions or task_cfg.max_tokens)
-    run = RunFolder(run_dir)
-    given_id = os.environ.get("WANDB_RUN_ID")  # a sweep agent's: W&B names the run by it
-    checkpoint, run_id = run.start(
-        cfg.resume, identity(cfg, pretrained), secrets.token_hex(4), rank_zero_only.rank == 0, given_id
-    )
-
-    adapted: dict[str, float] = {}
-    if task_cfg.adapt_steps > 0 and pretrained is not None:
-        adapted = adapt(backbone, train, labeled.split("val"), cfg, run_dir / "adapt")
-    if task_cfg.freeze_backbone:
-        backbone.requires_grad_(False)
+    # a sweep agent's WANDB_RUN_ID: W&B names the run by it
+    start = run.plan(cfg.resume, identity(cfg, pretrained), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"))
 
     corpus_info = {"name": cfg.data.name, "tokenizer": cfg.tokenizer.name, "folder": str(corpus.folder)}
     task = FinetuneTask(
@@ -93,11 +94,18 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         cfg.tokenizer.name,
         "scratch" if task_cfg.from_scratch else "pretrained",
     ]
-    logger = make_logger(cfg.logger, run_dir, run_id, cfg.name, "finetune", tags, config_dict(cfg))
+    logger = make_logger(cfg.logger, run_dir, start.run_id, cfg.name, "finetune", tags, config_dict(cfg))
     callbacks: list = [ValCurve(run_dir / "val_curve.csv", M.FINETUNE_CURVE)]
     if task_cfg.patience:
         callbacks.append(EarlyStopping(M.FINETUNE_VAL_ACC, mode="max", patience=task_cfg.patience))
     trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor=M.FINETUNE_VAL_ACC, mode="max")
+    run.begin(start, trainer.is_global_zero)
+
+    adapted: dict[str, float] = {}
+    if task_cfg.adapt_steps > 0 and pretrained is not None:
+        adapted = adapt(backbone, train, labeled.split("val"), cfg, run_dir / "adapt")
+    if task_cfg.freeze_backbone:
+        backbone.requires_grad_(False)
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: backbone.num_params, **adapted})
     log.info(
@@ -107,14 +115,17 @@ def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         "from scratch" if pretrained is None else f"from {pretrained}",
         labeled.name,
         run_dir,
-        f", resuming from {checkpoint}" if checkpoint else "",
+        f", resuming from {start.checkpoint}" if start.checkpoint else "",
     )
     # the classifier's dropout draws start from the seed, whether the adaptation above trained or was restored
     L.seed_everything(task_cfg.seed + 1, workers=True, verbose=False)
     failed = True
     try:
         trainer.fit(
-            task, datamodule=FinetuneData(train, val, task_cfg, max_tokens), ckpt_path=checkpoint, weights_only=True
+            task,
+            datamodule=FinetuneData(train, val, task_cfg, max_tokens),
+            ckpt_path=start.checkpoint,
+            weights_only=True,
         )
         failed = False
     finally:
@@ -222,10 +233,12 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
         "batches": asdict(batches),
         "steps": steps,
     }
-    checkpoint, _ = RunFolder(folder).start("auto", identity, "adapt", rank_zero_only.rank == 0)
+    run = RunFolder(folder)
+    start = run.plan("auto", identity, "adapt")
     task = PretrainTask(backbone, lm_optim, steps, steps, lm.tokens_per_byte("val"))
     trainer = make_trainer(replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [])
-    trainer.fit(task, datamodule=PretrainData(lm, batches, backbone.stateful, window, 1), ckpt_path=checkpoint)
+    run.begin(start, trainer.is_global_zero)
+    trainer.fit(task, datamodule=PretrainData(lm, batches, backbone.stateful, window, 1), ckpt_path=start.checkpoint)
     loss = trainer.callback_metrics.get(M.VAL_LOSS, task.last_val.get(M.VAL_LOSS, 0.0))
     return {M.ADAPT_VAL_LOSS: float(loss)}
 

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from lmlab import metrics as M
-from lmlab.config import PretrainConfig
+from lmlab.config import PretrainConfig, check_values
 from lmlab.data.atomic import write_json
 from lmlab.models import build_model, family_config
 from lmlab.runs import RunFolder, code_version, open_corpus
@@ -42,6 +42,15 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
+    check_values(cfg)  # the whole config, before anything on disk changes
+    run = RunFolder(run_dir)
+    with run.held(rank_zero_only.rank == 0):
+        return train_in(cfg, run)
+
+
+def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
+    """The run in its held folder: everything that can fail on the config or the data is built before `run.begin`
+    changes the folder."""
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
     cfg.model = family_config(cfg.model)
@@ -49,11 +58,8 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
     L.seed_everything(cfg.batches.seed, workers=True, verbose=False)
     model = build_model(cfg.model, corpus.vocab_size)
-    # only a valid config may reset the run folder (resume=auto removes the checkpoints of a changed one)
-    run = RunFolder(run_dir)
     # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
-    given_id = os.environ.get("WANDB_RUN_ID")
-    checkpoint, run_id = run.start(cfg.resume, identity(cfg), secrets.token_hex(4), rank_zero_only.rank == 0, given_id)
+    start = run.plan(cfg.resume, identity(cfg), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"))
     window = model.window(cfg.batches.bptt)
     if cfg.trainer.compile:
         model.compile()
@@ -68,8 +74,9 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
 
     tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name]
-    logger = make_logger(cfg.logger, run_dir, run_id, cfg.name, "pretrain", tags, config_dict(cfg))
-    trainer = make_trainer(cfg.trainer, run_dir, logger, [ValCurve(run_dir / "val_curve.csv")])
+    logger = make_logger(cfg.logger, run.path, start.run_id, cfg.name, "pretrain", tags, config_dict(cfg))
+    trainer = make_trainer(cfg.trainer, run.path, logger, [ValCurve(run.path / "val_curve.csv")])
+    run.begin(start, trainer.is_global_zero)
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: model.num_params})
     log.info(
@@ -77,19 +84,19 @@ def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
         cfg.model.family,
         f"{model.num_params:,}",
         corpus.folder,
-        run_dir,
-        f", resuming from {checkpoint}" if checkpoint else "",
+        run.path,
+        f", resuming from {start.checkpoint}" if start.checkpoint else "",
     )
     failed = True
     try:
-        trainer.fit(task, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+        trainer.fit(task, datamodule=data, ckpt_path=start.checkpoint, weights_only=True)
         failed = False
     finally:
         if trainer.is_global_zero:
             finish_logger(logger, failed)
     metrics = final_metrics(trainer, task)
     if trainer.is_global_zero:
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(run.path / "metrics.json", metrics)
         if cfg.metrics_file:
             write_json(Path(cfg.metrics_file), metrics)
     return metrics

@@ -5,14 +5,14 @@ and ``<samples_dir>/<family>/sample.txt``; writes ``<out_dir>/comparison.md``,
 its PNG plots, and ``<out_dir>/curves/{pretrain,finetune,scratch}.csv``: every
 family's curve in one file with a ``family`` column, which the top-level
 ``plots`` of dvc.yaml draw one line per family (template ``.dvc/plots/families.json``),
-so that no family is named there. Everything is written to a staging folder first and moved
-into place at the end, so a failed report never leaves half of one.
+so that no family is named there. The metrics files are checked before anything is written;
+everything is then written to a staging folder and moved into place at the end, so a failed
+report leaves the previous one as it was, and no staging folder.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from lmlab import metrics as M
 from lmlab.config import ReportConfig
+from lmlab.data.atomic import NUMBER, check_keys, read_json
 from lmlab.errors import LmlabError
 
 PLOTS = {
@@ -45,6 +46,9 @@ COLUMNS = [  # (header, metric key, format)
     ("scratch acc", M.SCRATCH_TEST_ACC, "{:.3f}"),
     ("scratch F1", M.SCRATCH_TEST_F1, "{:.3f}"),
 ]
+# What `lmlab evaluate` always writes, and the figures the report shows when present: numbers, or the file is damaged.
+REQUIRED = {M.TEST_ACC: NUMBER, M.TEST_F1: NUMBER}
+SHOWN = {key: NUMBER for _, key, _ in COLUMNS}
 
 
 def family_names(cfg: ReportConfig) -> list[str]:
@@ -61,18 +65,16 @@ def family_names(cfg: ReportConfig) -> list[str]:
 
 
 def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
-    """Each family's metrics, curves and sample; a missing file names the stage that makes it."""
+    """Each family's metrics, curves and sample; a missing or damaged file names the stage that makes it."""
     families: dict[str, dict[str, Any]] = {}
     for family in family_names(cfg):
         path = Path(cfg.metrics_dir) / f"{family}.json"
-        if not path.is_file():
-            raise LmlabError(f"no {path}: run `dvc repro evaluate@{family}` (or `lmlab evaluate family={family}`)")
+        rebuild = f"run `dvc repro evaluate@{family}` (or `lmlab evaluate family={family}`)"
+        metrics = read_json(path, rebuild, REQUIRED, SHOWN)
+        if M.SCRATCH_TEST_ACC in metrics:  # the baseline's figures come as a pair, as its verdict reads them
+            check_keys(metrics, path, rebuild, {M.SCRATCH_TEST_F1: NUMBER})
         curves = Path(cfg.metrics_dir) / "curves" / family
         sample = Path(cfg.samples_dir) / family / "sample.txt"
-        try:
-            metrics = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise LmlabError(f"{path} is not valid JSON ({err}): run `dvc repro evaluate@{family}` again") from err
         families[family] = {
             "metrics": metrics,
             "pretrain": read_curve(curves / f"{M.PRETRAIN_CURVE_FILE}.csv"),
@@ -94,18 +96,20 @@ def report(cfg: ReportConfig) -> Path:
     staging = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    curve_plot(families, M.TRAIN_TOKENS, "training tokens", staging / "val_loss_vs_tokens.png")
-    curve_plot(families, M.TRAIN_WALL_SECONDS, "training wall time (s)", staging / "val_loss_vs_time.png")
-    accuracy_plot(families, staging / "accuracy.png")
-    throughput_plot(families, staging / "throughput.png")
-    (staging / "comparison.md").write_text(markdown(families))
-    combine_curves(Path(cfg.metrics_dir) / "curves", list(families), staging / "curves")
-    out.mkdir(parents=True, exist_ok=True)
-    for item in staging.iterdir():
-        if item.is_dir():
-            shutil.rmtree(out / item.name, ignore_errors=True)
-        item.replace(out / item.name)
-    staging.rmdir()
+    try:
+        curve_plot(families, M.TRAIN_TOKENS, "training tokens", staging / "val_loss_vs_tokens.png")
+        curve_plot(families, M.TRAIN_WALL_SECONDS, "training wall time (s)", staging / "val_loss_vs_time.png")
+        accuracy_plot(families, staging / "accuracy.png")
+        throughput_plot(families, staging / "throughput.png")
+        (staging / "comparison.md").write_text(markdown(families))
+        combine_curves(Path(cfg.metrics_dir) / "curves", list(families), staging / "curves")
+        out.mkdir(parents=True, exist_ok=True)
+        for item in staging.iterdir():
+            if item.is_dir():
+                shutil.rmtree(out / item.name, ignore_errors=True)
+            item.replace(out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out / "comparison.md"
 
 

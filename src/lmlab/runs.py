@@ -2,6 +2,7 @@
 
 Layout (the Hydra output folder of the run, e.g. ``runs/pretrain/lstm`` under DVC):
 
+    .lock                  held while a run trains here (`RunFolder.held`): process and host
     run.json               W&B run id and the config fingerprint the checkpoints belong to
     checkpoints/last.ckpt  written at every validation; `resume=auto` continues from it
     checkpoints/best.ckpt  lowest val/loss so far
@@ -13,16 +14,23 @@ Layout (the Hydra output folder of the run, e.g. ``runs/pretrain/lstm`` under DV
 from __future__ import annotations
 
 import ast
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
-from dataclasses import dataclass
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmlab.config import PathsConfig, TokenizerConfig
-from lmlab.data.atomic import write_json
+from lmlab.data.atomic import read_json, write_json
 from lmlab.data.corpus import Corpus
 from lmlab.errors import LmlabError
 
@@ -104,6 +112,16 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 @dataclass
+class Start:
+    """Where a run starts: the checkpoint it resumes (None: from scratch) and its W&B run id."""
+
+    checkpoint: Path | None
+    run_id: str
+    record: dict[str, Any]  # run.json's contents for this run
+    damaged: list[Path] = field(default_factory=list)  # checkpoints that do not load: `begin` moves them aside
+
+
+@dataclass
 class RunFolder:
     path: Path
 
@@ -116,29 +134,73 @@ class RunFolder:
         return self.checkpoints / "last.ckpt"
 
     @property
+    def lock(self) -> Path:
+        return self.path / ".lock"
+
+    @property
     def record(self) -> Path:
         return self.path / "run.json"
 
     def read_record(self) -> dict[str, Any]:
-        return json.loads(self.record.read_text()) if self.record.is_file() else {}
+        if not self.record.is_file():
+            return {}
+        return read_json(
+            self.record,
+            "it is written when a run starts; start the run over with resume=never (or delete the file)",
+            {"wandb_id": str, "fingerprint": str},
+            {"identity": dict},
+        )
 
-    def start(
-        self, resume: str, identity: dict[str, Any], new_id: str, is_rank_zero: bool, given_id: str | None = None
-    ) -> tuple[Path | None, str]:
-        """Decide where training starts: (checkpoint to resume from or None, W&B run id).
+    @contextmanager
+    def held(self, is_rank_zero: bool) -> Iterator[None]:
+        """One run at a time in a folder: a second start gets an error naming the holder, instead of deleting
+        the first's checkpoints mid-run and interleaving its curve. The kernel drops the lock when the holder
+        dies, however it dies; DDP's other ranks work inside rank zero's hold."""
+        if not is_rank_zero:
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise LmlabError(
+                    f"run folder {self.path} is in use by another run ({holder}): wait for it to end, "
+                    "or give this run its own folder (hydra.run.dir=...)"
+                ) from None
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(self.lock)):
+                    break  # not a file its last holder removed while we opened it
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+        try:
+            yield
+        finally:
+            self.lock.unlink(missing_ok=True)
+            os.close(fd)
+
+    def plan(self, resume: str, identity: dict[str, Any], new_id: str, given_id: str | None = None) -> Start:
+        """Decide where training starts, changing nothing on disk (the caller may still fail before `begin`).
 
         `identity` holds what makes checkpoints interchangeable (model, data, tokenizer,
         task, optimizer, seed). `resume=auto` continues only a run with the same
         identity; a changed one starts over (as DVC needs when a param changes), and
-        its old checkpoints are removed. A path resumes from that checkpoint as given.
+        `begin` removes its old checkpoints. A path resumes from that checkpoint as given.
         `given_id` (a sweep agent's run id) names the run even on a resume: W&B enforces it in a sweep.
         """
         record = self.read_record()
+        damaged: list[Path] = []
         if resume == "never" or (resume == "auto" and not self.last_checkpoint.is_file()):
             checkpoint = None
         elif resume == "auto":
             if record.get("fingerprint") == fingerprint(identity):
-                checkpoint = self.last_checkpoint
+                checkpoint, damaged = self.loadable_checkpoint()
             else:
                 changed = changed_keys(record.get("identity", {}), identity) or ["(unknown: no run.json)"]
                 log.warning(
@@ -151,13 +213,51 @@ class RunFolder:
             checkpoint = Path(resume)
             if not checkpoint.is_file():
                 raise LmlabError(f"resume={resume!r}: no such checkpoint; use auto, never or a .ckpt path")
-        if checkpoint is None and is_rank_zero:
-            shutil.rmtree(self.checkpoints, ignore_errors=True)
-            (self.path / "val_curve.csv").unlink(missing_ok=True)
+            if (err := unreadable(checkpoint)) is not None:
+                raise LmlabError(f"resume={resume!r}: {checkpoint} does not load ({err}); give another checkpoint")
         recorded = record.get("wandb_id") if checkpoint is not None else None
         if given_id and recorded and given_id != recorded:
             log.warning("resuming %s as W&B run %s (given), not %s (recorded)", checkpoint, given_id, recorded)
         run_id = given_id or recorded or new_id
-        if is_rank_zero:
-            write_json(self.record, {"wandb_id": run_id, "fingerprint": fingerprint(identity), "identity": identity})
-        return checkpoint, run_id
+        record = {"wandb_id": run_id, "fingerprint": fingerprint(identity), "identity": identity}
+        return Start(checkpoint, run_id, record, damaged)
+
+    def loadable_checkpoint(self) -> tuple[Path, list[Path]]:
+        """`last.ckpt`, or when it does not load (a disk error, a copy cut short) the newest one of the run that
+        does, and the ones that do not; none loading is an error saying how to start over (Lightning's loader
+        would fail on every retry)."""
+        damaged: list[tuple[Path, str]] = []
+        for path in sorted(
+            self.checkpoints.glob("*.ckpt"), key=lambda p: (p != self.last_checkpoint, -p.stat().st_mtime)
+        ):
+            err = unreadable(path)
+            if err is None:
+                if damaged:
+                    log.warning("%s does not load (%s): resuming from %s instead", *damaged[0], path)
+                return path, [bad for bad, _ in damaged]
+            damaged.append((path, err))
+        raise LmlabError(
+            f"{self.last_checkpoint} does not load ({damaged[0][1]}) and no other checkpoint in {self.checkpoints} "
+            f"does: start the run over with resume=never, or remove {self.checkpoints}"
+        )
+
+    def begin(self, start: Start, is_rank_zero: bool) -> None:
+        """Make `plan`'s decision on disk (rank zero): a new run clears the old checkpoints and curve; the
+        record says which W&B run and config the checkpoints belong to."""
+        if not is_rank_zero:
+            return
+        if start.checkpoint is None:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+            (self.path / "val_curve.csv").unlink(missing_ok=True)
+        for path in start.damaged:  # kept for a look, out of the way of the next save and resume
+            os.replace(path, path.with_name(path.name + ".damaged"))
+        write_json(self.record, start.record)
+
+
+def unreadable(path: Path) -> str | None:
+    """Why a checkpoint does not load with `weights_only=True`, or None when it does."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a truncated zip, a pickle of objects, an empty file
+        return f"{type(err).__name__}: {err}"
+    return None

@@ -35,7 +35,7 @@ from rich.table import Table
 
 from lmlab import metrics as M
 from lmlab.config import register_configs, typed
-from lmlab.data.atomic import write_json
+from lmlab.data.atomic import read_json, write_json
 from lmlab.errors import LmlabError
 
 with warnings.catch_warnings():  # sweeps 0.3 configures its pydantic model the pydantic-1 way; pydantic 2 warns
@@ -231,7 +231,12 @@ def open_sweep(path: Path, out: Path, conf: Path) -> Sweep:
     sweep = Sweep(path, config, verb, out / sweep_id(path, config))
     state = sweep.folder / "sweep.json"
     if state.is_file():
-        sweep.trials = [Trial(**t) for t in json.loads(state.read_text())["trials"]]
+        rebuild = f"`lmlab sweep` writes it; move {sweep.folder} aside to start the sweep over"
+        trials = read_json(state, rebuild, {"trials": list})["trials"]
+        try:
+            sweep.trials = [Trial(**t) for t in trials]
+        except TypeError as err:  # a trial that is not an object, or lacks or adds fields
+            raise LmlabError(f"{state}: a trial does not read back ({err}): {rebuild}") from err
     return sweep
 
 
@@ -303,7 +308,8 @@ def value(sweep: Sweep, trial: Trial) -> float | None:
 def read_results(run_dir: Path) -> tuple[dict[str, float], list[dict[str, float]]]:
     """metrics.json (written when the trial ends) and val_curve.csv, whose last line may be mid-write."""
     summary_file = run_dir / "metrics.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    rebuild = "the trial writes it when it ends: remove it and run `lmlab sweep` again, which resumes the trial"
+    summary = read_json(summary_file, rebuild) if summary_file.is_file() else {}
     curve_file = run_dir / "val_curve.csv"
     text = curve_file.read_text() if curve_file.is_file() else ""
     lines = text.splitlines()[: None if text.endswith("\n") else -1]

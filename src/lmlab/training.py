@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import warnings
@@ -14,16 +15,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lmlab import metrics as M
-from lmlab.config import LoggerConfig, TrainerConfig
+from lmlab.config import LOGGERS, LoggerConfig, TrainerConfig
+from lmlab.data.atomic import write_atomic
 from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
-
-LOGGERS = ("wandb", "csv", "none")
 
 # Lightning's advice for dataloaders that do their work in the main process: ours slice a memmap.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -144,6 +146,20 @@ class CachedAutocast(MixedPrecision):
             super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all, on any filesystem. Lightning's writer stages the file in $TMPDIR
+    and moves it over: across filesystems (a tmpfs, a network disk, a SLURM scratch) the move is a copy, which a
+    kill or a full disk cuts short, leaving `last.ckpt` empty or partial. Here the file is written beside its
+    target and renamed over it (`write_atomic`): until the new one is whole, the previous one stays."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomic(Path(path), buffer.getbuffer(), elsewhere="hydra.run.dir (the run folder)")
+
+
 def precision_args(cfg: TrainerConfig) -> dict[str, Any]:
     """`precision=` for the Trainer, or for mixed precision a `CachedAutocast` plugin (Lightning takes one)."""
     if cfg.precision not in ("bf16-mixed", "16-mixed"):
@@ -184,27 +200,35 @@ def make_trainer(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    return L.Trainer(
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        strategy=cfg.strategy,
-        num_nodes=cfg.num_nodes,
-        **precision_args(cfg),
-        max_steps=cfg.max_steps,
-        max_epochs=-1,
-        val_check_interval=cfg.val_every * cfg.accumulate,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=cfg.log_every,
-        accumulate_grad_batches=cfg.accumulate,
-        gradient_clip_val=cfg.gradient_clip_val,
-        deterministic=cfg.deterministic,
-        logger=logger if logger is not None else False,
-        callbacks=[best, last, *callbacks],
-        default_root_dir=run_dir,
-        enable_model_summary=False,
-        enable_progress_bar=os.isatty(2) if progress_bar is None else progress_bar,
-    )
+    args = precision_args(cfg)
+    args["plugins"] = [*args.get("plugins", []), AtomicCheckpointIO()]
+    try:
+        return L.Trainer(
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes,
+            **args,
+            max_steps=cfg.max_steps,
+            max_epochs=-1,
+            val_check_interval=cfg.val_every * cfg.accumulate,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            log_every_n_steps=cfg.log_every,
+            accumulate_grad_batches=cfg.accumulate,
+            gradient_clip_val=cfg.gradient_clip_val,
+            deterministic=cfg.deterministic,
+            logger=logger if logger is not None else False,
+            callbacks=[best, last, *callbacks],
+            default_root_dir=run_dir,
+            enable_model_summary=False,
+            enable_progress_bar=os.isatty(2) if progress_bar is None else progress_bar,
+        )
+    except MisconfigurationException as err:  # e.g. accelerator=gpu on a machine without one
+        raise LmlabError(
+            f"trainer settings (accelerator={cfg.accelerator}, devices={cfg.devices}, strategy={cfg.strategy}, "
+            f"precision={cfg.precision}) do not work here: {err}"
+        ) from None
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -9,7 +9,9 @@
 
 The tokenize stage streams its splits into the ``.bin`` files and calls
 `write_meta`; code holding whole streams (LM adaptation, tests, benchmarks)
-calls `write_corpus`. Readers take the special ids from ``meta.json``.
+calls `write_corpus`. Readers take the special ids from ``meta.json``;
+`Corpus.open` checks it and every stream's length against it, so that a
+damaged corpus is an error rather than a shorter one.
 """
 
 from __future__ import annotations
@@ -21,15 +23,35 @@ from typing import Any
 
 import numpy as np
 
-from lmlab.data.atomic import write_atomic
+from lmlab.data.atomic import check_keys, read_json, write_atomic
 from lmlab.errors import LmlabError
 
 # The ids the tokenize stage reserves (sentencepiece's unk, bos, eos and pad); meta.json records them.
 SPECIAL_IDS = {"unk": 0, "bos": 1, "eod": 2, "pad": 3}
+DTYPES = ("uint16", "uint32")  # what `token_dtype` gives
+REBUILD = (
+    "run the tokenize stage (`dvc repro tokenize`, or `lmlab download`, `lmlab split` and `lmlab tokenize` with the "
+    "same data= and tokenizer= choices)"
+)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
+
+
+def check_stream(path: Path, tokens: int, dtype: np.dtype, meta_path: Path, rebuild: str) -> None:
+    """`path` holds exactly the `tokens` that `meta_path` counts: a file cut short (a full disk, a copy stopped
+    midway) or left from another tokenize run would otherwise be trained on as it is, silently."""
+    if not path.is_file():
+        raise LmlabError(f"no {path.name} in {path.parent}, though {meta_path} lists it: {rebuild}")
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise LmlabError(f"{path} holds {size:,} bytes, not whole {dtype.name} tokens (damaged): {rebuild}")
+    if size // dtype.itemsize != tokens:
+        raise LmlabError(
+            f"{path} holds {size // dtype.itemsize:,} tokens, but {meta_path} says {tokens:,} (cut short, or from "
+            f"another tokenize run): {rebuild}"
+        )
 
 
 @dataclass(frozen=True)
@@ -47,18 +69,22 @@ class Corpus:
 
     @classmethod
     def open(cls, folder: Path, how_to_make: str | None = None) -> Corpus:
-        """The corpus in `folder`; a missing one is an error saying how to make it (`how_to_make`, if given)."""
+        """The corpus in `folder`, checked against its `meta.json`; a missing or damaged one is an error saying
+        how to make it (`how_to_make`, if given)."""
+        rebuild = how_to_make or REBUILD
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
-            raise LmlabError(
-                f"no tokenized corpus at {folder} ({meta_path.name} missing): "
-                + (
-                    how_to_make
-                    or "run the tokenize stage first (`dvc repro tokenize`, or `lmlab download`, `lmlab split` and "
-                    "`lmlab tokenize` with the same data= and tokenizer= choices)"
-                )
-            )
-        return cls(folder, json.loads(meta_path.read_text()))
+            raise LmlabError(f"no tokenized corpus at {folder} ({meta_path.name} missing): {rebuild}")
+        meta = read_json(meta_path, rebuild, {"vocab_size": int, "dtype": str, "splits": dict}, {"special_ids": dict})
+        if meta["dtype"] not in DTYPES:
+            raise LmlabError(f"{meta_path}: 'dtype' is {meta['dtype']!r}, not one of {', '.join(DTYPES)}: {rebuild}")
+        if "special_ids" in meta:
+            check_keys(meta["special_ids"], meta_path, rebuild, dict.fromkeys(SPECIAL_IDS, int), within="special_ids.")
+        check_keys(meta["splits"], meta_path, rebuild, dict.fromkeys(meta["splits"], dict), within="splits.")
+        for split, stats in meta["splits"].items():
+            check_keys(stats, meta_path, rebuild, {"tokens": int, "bytes": int}, within=f"splits.{split}.")
+            check_stream(folder / f"{split}.bin", stats["tokens"], np.dtype(meta["dtype"]), meta_path, rebuild)
+        return cls(folder, meta)
 
     @property
     def vocab_size(self) -> int:

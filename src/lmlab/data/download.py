@@ -9,7 +9,7 @@ from typing import Any
 
 from lmlab.config import DatasetConfig, PathsConfig
 from lmlab.data import sources
-from lmlab.data.atomic import staged_dir
+from lmlab.data.atomic import read_json, staged_dir
 from lmlab.data.fetch import HttpOptions
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ def download(dataset: DatasetConfig, paths: PathsConfig, http: HttpOptions, key:
     sources.validate(dataset.source, f"{key}.source")
     out = paths.raw(dataset.name)
     previous = out / SOURCE_JSON
-    pins = recorded_pins(json.loads(previous.read_text())) if previous.exists() else {}
+    # the sha256 pins the last download recorded: a damaged record is an error, never a silent loss of the pins
+    rebuild = "repair it, or remove it to download afresh (its recorded sha256 pins are then lost)"
+    pins = recorded_pins(read_json(previous, rebuild, optional={"files": list})) if previous.exists() else {}
     with staged_dir(out) as staging:
         record = sources.fetch(dataset.source, staging, pins=pins, downloads=paths.downloads(), http=http)
         record = {"dataset": dataset.name, **record}

@@ -19,6 +19,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from lmlab.data.atomic import naming_full_disk
 from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def http_download(
     downloads.mkdir(parents=True, exist_ok=True)
     part = _part_path(url, downloads)
     failures = 0  # consecutive attempts that brought no new bytes
-    with requests.Session() as session:
+    with naming_full_disk(part), requests.Session() as session:
         while True:
             before = part.stat().st_size if part.exists() else 0
             try:

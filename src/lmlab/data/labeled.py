@@ -27,8 +27,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from lmlab.data.corpus import Corpus
+from lmlab.data.atomic import check_keys
+from lmlab.data.corpus import Corpus, check_stream
 from lmlab.errors import LmlabError
+
+REBUILD = (
+    "tokenize it again with the corpus (`dvc repro tokenize`, or `lmlab tokenize data=<corpus> "
+    "task_data=<labeled set>`)"
+)
 
 # tokens [B, T], lengths [B], labels [B]
 DocBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -87,14 +93,42 @@ class LabeledSet:
                 f"{corpus.folder} holds no labeled set (meta.json has no 'task'): tokenize it with the corpus, "
                 "`dvc repro tokenize` or `lmlab tokenize data=<corpus> task_data=<labeled set>`"
             )
+        meta_path = corpus.folder / "meta.json"
+        check_keys(corpus.meta, meta_path, REBUILD, {"task": dict})
+        check_keys(task, meta_path, REBUILD, {"name": str, "classes": list, "splits": dict}, within="task.")
         return cls(folder, task["name"], list(task["classes"]), corpus)
 
     def split(self, name: str) -> LabeledSplit:
+        """The split, checked against the counts in meta.json: a file cut short or left from another tokenize
+        run would otherwise pair documents with the wrong labels, or train on part of them, silently."""
         stem = self.folder / name
+        meta_path = self.corpus.folder / "meta.json"
+        splits = self.corpus.meta["task"]["splits"]
+        check_keys(splits, meta_path, REBUILD, {name: dict}, within="task.splits.")
+        check_keys(splits[name], meta_path, REBUILD, {"documents": int, "tokens": int}, within=f"task.splits.{name}.")
+        documents, tokens = splits[name]["documents"], splits[name]["tokens"]
+        check_stream(stem.with_suffix(".bin"), tokens, np.dtype(self.corpus.dtype), meta_path, REBUILD)
+        offsets, labels = load_array(stem.with_suffix(".offsets.npy")), load_array(stem.with_suffix(".labels.npy"))
+        if labels.shape != (documents,) or labels.dtype.kind not in "iu":
+            raise LmlabError(
+                f"{stem}.labels.npy holds {labels.size:,} labels ({labels.dtype}), but {meta_path} says {documents:,} "
+                f"documents: {REBUILD}"
+            )
+        if (
+            offsets.shape != (documents + 1,)
+            or offsets.dtype.kind not in "iu"
+            or offsets[0] != 0
+            or offsets[-1] != tokens
+            or (np.diff(offsets) < 0).any()
+        ):
+            raise LmlabError(
+                f"{stem}.offsets.npy does not cut the {tokens:,} tokens of {stem}.bin into {documents:,} documents, "
+                f"as {meta_path} says: {REBUILD}"
+            )
         data = LabeledSplit(
             np.fromfile(stem.with_suffix(".bin"), dtype=self.corpus.dtype),  # a few MB at most: read whole
-            np.load(stem.with_suffix(".offsets.npy")),
-            np.load(stem.with_suffix(".labels.npy")),
+            offsets,
+            labels,
             self.corpus.eod_id,
             self.corpus.pad_id,
         )
@@ -102,9 +136,17 @@ class LabeledSet:
         if bad.any():
             raise LmlabError(
                 f"{stem}.labels.npy has label {int(data.labels[bad][0])}, outside the {len(self.classes)} classes "
-                f"{self.classes} of {self.folder.parent / 'meta.json'}: re-run the tokenize stage"
+                f"{self.classes} of {meta_path}: {REBUILD}"
             )
         return data
+
+
+def load_array(path: Path) -> np.ndarray:
+    """A ``.npy`` file the tokenize stage wrote; one cut short or damaged is an error naming it."""
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError) as err:  # numpy's errors for missing, cut and pickled files
+        raise LmlabError(f"{path} is not a readable numpy array ({err}): {REBUILD}") from err
 
 
 class ShuffledDocuments(IterableDataset):

@@ -14,6 +14,7 @@ import gzip
 import json
 import lzma
 import re
+import reprlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,10 +84,12 @@ def read_documents(reader: ReaderConfig, files: Iterable[Path], stats: ReadStats
         if reader.format == "text":
             yield from _split_lines(reader, _decoded_lines(path, stats))
         elif reader.join_rows:
-            yield from _split_lines(reader, (str(r.get(reader.text_field) or "") for r in _rows(reader, path, stats)))
+            yield from _split_lines(
+                reader, (_text(reader, row, where) or "" for where, row in _rows(reader, path, stats))
+            )
         else:
-            for row in _rows(reader, path, stats):
-                doc = _row_document(reader, row, path, stats)
+            for where, row in _rows(reader, path, stats):
+                doc = _row_document(reader, row, where, stats)
                 if doc is not None:
                     yield doc
 
@@ -108,26 +111,43 @@ def _non_blank(text: str) -> Iterator[Document]:
         yield Document(text)
 
 
-def _column(row: dict[str, Any], path: Path, key: str, name: str) -> Any:
+def _column(row: dict[str, Any], where: str, key: str, name: str) -> Any:
     if name not in row:
-        raise LmlabError(f"{path} has no column {name!r} (reader.{key}); columns: {sorted(row)}")
+        raise LmlabError(f"{where} has no column {name!r} (reader.{key}); columns: {sorted(row)}")
     return row[name]
 
 
-def _row_document(reader: ReaderConfig, row: dict[str, Any], path: Path, stats: ReadStats) -> Document | None:
-    text = _column(row, path, "text_field", reader.text_field)
-    if text is None or not str(text).strip():
+def _text(reader: ReaderConfig, row: dict[str, Any], where: str) -> str | None:
+    """The row's text, or None for a null: a number or a list is refused, not stored as its Python repr."""
+    text = _column(row, where, "text_field", reader.text_field)
+    if text is not None and not isinstance(text, str):
+        raise LmlabError(
+            f"{where}: text_field {reader.text_field!r} holds {reprlib.repr(text)} ({type(text).__name__}); it must "
+            "be a string (or null, which drops the row): point reader.text_field at the text column"
+        )
+    return text
+
+
+def _row_document(reader: ReaderConfig, row: dict[str, Any], where: str, stats: ReadStats) -> Document | None:
+    text = _text(reader, row, where)
+    if text is None or not text.strip():
         stats.drop("<empty text>")
         return None
     label = None
     if reader.label_field and reader.label_map:
-        raw = str(_column(row, path, "label_field", reader.label_field))
+        value = _column(row, where, "label_field", reader.label_field)
+        if value is not None and not isinstance(value, str | int):
+            raise LmlabError(
+                f"{where}: label_field {reader.label_field!r} holds {reprlib.repr(value)} ({type(value).__name__}); "
+                "a label must be a string or an integer, looked up as text in reader.label_map (null drops the row)"
+            )
+        raw = str(value)
         if raw not in reader.label_map:
             stats.drop(raw)
             return None
         label = reader.classes.index(reader.label_map[raw])
-    group = str(_column(row, path, "group_field", reader.group_field)) if reader.group_field else None
-    return Document(str(text), label, group)
+    group = str(_column(row, where, "group_field", reader.group_field)) if reader.group_field else None
+    return Document(text, label, group)
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -149,17 +169,23 @@ def _decoded_lines(path: Path, stats: ReadStats) -> Iterator[str]:
                 yield line
 
 
-def _rows(reader: ReaderConfig, path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
+def _rows(reader: ReaderConfig, path: Path, stats: ReadStats) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) pairs: where is ``<file>:<line>`` (jsonl, csv) or ``<file> row <n>`` (parquet), for errors."""
     if reader.format == "jsonl":
         for number, line in enumerate(_decoded_lines(path, stats), 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise LmlabError(f"{path}:{number} is not valid JSON: {err}") from err
+                if not isinstance(row, dict):
+                    raise LmlabError(f"{path}:{number} holds {reprlib.repr(row)}: each line must be a JSON object")
+                yield f"{path}:{number}", row
     elif reader.format == "csv":
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # the default 128 KiB fails on long documents
-        yield from csv.DictReader(_decoded_lines(path, stats), delimiter=reader.delimiter)
+        rows = csv.DictReader(_decoded_lines(path, stats), delimiter=reader.delimiter)
+        for row in rows:
+            yield f"{path}:{rows.line_num}", row
     elif reader.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -167,5 +193,8 @@ def _rows(reader: ReaderConfig, path: Path, stats: ReadStats) -> Iterator[dict[s
             parquet = pq.ParquetFile(path)
         except Exception as err:  # pyarrow raises several types for a bad file
             raise LmlabError(f"{path} is not a readable parquet file: {err}") from err
+        number = 0
         for batch in parquet.iter_batches(batch_size=4096):
-            yield from batch.to_pylist()
+            for row in batch.to_pylist():
+                number += 1
+                yield f"{path} row {number}", row

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from lmlab.config import SOURCE_KINDS, SourceConfig
 from lmlab.data.archive import extract, is_archive, selected
+from lmlab.data.atomic import full_disk_error, scratch_dir
 from lmlab.data.fetch import HttpOptions, check_sha256, http_download
 from lmlab.errors import LmlabError
 
@@ -90,7 +90,7 @@ def _warn_unpinned(address: str, actual: str, pinned: str | None, pins: dict[str
 def _fetch_pypi(source: SourceConfig, staging: Path, **_: Any) -> dict[str, Any]:
     """Download one wheel with pip (so the user's index settings apply) and extract members."""
     requirement = f"{source.package}=={source.version}"
-    with tempfile.TemporaryDirectory(prefix="lmlab-pip-") as tmp:
+    with scratch_dir("lmlab-pip-") as tmp:
         cmd = [
             sys.executable,
             "-m",
@@ -101,14 +101,17 @@ def _fetch_pypi(source: SourceConfig, staging: Path, **_: Any) -> dict[str, Any]
             "--disable-pip-version-check",
             "--no-input",
             "-d",
-            tmp,
+            str(tmp),
             requirement,
         ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
+            output = result.stderr or result.stdout
+            if "[Errno 28]" in output:  # pip's words for ENOSPC, wherever it was writing
+                raise full_disk_error(tmp, elsewhere="TMPDIR (where pip downloads) or PIP_CACHE_DIR")
+            tail = "\n".join(output.strip().splitlines()[-8:])
             raise LmlabError(f"pip could not download the wheel {requirement}:\n{tail}")
-        wheels = sorted(Path(tmp).glob("*.whl"))
+        wheels = sorted(tmp.glob("*.whl"))
         if len(wheels) != 1:
             raise LmlabError(f"pip download of {requirement} gave {len(wheels)} wheels, expected exactly one")
         wheel = wheels[0]
@@ -130,8 +133,8 @@ def _fetch_url(
     assert source.url is not None
     name = Path(urlsplit(source.url).path).name or "download"
     expected = _expected(source.url, source.sha256, pins)
-    with tempfile.TemporaryDirectory(prefix="lmlab-url-", dir=staging.parent) as tmp:
-        fetched = Path(tmp) / name
+    with scratch_dir("lmlab-url-", staging.parent) as tmp:
+        fetched = tmp / name
         actual = http_download(source.url, fetched, sha256=expected, downloads=downloads, options=http)
         size = fetched.stat().st_size
         if is_archive(fetched):

@@ -12,7 +12,8 @@ Output (``data/tokenized/<corpus>-<tokenizer>/``):
   bytes per split (bytes make bits-per-byte comparable across tokenizers).
 
 Encoding runs in worker processes over batches of documents with a bounded
-number in flight, so memory does not grow with the corpus.
+number in flight (a long document a part at a time), so memory does not grow
+with the corpus. The workers end with the stage, even when it is killed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import numpy as np
 import sentencepiece as spm
 
 from lmlab.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
-from lmlab.data.atomic import staged_dir
+from lmlab.data.atomic import naming_full_disk, read_json, staged_dir
+from lmlab.data.children import end_with_parent
 from lmlab.data.corpus import SPECIAL_IDS, token_dtype, write_meta
 from lmlab.errors import LmlabError
 
@@ -48,6 +50,8 @@ UNK_ID, BOS_ID, EOD_ID, PAD_ID = (SPECIAL_IDS[name] for name in ("unk", "bos", "
 LINE_BREAKS = ["\n", "\r"]
 TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+SPACES = re.compile(rb" *")
+PROGRESS_SECONDS = 30.0  # a long split logs how far it got this often
 
 
 def worker_count(requested: int) -> int:
@@ -58,16 +62,30 @@ def split_long_line(line: str, max_bytes: int) -> Iterator[str]:
     """Cut a line into pieces of at most ``max_bytes`` UTF-8 bytes, at whitespace where possible.
 
     sentencepiece skips longer sentences without a word; cutting keeps their text in training.
+    The line is encoded once and cut in bytes, so the work grows linearly with its length
+    (re-encoding the rest for each piece made a 50 MB line take minutes).
     """
-    while len(line.encode("utf-8")) > max_bytes:
-        head = line.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-        cut = head.rfind(" ")
-        if cut <= 0:
-            cut = len(head) or 1  # at least one character, even one wider than max_bytes
-        yield line[:cut]
-        line = line[cut:].lstrip(" ")
-    if line:
-        yield line
+    data = line.encode("utf-8")
+    start = 0
+    while len(data) - start > max_bytes:
+        stop = start + max_bytes
+        while data[stop] & 0xC0 == 0x80:  # inside a character: end the piece before it
+            stop -= 1
+        cut = data.rfind(b" ", start + 1, stop)
+        if cut < 0:
+            cut = stop if stop > start else _next_character(data, start)  # one character wider than max_bytes
+        yield data[start:cut].decode("utf-8")
+        start = SPACES.match(data, cut).end()  # type: ignore[union-attr]  # " *" matches anywhere
+    if start < len(data):
+        yield data[start:].decode("utf-8")
+
+
+def _next_character(data: bytes, at: int) -> int:
+    """Where the UTF-8 character starting at ``at`` ends."""
+    end = at + 1
+    while end < len(data) and data[end] & 0xC0 == 0x80:
+        end += 1
+    return end
 
 
 def training_sentences(jsonl: Path, max_bytes: int) -> Iterator[str]:
@@ -148,6 +166,7 @@ def _explain(err: RuntimeError, cfg: TokenizerConfig, corpus: Path) -> LmlabErro
 WORD = re.compile(r" [^ \n]*|[^ \n]+|\n")
 ID_BYTES = array("i").itemsize  # cached ids are int32 bytes
 CACHE_LIMIT = 1 << 21  # distinct words kept per worker before the cache starts over
+PART_CHARS = 1 << 20  # longer texts go through the word cache a part at a time
 
 _model = b""
 _processor = spm.SentencePieceProcessor()
@@ -180,6 +199,15 @@ def encode_texts(model: bytes, texts: list[str], word_cache: bool, eod: bool) ->
             pieces = [[*ids, EOD_ID] for ids in pieces]
         lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
         return np.fromiter(itertools.chain.from_iterable(pieces), np.int32, int(lengths.sum())), lengths
+    if max(map(len, texts), default=0) <= PART_CHARS:
+        return _encode_words(processor, texts, eod)
+    # a long document: its words' lists would take ~25 times its size; a part at a time they take a batch's
+    encoded = [_encode_long(processor, text, eod) for text in texts]
+    return np.concatenate(encoded), np.fromiter(map(len, encoded), np.int64, len(encoded))
+
+
+def _encode_words(processor: spm.SentencePieceProcessor, texts: list[str], eod: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``encode_texts`` through the word cache, all words of all texts at once (fast for many short texts)."""
     words = [WORD.findall(text) for text in texts]
     if eod:
         for ws in words:
@@ -189,6 +217,27 @@ def encode_texts(model: bytes, texts: list[str], word_cache: bool, eod: bool) ->
     ids_before = np.concatenate([[0], np.cumsum(np.fromiter(map(len, per_word), np.int64, len(per_word)))]) // ID_BYTES
     words_before = np.concatenate([[0], np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))])
     return np.frombuffer(b"".join(per_word), dtype=np.int32), np.diff(ids_before[words_before])
+
+
+def _encode_long(processor: spm.SentencePieceProcessor, text: str, eod: bool) -> np.ndarray:
+    """One text's ids through the word cache, a part of about ``PART_CHARS`` characters at a time."""
+    ids = [_encode_words(processor, [part], False)[0] for part in _parts(text)]
+    return np.concatenate([*ids, np.array([EOD_ID] if eod else [], np.int32)])
+
+
+def _parts(text: str) -> Iterator[str]:
+    """``text`` in parts of at most ``PART_CHARS`` characters (or one word, when longer), each cut before a
+    space or newline: every word starts there, so the parts' words are the text's words."""
+    start = 0
+    while len(text) - start > PART_CHARS:
+        end = start + PART_CHARS
+        cut = max(text.rfind(" ", start + 1, end), text.rfind("\n", start + 1, end))
+        if cut < 0:  # one word longer than a part: it stays whole
+            cut = min((i for i in (text.find(" ", end), text.find("\n", end)) if i >= 0), default=len(text))
+        yield text[start:cut]
+        start = cut
+    if start < len(text):
+        yield text[start:]
 
 
 def _cached_ids(processor: spm.SentencePieceProcessor, words: list[str | tuple[str]]) -> list[bytes]:
@@ -209,7 +258,7 @@ def _cached_ids(processor: spm.SentencePieceProcessor, words: list[str | tuple[s
 
 
 def _encode_batch(
-    model: bytes, word_cache: bool, lines: list[str], dtype: str, eod: bool
+    model: bytes, word_cache: bool, lines: list[bytes], dtype: str, eod: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     """jsonl lines -> (tokens, per-document lengths, labels, UTF-8 bytes)."""
     records = [json.loads(line) for line in lines]
@@ -219,11 +268,12 @@ def _encode_batch(
     return tokens.astype(dtype), lengths, labels, sum(len(t.encode("utf-8")) for t in texts)
 
 
-def _batches(jsonl: Path, size: int) -> Iterator[list[str]]:
-    """Groups of jsonl lines of about ``size`` bytes (at least one document each)."""
-    batch: list[str] = []
+def _batches(jsonl: Path, size: int) -> Iterator[list[bytes]]:
+    """Groups of jsonl lines of about ``size`` bytes (at least one document each); bytes, so that
+    progress can count them against the file's size (the workers' json.loads decodes them)."""
+    batch: list[bytes] = []
     held = 0
-    with open(jsonl, encoding="utf-8") as f:
+    with open(jsonl, "rb") as f:
         for line in f:
             batch.append(line)
             held += len(line)
@@ -248,29 +298,53 @@ class Encoding:
 def encode_split(
     pool: ProcessPoolExecutor, enc: Encoding, jsonl: Path, out_stem: Path, *, labeled: bool
 ) -> dict[str, int]:
-    """Encode one split to ``<out_stem>.bin`` (plus offsets and labels when ``labeled``)."""
+    """Encode one split to ``<out_stem>.bin`` (plus offsets and labels when ``labeled``).
+
+    A split that takes longer than ``PROGRESS_SECONDS`` logs how far it got every ``PROGRESS_SECONDS``,
+    and when it is done; shorter ones stay quiet (the stage's summary covers them).
+    """
     counts = {"documents": 0, "tokens": 0, "bytes": 0}
     lengths: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    pending: deque[Future] = deque()
+    pending: deque[tuple[Future, int]] = deque()  # and the jsonl bytes of each batch
+    size = jsonl.stat().st_size
+    read = 0  # jsonl bytes encoded and written
+    started = reported = time.monotonic()
 
     def drain_one(f: Any) -> None:
-        tokens, doc_lengths, doc_labels, nbytes = pending.popleft().result()
-        tokens.tofile(f)
+        nonlocal read, reported
+        future, batch_bytes = pending.popleft()
+        tokens, doc_lengths, doc_labels, nbytes = future.result()
+        f.write(memoryview(tokens))  # not tokens.tofile: its OSError loses the errno (a full disk is then unnamed)
         counts["documents"] += len(doc_lengths)
         counts["tokens"] += len(tokens)
         counts["bytes"] += nbytes
         if labeled:
             lengths.append(doc_lengths)
             labels.append(doc_labels)
+        read += batch_bytes
+        if time.monotonic() - reported >= PROGRESS_SECONDS:
+            reported = time.monotonic()
+            log.info(
+                "encoding %s: %.0f%% after %.0fs (%s documents, %.1f MB of text)",
+                jsonl,
+                100 * read / max(size, 1),
+                reported - started,
+                f"{counts['documents']:,}",
+                counts["bytes"] / 1e6,
+            )
 
-    with open(out_stem.with_suffix(".bin"), "wb") as f:
+    bin_path = out_stem.with_suffix(".bin")
+    with naming_full_disk(bin_path), open(bin_path, "wb") as f:
         for batch in _batches(jsonl, enc.batch_bytes):
-            pending.append(pool.submit(_encode_batch, enc.model, enc.word_cache, batch, enc.dtype.str, not labeled))
+            future = pool.submit(_encode_batch, enc.model, enc.word_cache, batch, enc.dtype.str, not labeled)
+            pending.append((future, sum(map(len, batch))))
             if len(pending) >= enc.in_flight:
                 drain_one(f)
         while pending:
             drain_one(f)
+    if reported > started:
+        log.info("encoded %s in %.0fs", jsonl, time.monotonic() - started)
     if labeled:
         if not labels or labels[0] is None:
             raise LmlabError(f"{jsonl} has no 'label' field: is it a labeled set's split?")
@@ -283,9 +357,18 @@ def encode_split(
 def encoder_pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes, started now so that their start overlaps tokenizer training.
 
-    Spawned, not forked: workers start small instead of sharing the trainer's heap.
+    Spawned, not forked: workers start small instead of sharing the trainer's heap. They end
+    with this process even when it is killed (``end_with_parent``). On Linux that is a death
+    signal, which the kernel sends when the *thread* that started a worker ends: Python starts
+    spawned workers in ``submit``, on the submitting thread (all of them here, in practice), so
+    the thread that calls this must hold the pool for all its use, as ``tokenize``'s ``with`` does.
     """
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=end_with_parent,
+        initargs=(os.getpid(),),
+    )
     for _ in range(workers):
         pool.submit(_ready)
     return pool
@@ -307,8 +390,10 @@ def tokenize(
     workers = worker_count(cfg.num_threads)
     out = paths.tokenized(corpus.name, cfg)
     with encoder_pool(workers) as pool, staged_dir(out) as staging:
+        train_jsonl = corpus_splits / "train.jsonl"
+        log.info("training a %s tokenizer on %s (%.1f MB)", cfg.type, train_jsonl, train_jsonl.stat().st_size / 1e6)
         started = time.perf_counter()
-        model = train_tokenizer(corpus_splits / "train.jsonl", cfg)
+        model = train_tokenizer(train_jsonl, cfg)
         vocab_size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
         if cfg.type == "char" and not cfg.byte_fallback and vocab_size >= cfg.vocab_size:
             log.warning(
@@ -328,7 +413,10 @@ def tokenize(
             (staging / "task").mkdir()
             task_meta = {
                 "name": task.name,
-                "classes": json.loads((task_splits / "meta.json").read_text())["classes"],
+                "classes": read_json(
+                    task_splits / "meta.json",
+                    f"rebuild it with `lmlab split task_data={task.name} only=task_data` (or `dvc repro split`)",
+                ).get("classes"),  # None for a set without labels: encoding it says so
                 "splits": {
                     split: encode_split(
                         pool, enc, task_splits / f"{split}.jsonl", staging / "task" / split, labeled=True

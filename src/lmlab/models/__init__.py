@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lmlab.config import check_values
 from lmlab.errors import LmlabError
 from lmlab.models.base import LanguageModel, ModelConfig, State, carried, detach_state, map_state
 from lmlab.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetLM
@@ -62,8 +63,10 @@ def family(name: str) -> Family:
 
 def family_config(values: ModelConfig | dict[str, Any]) -> ModelConfig:
     """The family's config from plain values (a composed `model` node, a checkpoint's record), checked:
-    a key the family does not have, or a value of the wrong type, is an error naming the family's keys."""
+    a key the family does not have is an error naming the family's keys; a value of the wrong type or outside
+    its rule (`check_values`) one naming the key."""
     if isinstance(values, ModelConfig):
+        check_values(values, "model.")
         return values
     values = dict(values)
     schema = family(str(values.get("family"))).config
@@ -76,10 +79,12 @@ def family_config(values: ModelConfig | dict[str, Any]) -> ModelConfig:
             + f"; its keys are {', '.join(keys)}"
         )
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     except OmegaConfBaseException as err:
         reason = str(err.msg).splitlines()[0]
         raise LmlabError(f"model.{err.key}={err.value!r} does not fit {schema.__name__}: {reason}") from None
+    check_values(cfg, "model.")
+    return cfg
 
 
 def build_model(cfg: ModelConfig | dict[str, Any], vocab_size: int) -> LanguageModel:

@@ -26,6 +26,8 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
+from lmlab.config import at_least, fraction
+
 # A structure of batch-first tensors (tensor, tuple, list or dict of them, nested), or None before the first window.
 State = Any
 
@@ -56,13 +58,13 @@ class ModelConfig:
     """
 
     family: str = ""
-    layers: int = 2
-    width: int = 256  # hidden size (recurrent) or residual width (transformer)
-    embed_dim: int | None = None  # None: width; a different size adds a projection before the tied head
+    layers: int = at_least(1, 2)
+    width: int = at_least(1, 256)  # hidden size (recurrent) or residual width (transformer)
+    embed_dim: int | None = at_least(1, None)  # None: width; a different size adds a projection before the tied head
     tie_weights: bool = True  # output layer shares the input embedding
-    embed_dropout: float = 0.1  # on token embeddings
-    dropout: float = 0.1  # inside the backbone (the family says where)
-    output_dropout: float = 0.1  # on the features that enter the output layer
+    embed_dropout: float = fraction(0.1)  # on token embeddings
+    dropout: float = fraction(0.1)  # inside the backbone (the family says where)
+    output_dropout: float = fraction(0.1)  # on the features that enter the output layer
 
     TUNABLE: ClassVar[tuple[str, ...]] = ("embed_dropout", "dropout", "output_dropout")
 

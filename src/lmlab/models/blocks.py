@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.config import at_least, fraction
 from lmlab.errors import LmlabError
 from lmlab.models.base import LanguageModel, ModelConfig, State
 from lmlab.models.transformer import MLP
@@ -31,9 +32,9 @@ from lmlab.models.transformer import MLP
 class BlockConfig(ModelConfig):
     """The keys of a residual stack; the family adds its mixer's."""
 
-    width: int = 128  # residual width; embed_dim must be null or equal to it
-    dropout: float = 0.1  # on the residual branches
-    mlp_ratio: int = 4  # MLP hidden size / width; 0: mixer-only blocks
+    width: int = at_least(1, 128)  # residual width; embed_dim must be null or equal to it
+    dropout: float = fraction(0.1)  # on the residual branches
+    mlp_ratio: int = at_least(0, 4)  # MLP hidden size / width; 0: mixer-only blocks
 
 
 class Block(nn.Module):

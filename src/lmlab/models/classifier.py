@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lmlab.config import POOLINGS
 from lmlab.errors import LmlabError
 from lmlab.models.base import LanguageModel
-
-POOLINGS = ("last", "mean", "max", "concat")
 
 
 def pool(hidden: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.config import at_least
 from lmlab.errors import LmlabError
 from lmlab.models.base import ModelConfig
 from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, ShortConv
@@ -34,11 +35,11 @@ from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, S
 @dataclass
 class GatedDeltaNetConfig(BlockConfig):
     family: str = "gated_deltanet"
-    heads: int = 2
-    head_dim: int = 32  # K, the key size per head (fla's 1.3B model: 6 x 256 = 0.75 x width)
-    expand_v: int = 2  # V = expand_v x K
-    conv_kernel: int = 4
-    chunk_size: int = 64
+    heads: int = at_least(1, 2)
+    head_dim: int = at_least(1, 32)  # K, the key size per head (fla's 1.3B model: 6 x 256 = 0.75 x width)
+    expand_v: int = at_least(1, 2)  # V = expand_v x K
+    conv_kernel: int = at_least(1, 4)
+    chunk_size: int = at_least(1, 64)
     fused_kernels: bool = False  # flash-linear-attention's Triton kernel for windows, on CUDA
 
     TUNABLE: ClassVar[tuple[str, ...]] = (*ModelConfig.TUNABLE, "chunk_size", "fused_kernels")

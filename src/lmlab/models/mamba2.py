@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.config import at_least
 from lmlab.errors import LmlabError
 from lmlab.models.base import ModelConfig
 from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, ShortConv
@@ -31,14 +32,14 @@ from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, S
 @dataclass
 class Mamba2Config(BlockConfig):
     family: str = "mamba2"
-    layers: int = 3
-    mlp_ratio: int = 0  # Mamba's blocks are the mixer alone
-    expand: int = 2  # inner size = expand x width
-    state_size: int = 128  # N
-    heads: int = 4  # head size P = inner size / heads (64 at the shipped width, as in the paper)
-    groups: int = 1  # heads of a group share B and C
-    conv_kernel: int = 4
-    chunk_size: int = 64  # SSD chunk (the paper's GPU kernel uses 256)
+    layers: int = at_least(1, 3)
+    mlp_ratio: int = at_least(0, 0)  # Mamba's blocks are the mixer alone
+    expand: int = at_least(1, 2)  # inner size = expand x width
+    state_size: int = at_least(1, 128)  # N
+    heads: int = at_least(1, 4)  # head size P = inner size / heads (64 at the shipped width, as in the paper)
+    groups: int = at_least(1, 1)  # heads of a group share B and C
+    conv_kernel: int = at_least(1, 4)
+    chunk_size: int = at_least(1, 64)  # SSD chunk (the paper's GPU kernel uses 256)
     fused_kernels: bool = False  # mamba-ssm's Triton kernel for windows, on CUDA
 
     TUNABLE: ClassVar[tuple[str, ...]] = (*ModelConfig.TUNABLE, "chunk_size", "fused_kernels")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.config import above
 from lmlab.errors import LmlabError
 from lmlab.models.blocks import BlockConfig, BlockLM
 
@@ -26,13 +27,13 @@ from lmlab.models.blocks import BlockConfig, BlockLM
 @dataclass
 class MinGRUConfig(BlockConfig):
     family: str = "mingru"
-    expand: float = 1.375  # hidden size of the recurrence = expand x width
+    expand: float = above(0.0, 1.375)  # hidden size of the recurrence = expand x width
 
 
 @dataclass
 class MinLSTMConfig(MinGRUConfig):
     family: str = "minlstm"
-    expand: float = 1.0
+    expand: float = above(0.0, 1.0)
 
 
 def log_g(v: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.config import at_least, fraction, one_of
 from lmlab.errors import LmlabError
 from lmlab.models.base import LanguageModel, ModelConfig, State
 
@@ -26,13 +27,13 @@ from lmlab.models.base import LanguageModel, ModelConfig, State
 @dataclass
 class TransformerConfig(ModelConfig):
     family: str = "transformer"
-    layers: int = 2
-    width: int = 128  # residual width; embed_dim must be null or equal to it
-    dropout: float = 0.1  # attention weights and residual branches
-    heads: int = 4
-    context: int = 256  # window length in training, and the longest input it accepts
-    positions: str = "rotary"  # rotary | learned
-    mlp_ratio: int = 4
+    layers: int = at_least(1, 2)
+    width: int = at_least(1, 128)  # residual width; embed_dim must be null or equal to it
+    dropout: float = fraction(0.1)  # attention weights and residual branches
+    heads: int = at_least(1, 4)
+    context: int = at_least(1, 256)  # window length in training, and the longest input it accepts
+    positions: str = one_of(("rotary", "learned"), "rotary")
+    mlp_ratio: int = at_least(1, 4)
     bias: bool = False  # in linear layers and layer norms
 
 
@@ -123,8 +124,6 @@ class TransformerLM(LanguageModel):
     def __init__(self, cfg: TransformerConfig, vocab_size: int) -> None:
         if cfg.embed_dim not in (None, cfg.width):
             raise LmlabError(f"model.embed_dim={cfg.embed_dim} must be null or equal model.width for a transformer")
-        if cfg.positions not in ("rotary", "learned"):
-            raise LmlabError(f"model.positions={cfg.positions!r}: use rotary or learned")
         if cfg.width % cfg.heads:
             raise LmlabError(f"model.width={cfg.width} must split evenly into model.heads={cfg.heads} heads")
         if cfg.positions == "rotary" and (cfg.width // cfg.heads) % 2:

@@ -35,6 +35,7 @@ from lmlab import metrics as M
 from lmlab.config import FinetuneTaskConfig, OptimConfig
 from lmlab.data.labeled import DocBatch, LabeledSplit, OrderedDocuments, ShuffledDocuments
 from lmlab.models.classifier import Classifier
+from lmlab.tasks.finite import require_finite
 from lmlab.tasks.optim import build_optimizer, build_schedule
 
 
@@ -88,6 +89,7 @@ class FinetuneTask(L.LightningModule):
     def training_step(self, batch: DocBatch, batch_idx: int) -> torch.Tensor:
         tokens, lengths, labels = batch
         loss = F.cross_entropy(self.model(tokens, lengths).float(), labels, weight=self.class_weights)
+        require_finite(self, M.FINETUNE_TRAIN_LOSS, loss, "before updating the weights")
         if self.global_step % self.trainer.log_every_n_steps == 0 and not self.trainer.fit_loop._should_accumulate():
             self.log(M.FINETUNE_TRAIN_LOSS, loss, prog_bar=True)
             self.log(M.FINETUNE_TRAIN_LR, self.optimizers().param_groups[-1]["lr"])
@@ -110,6 +112,7 @@ class FinetuneTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         nats, docs = self.trainer.strategy.reduce(self.val_loss, reduce_op="sum").tolist()
+        require_finite(self, M.FINETUNE_VAL_LOSS, nats / max(docs, 1), "before checkpointing it")
         summary = summarize(self.val_metrics, M.FINETUNE_VAL, self.classes)
         scalars = {k: v for k, v in summary.items() if "/confusion/" not in k}  # counts go to a table at the end
         self.log_dict({**scalars, M.FINETUNE_VAL_LOSS: nats / max(docs, 1)})

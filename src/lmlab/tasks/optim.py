@@ -16,23 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmlab.config import OptimConfig, TrainerConfig
+from lmlab.config import OptimConfig, TrainerConfig, check_values
 from lmlab.errors import LmlabError
-
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant", "plateau")
 
 
 def check(cfg: OptimConfig) -> None:
     """Refuse a config no task can honour, before anything is built or written."""
-    if cfg.name not in OPTIMIZERS:
-        raise LmlabError(f"optim.name={cfg.name!r} is not an optimizer; use one of {', '.join(OPTIMIZERS)}")
-    if cfg.schedule not in SCHEDULES:
-        raise LmlabError(f"optim.schedule={cfg.schedule!r} is not a schedule; use one of {', '.join(SCHEDULES)}")
-    if not cfg.lr >= 0:
-        raise LmlabError(f"optim.lr={cfg.lr} must be >= 0")
-    if cfg.warmup_steps < 0:
-        raise LmlabError(f"optim.warmup_steps={cfg.warmup_steps} must be >= 0")
+    check_values(cfg, "optim.")
     if cfg.name == "adamw" and (len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas)):
         raise LmlabError(f"optim.betas={list(cfg.betas)}: give two numbers in [0, 1)")
 

@@ -13,7 +13,6 @@ nothing here asks its shape.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,13 +28,9 @@ from lmlab import metrics as M
 from lmlab.config import BatchesConfig, OptimConfig
 from lmlab.data.corpus import Corpus
 from lmlab.data.lm import EvalWindows, train_windows
-from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, State, carried, detach_state, map_state
+from lmlab.tasks.finite import require_finite
 from lmlab.tasks.optim import build_optimizer, build_schedule
-
-
-class NonFiniteLoss(LmlabError):
-    """The loss became NaN or infinite; training stops before the bad step reaches the weights."""
 
 
 class PretrainTask(L.LightningModule):
@@ -72,14 +67,7 @@ class PretrainTask(L.LightningModule):
         logits, state = self.model(inputs, carried(self.model, self.train_state, reset))
         self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
-        if not finite:
-            raise NonFiniteLoss(
-                f"train/loss became {loss.item()} at step {self.global_step} "
-                f"(lr {self.optimizers().param_groups[0]['lr']:.3g}); stopped before updating the weights. "
-                "The last good checkpoint is checkpoints/last.ckpt in the run folder; lower optim.lr or set "
-                "trainer.gradient_clip_val"
-            )
+        require_finite(self, M.TRAIN_LOSS, loss, "before updating the weights")
         tokens = inputs.numel() * self.trainer.world_size
         self.tokens_seen += tokens
         self._tokens_since_tick += tokens
@@ -99,7 +87,7 @@ class PretrainTask(L.LightningModule):
         # (its result collection re-walks the metric's state), and the values of other steps were never written.
         if step % self.trainer.log_every_n_steps == 0 or step == self.max_steps:
             now = time.perf_counter()
-            self.log("train/loss", outputs["loss"], prog_bar=True)
+            self.log(M.TRAIN_LOSS, outputs["loss"], prog_bar=True)
             self.log_dict(
                 {
                     "train/tokens_per_sec": self._tokens_since_tick / max(now - self._tick, 1e-9),
@@ -138,12 +126,7 @@ class PretrainTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         nats, tokens = self.trainer.strategy.reduce(self.val_sums, reduce_op="sum").tolist()
         loss = nats / max(tokens, 1)
-        if not math.isfinite(loss) and not self.trainer.sanity_checking:
-            raise NonFiniteLoss(
-                f"val/loss became {loss} at step {self.global_step}; stopped before checkpointing it. "
-                "The last good checkpoint is checkpoints/last.ckpt in the run folder; lower optim.lr or set "
-                "trainer.gradient_clip_val"
-            )
+        require_finite(self, M.VAL_LOSS, loss, "before checkpointing it")
         self.log_dict(
             {
                 **M.lm_figures("val", loss, self.val_tokens_per_byte),
