@@ -24,6 +24,7 @@ from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import tokenize
 from lmlab.errors import LmlabError
 from lmlab.evaluate import evaluate
+from lmlab.examples import Examples
 from lmlab.finetune import class_weights, finetune, load_pretrained
 from lmlab.models import FAMILIES, build_model
 from lmlab.models.classifier import Classifier, pool
@@ -270,6 +271,8 @@ def evaluate_config(lab: Path, tmp_path: Path, family: str = "gru") -> EvaluateC
         out=str(tmp_path / f"metrics/{family}.json"),
         curves_dir=str(tmp_path / f"metrics/curves/{family}"),
         sample_file=str(tmp_path / f"eval/{family}/sample.txt"),
+        examples_file=str(tmp_path / f"eval/{family}/examples.npz"),
+        setting_file=str(tmp_path / f"eval/{family}/setting.json"),
     )
 
 
@@ -299,6 +302,34 @@ def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(finetuned: Path, tm
     assert metrics["model/non_embedding_params"] == metrics["model/params"] - metrics["model/embedding_params"] > 0
     assert sorted(p.name for p in Path(cfg.curves_dir).iterdir()) == ["finetune.csv", "pretrain.csv", "scratch.csv"]
     assert Path(cfg.sample_file).read_text().strip()
+
+
+def test_evaluate_keeps_what_the_report_s_intervals_resample(finetuned: Path, tmp_path: Path) -> None:
+    """Per block of test text its loss, per test document each classifier's prediction: their means are the
+    figures in the metrics file (the intervals around them resample these), and the prompt is real test text."""
+    cfg = evaluate_config(finetuned, tmp_path)
+    metrics = evaluate(cfg)
+    examples = Examples.load(Path(cfg.examples_file), "rebuild")
+    loss = examples.block_nats.sum() / examples.block_tokens.sum()
+    assert loss == pytest.approx(metrics["test/loss"], rel=1e-9)
+    assert examples.correct("test/").mean() == pytest.approx(metrics["test/acc"])
+    assert examples.correct("scratch/test/").mean() == pytest.approx(metrics["scratch/test/acc"])
+    labeled = LabeledSet.open(corpus(finetuned))
+    assert np.array_equal(examples.labels, labeled.split("test").labels)
+    train_labels = labeled.split("train").labels
+    assert examples.majority_class == np.bincount(train_labels).argmax()
+    assert metrics["majority/test/acc"] == pytest.approx(np.mean(examples.labels == examples.majority_class))
+    setting = json.loads(Path(cfg.setting_file).read_text())
+    assert setting["labeled"]["documents"]["test"] == len(examples.labels)
+    assert setting["evaluation"]["test tokens"] == examples.block_tokens.sum()
+    assert setting["pretraining"]["steps"] == 20 and setting["fine-tuning seeds"]["test/"] == cfg_seed(finetuned)
+    prompt = setting["evaluation"]["prompt"]
+    assert prompt and prompt.split()[0] in (finetuned / "data/splits/sotu/test.jsonl").read_text()
+    assert "\ufffd" not in Path(cfg.sample_file).read_text()
+
+
+def cfg_seed(lab: Path) -> int:
+    return json.loads((lab / "finetune" / "gru" / "run.json").read_text())["identity"]["finetune"]["seed"]
 
 
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - set(PIPELINE["families"])))

@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from lmlab.colours import family_colours
 from lmlab.config import ReportConfig
 from lmlab.errors import LmlabError
-from lmlab.report import PLOTS, family_colours, report
+from lmlab.examples import Examples
+from lmlab.report import COLUMNS, PLOTS, report
 from tests.helpers.project import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_family(root: Path, family: str, acc: float, scratch_acc: float, loss0: float) -> None:
+DOCS = 1000  # test documents: a 4-point gain on 1,000 is significant, a 1-point one is not
+
+
+def predictions(labels: np.ndarray, acc: float, seed: int) -> np.ndarray:
+    """Predictions right for a random `acc` share of the documents, wrong (the other class) for the rest."""
+    right = np.random.default_rng(seed).permutation(len(labels)) < round(acc * len(labels))
+    return np.where(right, labels, 1 - labels)
+
+
+def write_family(
+    root: Path, family: str, acc: float, scratch_acc: float, loss0: float, collapsed: bool = False
+) -> None:
+    """What `lmlab evaluate` writes for a family, with per-example records that give `acc` and `scratch_acc`."""
+    labels = (np.arange(DOCS) % 5 < 3).astype(np.int64)  # 60% class 1: the majority baseline scores 0.600
+    pretrained = np.ones(DOCS, np.int64) if collapsed else predictions(labels, acc, 1)
+    scratch = predictions(labels, scratch_acc, 2)
     metrics = {
         "model/params": 1_400_000,
         "train/wall_seconds": 31.5,
@@ -25,9 +44,9 @@ def write_family(root: Path, family: str, acc: float, scratch_acc: float, loss0:
         "val/ppl": 300.0,
         "test/ppl": 320.0,
         "test/bpb": 1.8,
-        "test/acc": acc,
+        "test/acc": float(np.mean(pretrained == labels)),
         "test/f1": acc - 0.05,
-        "scratch/test/acc": scratch_acc,
+        "scratch/test/acc": float(np.mean(scratch == labels)),
         "scratch/test/f1": scratch_acc - 0.05,
     }
     (root / "metrics/curves" / family).mkdir(parents=True)
@@ -35,8 +54,23 @@ def write_family(root: Path, family: str, acc: float, scratch_acc: float, loss0:
     rows = ["step,train/tokens,train/wall_seconds,val/loss,val/ppl,val/bpb,train/lr"]
     rows += [f"{s},{s * 1024},{s / 10},{loss0 - s / 100},1,1,0.001" for s in (100, 200, 300)]
     (root / "metrics/curves" / family / "pretrain.csv").write_text("\n".join(rows) + "\n")
-    (root / "eval" / family).mkdir(parents=True)
-    (root / "eval" / family / "sample.txt").write_text(f"a {family} sample\n")
+    evaluated = root / "eval" / family
+    evaluated.mkdir(parents=True)
+    (evaluated / "sample.txt").write_text(f"a {family} sample\n")
+    block_nats = np.random.default_rng(3).gamma(50, 0.12, size=200) * 256  # about 6 nats per token
+    Examples(block_nats, np.full(200, 256), labels, 1, {"test/": pretrained, "scratch/test/": scratch}).save(
+        evaluated / "examples.npz"
+    )
+    setting = {
+        "corpus": {"name": "sotu", "tokens": {"train": 90_000, "test": 51_200}, "bytes": {"test": 204_800}},
+        "labeled": {"name": "reviews", "classes": ["neg", "pos"], "documents": {"test": DOCS}},
+        "tokenizer": "bpe8000",
+        "pretraining": {"steps": 300, "tokens": 307_200, "seed": 1337, "accelerator": "cpu", "precision": "32-true"},
+        "fine-tuning seeds": {"test/": 1337, "scratch/test/": 1337},
+        "evaluation": {"device": "cpu", "test tokens": 51_200, "test documents": DOCS, "prompt": "The year began"},
+        "commit": "0123456789ab",
+    }
+    (evaluated / "setting.json").write_text(json.dumps(setting))
 
 
 def config(root: Path, families: list[str] | None = None) -> ReportConfig:
@@ -51,20 +85,53 @@ def config(root: Path, families: list[str] | None = None) -> ReportConfig:
 
 def test_report_has_a_row_per_family_the_verdicts_samples_and_plots(tmp_path: Path) -> None:
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
-    write_family(tmp_path, "transformer", acc=0.66, scratch_acc=0.69, loss0=6.5)
+    write_family(tmp_path, "transformer", acc=0.62, scratch_acc=0.70, loss0=6.5)
     (tmp_path / "params.yaml").write_text("families: [gru, transformer]\n")
     path = report(config(tmp_path))
     text = path.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| gru") or line.startswith("| transformer")]
     assert len(rows) == 2
-    assert rows[0].split(" | ")[1] == "1,400,000" and "0.740" in rows[0] and "0.700" in rows[0]
-    assert "gru: pretrained beats from scratch by 4.0 accuracy points (0.740 vs 0.700" in text
-    assert "transformer: pretrained trails from scratch by 3.0 accuracy points" in text
-    assert "a transformer sample" in text
+    assert rows[0].split(" | ")[1] == "1,400,000" and "0.740 [" in rows[0] and "0.700 [" in rows[0]
+    assert re.search(r"gru: pretrained beats from scratch by 4\.0 \[\d\.\d, \d\.\d\] accuracy points", text)
+    assert re.search(r"transformer: pretrained trails from scratch by 8\.0 \[\d\.\d, \d+\.\d\] accuracy points", text)
+    assert "| majority class | — |" in text and "0.600 [" in text
+    assert "The year began" in text and "a transformer sample" in text
+    assert "## Setting" in text and "commit 0123456789ab" in text and "300 steps, 307,200 tokens per family" in text
     for name in PLOTS:
         png = tmp_path / "reports" / name
         assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5_000, name
         assert f"]({name})" in text
+
+
+def test_every_compared_figure_carries_its_interval(tmp_path: Path) -> None:
+    write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
+    report(config(tmp_path, ["gru"]))
+    row = next(line for line in (tmp_path / "reports/comparison.md").read_text().splitlines() if line[:5] == "| gru")
+    cells = dict(zip(["family", *(c[0] for c in COLUMNS)], row.strip("| ").split(" | "), strict=True))
+    for column in ("test ppl", "test bpb", "acc", "scratch acc"):
+        estimate, low, high = map(float, re.fullmatch(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", cells[column]).groups())
+        assert low < estimate < high, (column, cells[column])
+    nats = np.random.default_rng(3).gamma(50, 0.12, size=200) * 256
+    assert float(cells["test ppl"].split()[0]) == pytest.approx(np.exp(nats.sum() / (200 * 256)), abs=0.05)
+
+
+def test_a_difference_within_noise_is_no_verdict(tmp_path: Path) -> None:
+    """One point on 1,000 documents: the paired interval holds zero, so the report says so instead of a winner."""
+    write_family(tmp_path, "gru", acc=0.71, scratch_acc=0.70, loss0=7.0)
+    text = report(config(tmp_path, ["gru"])).read_text()
+    assert "gru: no significant difference between pretrained and from scratch (1.0 [" in text
+    verdict = next(line for line in text.splitlines() if line.startswith("- gru:"))
+    assert "beats" not in verdict and "trails" not in verdict
+
+
+def test_a_collapsed_classifier_is_flagged_not_compared(tmp_path: Path) -> None:
+    """Predicting one class for every document scores the majority baseline; the report flags it."""
+    write_family(tmp_path, "lstm", acc=0.0, scratch_acc=0.75, loss0=7.0, collapsed=True)
+    text = report(config(tmp_path, ["lstm"])).read_text()
+    assert "0.600 [" in text and "(collapsed)" in text
+    verdict = next(line for line in text.splitlines() if line.startswith("- lstm:"))
+    assert "no verdict" in verdict and "predicts 'pos' for 100% of test documents" in verdict
+    assert "trails" not in verdict
 
 
 def test_families_given_override_params_and_a_missing_one_names_its_stage(tmp_path: Path) -> None:

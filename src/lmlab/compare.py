@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmlab import metrics as M
+from lmlab.colours import family_colours
 from lmlab.data.atomic import write_atomic
 from lmlab.errors import LmlabError
 from lmlab.wandb_runs import Run, number
@@ -190,6 +191,7 @@ def curves_png(rows: Sequence[Row], metric: str) -> bytes:
     fig = Figure(figsize=(8, 5))
     ax = fig.add_subplot()
     x_keys, finished_ys = set(), []
+    colours = family_colours(sorted({row.family for row in rows}))
     for row in rows:
         x_key, xs, ys = curve(row.run, metric)
         if not ys:
@@ -198,7 +200,8 @@ def curves_png(rows: Sequence[Row], metric: str) -> bytes:
         finished = row.run.state == "finished"
         finished_ys += ys if finished else []
         label = f"{row.run.name} ({row.family}{'' if finished else ', ' + row.run.state})"
-        ax.plot(xs, ys, marker="o", markersize=3, linestyle="-" if finished else "--", label=label)
+        style = "-" if finished else "--"
+        ax.plot(xs, ys, marker="o", markersize=3, linestyle=style, label=label, color=colours[row.family])
     if finished_ys:
         low, high = min(finished_ys), max(finished_ys)
         pad = 0.25 * (high - low) or 0.05 * abs(high) or 1.0
@@ -220,7 +223,8 @@ def best_per_family_png(rows: Sequence[Row], metric: str, maximize: bool) -> byt
             best.setdefault(row.family, row)
     fig = Figure(figsize=(max(4, 1.2 * len(best) + 2), 4))
     ax = fig.add_subplot()
-    bars = ax.bar(list(best), [row.value for row in best.values()], color="tab:blue")
+    colours = family_colours(list(best))
+    bars = ax.bar(list(best), [row.value for row in best.values()], color=[colours[name] for name in best])
     ax.bar_label(bars, labels=[f"{fmt(row.value)}\n{row.run.name}" for row in best.values()], fontsize="small")
     if not best:
         ax.text(0.5, 0.5, f"no finished run has {metric}", ha="center", transform=ax.transAxes)

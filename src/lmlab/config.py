@@ -370,13 +370,16 @@ class EvaluateConfig:
     max_tokens: int | None = at_least(1, None)  # cap on test tokens (None: the whole split)
     speed_tokens: int = at_least(1, 65536)  # tokens timed for inference throughput
     generate_tokens: int = at_least(1, 64)  # tokens timed for generation latency, and the sample's length
-    prompt: str = ""
+    prompt: str = ""  # the sample's prompt; empty: the test split's first document, its first prompt_tokens
+    prompt_tokens: int = at_least(1, 16)
     seed: int = 1337
     device: str = "cpu"
     threads: int = at_least(0, 0)
     out: str = MISSING  # metrics/<family>.json
     curves_dir: str = MISSING  # per-step curves (csv) for plots
     sample_file: str = MISSING  # a generated sample, for the report
+    examples_file: str = MISSING  # per-example losses and predictions, for the report's intervals (lmlab.examples)
+    setting_file: str = MISSING  # what the figures were measured on, for the report's Setting section
 
 
 @dataclass

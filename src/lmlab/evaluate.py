@@ -21,13 +21,16 @@ Callable without the CLI: `evaluate(cfg)` returns the metrics it writes.
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sentencepiece as spm
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.profiler import ProfilerActivity, profile
 
 from lmlab import metrics as M
@@ -35,15 +38,18 @@ from lmlab.checkpoints import load_classifier, load_language_model
 from lmlab.config import EvaluateConfig
 from lmlab.data.atomic import NUMBER, read_json, write_atomic, write_json
 from lmlab.data.corpus import Corpus
-from lmlab.data.labeled import LabeledSet, OrderedDocuments
+from lmlab.data.labeled import LabeledSet, LabeledSplit, OrderedDocuments
 from lmlab.data.lm import EvalWindows
 from lmlab.errors import LmlabError
+from lmlab.examples import Examples
 from lmlab.generate import encode_prompt, generate
 from lmlab.models import LanguageModel, carried
 from lmlab.runs import open_corpus
 from lmlab.tasks.finetune import classification_metrics, summarize
 
 log = logging.getLogger(__name__)
+
+RUN_RECORD = "the run writes it when it starts: run it again (`dvc repro` resumes it)"
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -64,14 +70,18 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         **M.lm_figures("val", trained[M.BEST_VAL_LOSS], corpus.tokens_per_byte("val")),
     }
     started = time.perf_counter()
-    loss = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
-    metrics |= M.lm_figures("test", loss, corpus.tokens_per_byte("test"))
+    block_nats, block_tokens = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
+    metrics |= M.lm_figures("test", block_nats.sum() / max(block_tokens.sum(), 1), corpus.tokens_per_byte("test"))
     metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)
-    sample, latency = sample_and_latency(lm.model, corpus.tokenizer_file, cfg)
+    prompt = cfg.prompt or document_start(corpus, cfg.prompt_tokens)
+    sample, latency = sample_and_latency(lm.model, corpus.tokenizer_file, prompt, cfg)
     metrics[M.INFER_MS_PER_TOKEN] = latency
 
     labeled = LabeledSet.open(corpus)
     test = labeled.split("test")
+    majority = int(np.bincount(labeled.split("train").labels, minlength=len(labeled.classes)).argmax())
+    examples = Examples(block_nats, block_tokens, test.labels.astype(np.int64), majority)
+    metrics[M.MAJORITY_TEST_ACC] = float(examples.majority_correct().mean())
     runs = {M.TEST: finetune_run} | ({M.SCRATCH_TEST: Path(cfg.scratch_run)} if cfg.scratch_run else {})
     for prefix, run in runs.items():
         clf = load_classifier(run / "checkpoints" / "best.ckpt", cfg.device)
@@ -80,13 +90,97 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 f"{run}/checkpoints/best.ckpt classifies {clf.classes}, but the labeled set in {corpus.folder} has "
                 f"classes {labeled.classes}: fine-tune again on this labeled set"
             )
-        metrics |= classify(clf.model, test, labeled.classes, prefix, clf.max_tokens, cfg.device)
+        figures, examples.predictions[prefix] = classify(
+            clf.model, test, labeled.classes, prefix, clf.max_tokens, cfg.device
+        )
+        metrics |= figures
     log.info("evaluated %s in %.1fs: %s", cfg.family, time.perf_counter() - started, headline(metrics))
 
     write_curves(Path(cfg.curves_dir), pretrain_run, runs)
     write_atomic(Path(cfg.sample_file), (sample + "\n").encode())
+    examples.save(Path(cfg.examples_file))
+    write_json(Path(cfg.setting_file), setting(cfg, corpus, labeled, trained, runs, examples, prompt))
     write_json(Path(cfg.out), metrics)
     return metrics
+
+
+def document_start(corpus: Corpus, tokens: int) -> str:
+    """The first `tokens` tokens of the test split's first document: the samples' prompt. Every family
+    continues the same real text; an empty prompt would favour a model that has learned how documents begin."""
+    stream = corpus.tokens("test")
+    end = np.flatnonzero(stream[: tokens + 1] == corpus.eod_id)
+    ids = stream[: min(tokens, int(end[0]) if len(end) else tokens)]
+    sp = spm.SentencePieceProcessor(model_file=str(corpus.tokenizer_file))
+    return readable(sp.decode([int(i) for i in ids]))
+
+
+def readable(text: str) -> str:
+    """Text without U+FFFD: a cut multi-byte character (byte-fallback pieces) decodes to it."""
+    return text.replace("\ufffd", "")
+
+
+def git_commit() -> str:
+    """The checkout's commit (with "+changes" when the tree differs from it), or "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.strip()[:12] + (" +changes" if dirty.stdout.strip() else "")
+
+
+def setting(
+    cfg: EvaluateConfig,
+    corpus: Corpus,
+    labeled: LabeledSet,
+    trained: dict[str, Any],
+    runs: dict[str, Path],
+    examples: Examples,
+    prompt: str,
+) -> dict[str, Any]:
+    """What the figures were measured on, for the report's Setting section (`setting_file`)."""
+    pretrain_run = Path(cfg.pretrain_run)
+    return {
+        "corpus": {
+            "name": cfg.data.name,
+            "tokens": {split: stats.tokens for split, stats in corpus.splits.items()},
+            "bytes": {split: stats.bytes for split, stats in corpus.splits.items()},
+        },
+        "labeled": {
+            "name": labeled.name,
+            "classes": labeled.classes,
+            "documents": {split: len(labeled.split(split)) for split in ("train", "val", "test")},
+        },
+        "tokenizer": cfg.tokenizer.name,
+        "pretraining": {
+            "steps": trained.get(M.TRAIN_STEPS),
+            "tokens": trained[M.TRAIN_TOKENS],
+            "seed": identity(pretrain_run).get("batches", {}).get("seed"),
+            **hydra_trainer(pretrain_run),
+        },
+        "fine-tuning seeds": {prefix: identity(run).get("finetune", {}).get("seed") for prefix, run in runs.items()},
+        "evaluation": {
+            "device": cfg.device,
+            "test tokens": int(examples.block_tokens.sum()),
+            "test documents": len(examples.labels),
+            "prompt": prompt,
+        },
+        "commit": git_commit(),
+    }
+
+
+def identity(run: Path) -> dict[str, Any]:
+    """The config a run's checkpoints belong to, as its run.json records it (`lmlab.runs`)."""
+    return read_json(run / "run.json", RUN_RECORD, {"identity": dict})["identity"]
+
+
+def hydra_trainer(run: Path) -> dict[str, Any]:
+    """The run's device and precision, from the config Hydra saved beside it (runs made by the CLI)."""
+    saved = run / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return {}
+    trainer = OmegaConf.load(saved).get("trainer", {})
+    return {key: trainer.get(key) for key in ("accelerator", "devices", "precision")}
 
 
 def headline(metrics: dict[str, Any]) -> str:
@@ -114,18 +208,21 @@ def read_metrics(run: Path) -> dict[str, Any]:
 @torch.inference_mode()
 def lm_loss(
     model: LanguageModel, corpus: Corpus, split: str, batch: int, window: int, max_tokens: int | None, device: str
-) -> float:
-    """Mean nats per token over the split (or its first `max_tokens`), state carried for recurrent families."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed nats and predicted tokens per block of the split (or of its first `max_tokens`): a block is one
+    row of one window, state carried from block to block for recurrent families. Their sums give the loss;
+    the blocks are what its interval resamples (`lmlab.stats.mean_loss`)."""
     model.eval()
-    nats = tokens = 0.0
+    nats, tokens = [], []
     state = None
     for inputs, targets, reset in EvalWindows(
         corpus.tokens(split), batch, window, model.stateful, max_tokens=max_tokens
     ):
         logits, state = model(inputs.to(device), carried(model, state, reset))
-        nats += float(F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="sum"))
-        tokens += targets.numel()
-    return nats / max(tokens, 1)
+        per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="none")
+        nats.append(per_token.view(targets.shape).double().sum(1).cpu())
+        tokens.append(torch.full((len(targets),), targets.shape[1], dtype=torch.int64))
+    return torch.cat(nats).numpy(), torch.cat(tokens).numpy()
 
 
 @torch.inference_mode()
@@ -163,24 +260,34 @@ def peak_memory(model: LanguageModel, inputs: torch.Tensor, device: str) -> floa
     return float(peak + sum(p.numel() * p.element_size() for p in model.parameters()))
 
 
-def sample_and_latency(model: LanguageModel, tokenizer: Path, cfg: EvaluateConfig) -> tuple[str, float]:
-    """A seeded sample of `generate_tokens` (not stopping at a document end) and milliseconds per token."""
+def sample_and_latency(model: LanguageModel, tokenizer: Path, prompt: str, cfg: EvaluateConfig) -> tuple[str, float]:
+    """A seeded continuation of `prompt` (`generate_tokens`, not stopping at a document end) and milliseconds
+    per token."""
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
-    prompt = encode_prompt(sp, cfg.prompt)
-    list(generate(model, prompt, 4, temperature=0.8, top_p=0.95, seed=cfg.seed))  # warm-up
+    ids = encode_prompt(sp, prompt)
+    list(generate(model, ids, 4, temperature=0.8, top_p=0.95, seed=cfg.seed))  # warm-up
     started = time.perf_counter()
-    ids = list(generate(model, prompt, cfg.generate_tokens, temperature=0.8, top_p=0.95, seed=cfg.seed))
-    latency = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
-    return cfg.prompt + sp.decode([i for i in ids if i != sp.eos_id()]), latency
+    new = list(generate(model, ids, cfg.generate_tokens, temperature=0.8, top_p=0.95, seed=cfg.seed))
+    latency = (time.perf_counter() - started) * 1000 / max(len(new), 1)
+    return readable(sp.decode([i for i in new if i != sp.eos_id()])), latency
 
 
 @torch.inference_mode()
-def classify(model: torch.nn.Module, split: Any, classes: list[str], prefix: str, max_tokens: int, device: str) -> dict:
+def classify(
+    model: torch.nn.Module, split: LabeledSplit, classes: list[str], prefix: str, max_tokens: int, device: str
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The classifier's test figures, and its predicted class for each document (in the split's order)."""
     model.eval()
     metrics = classification_metrics(len(classes)).to(device)
-    for tokens, lengths, labels in OrderedDocuments(split, 256, max_tokens):
-        metrics.update(model(tokens.to(device), lengths.to(device)), labels.to(device))
-    return summarize(metrics, prefix, classes)
+    order = OrderedDocuments(split, 256, max_tokens)
+    predicted = np.empty(len(split), dtype=np.int64)
+    done = 0
+    for tokens, lengths, labels in order:
+        logits = model(tokens.to(device), lengths.to(device))
+        metrics.update(logits, labels.to(device))
+        predicted[order.indices[done : done + len(labels)]] = logits.argmax(-1).cpu().numpy()
+        done += len(labels)
+    return summarize(metrics, prefix, classes), predicted
 
 
 def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path]) -> None:

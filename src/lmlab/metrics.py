@@ -40,6 +40,7 @@ ADAPT_VAL_LOSS = "adapt/val/loss"
 TEST = "test/"  # prefix of the fine-tuned classifier's test figures
 SCRATCH_TEST = "scratch/test/"  # ... and of the from-scratch baseline's
 TEST_ACC, TEST_F1 = "test/acc", "test/f1"
+MAJORITY_TEST_ACC = "majority/test/acc"  # the baseline predicting the train split's most frequent class
 SCRATCH_TEST_ACC, SCRATCH_TEST_F1 = "scratch/test/acc", "scratch/test/f1"
 
 # ----- inference -----

@@ -1,7 +1,8 @@
 """`lmlab report`: the families side by side, from what `lmlab evaluate` wrote.
 
 Reads ``<metrics_dir>/<family>.json``, ``<metrics_dir>/curves/<family>/*.csv``
-and ``<samples_dir>/<family>/sample.txt``; writes ``<out_dir>/comparison.md``,
+and ``<samples_dir>/<family>/{sample.txt,examples.npz,setting.json}``; writes ``<out_dir>/comparison.md``
+(every compared figure with its 95% interval, verdicts that follow the intervals: `lmlab.comparison`),
 its PNG plots, and ``<out_dir>/curves/{pretrain,finetune,scratch}.csv``: every
 family's curve in one file with a ``family`` column, which the top-level
 ``plots`` of dvc.yaml draw one line per family (template ``.dvc/plots/families.json``),
@@ -21,9 +22,13 @@ from matplotlib.figure import Figure  # not pyplot: files only, no display backe
 from omegaconf import OmegaConf
 
 from lmlab import metrics as M
+from lmlab.colours import family_colours
+from lmlab.comparison import figures, pretraining_verdict
 from lmlab.config import ReportConfig
 from lmlab.data.atomic import NUMBER, check_keys, read_json
 from lmlab.errors import LmlabError
+from lmlab.examples import Examples
+from lmlab.stats import CONFIDENCE, Interval
 
 PLOTS = {
     "val_loss_vs_tokens.png": "Validation loss against training tokens",
@@ -49,6 +54,15 @@ COLUMNS = [  # (header, metric key, format)
 # What `lmlab evaluate` always writes, and the figures the report shows when present: numbers, or the file is damaged.
 REQUIRED = {M.TEST_ACC: NUMBER, M.TEST_F1: NUMBER}
 SHOWN = {key: NUMBER for _, key, _ in COLUMNS}
+# The columns shown with their interval, and where `Figures` holds it.
+INTERVALS = {
+    M.TEST_PPL: lambda f: f.ppl,
+    M.TEST_BPB: lambda f: f.bpb,
+    M.TEST_ACC: lambda f: f.accuracy.get(M.TEST),
+    M.SCRATCH_TEST_ACC: lambda f: f.accuracy.get(M.SCRATCH_TEST),
+}
+COLLAPSE_MARKED = {M.TEST_ACC: M.TEST, M.SCRATCH_TEST_ACC: M.SCRATCH_TEST}
+SETTING = {"corpus": dict, "labeled": dict, "tokenizer": str, "pretraining": dict, "evaluation": dict, "commit": str}
 
 
 def family_names(cfg: ReportConfig) -> list[str]:
@@ -74,11 +88,19 @@ def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
         if M.SCRATCH_TEST_ACC in metrics:  # the baseline's figures come as a pair, as its verdict reads them
             check_keys(metrics, path, rebuild, {M.SCRATCH_TEST_F1: NUMBER})
         curves = Path(cfg.metrics_dir) / "curves" / family
-        sample = Path(cfg.samples_dir) / family / "sample.txt"
+        evaluated = Path(cfg.samples_dir) / family
+        sample = evaluated / "sample.txt"
+        setting = read_json(evaluated / "setting.json", rebuild, SETTING)
+        examples = Examples.load(evaluated / "examples.npz", rebuild)
+        test = (setting["corpus"].get("tokens", {}).get("test"), setting["corpus"].get("bytes", {}).get("test"))
+        if not all(isinstance(n, int) and n > 0 for n in test):
+            raise LmlabError(f"{evaluated / 'setting.json'} lacks the test split's tokens and bytes: {rebuild}")
         families[family] = {
             "metrics": metrics,
             "pretrain": read_curve(curves / f"{M.PRETRAIN_CURVE_FILE}.csv"),
             "sample": sample.read_text().strip() if sample.is_file() else "",
+            "setting": setting,
+            "figures": figures(examples, test[0] / test[1], setting["labeled"].get("classes", [])),
         }
     return families
 
@@ -130,22 +152,40 @@ def combine_curves(curves_dir: Path, families: list[str], out: Path) -> None:
             writer.writerows(rows)
 
 
-def cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
-    return fmt.format(metrics[key]) if isinstance(metrics.get(key), int | float) else "—"
+def cell(f: dict[str, Any], key: str, fmt: str) -> str:
+    """A figure as the table shows it: with its interval where it has one, marked where its classifier collapsed."""
+    interval: Interval | None = INTERVALS[key](f["figures"]) if key in INTERVALS else None
+    if interval is not None:
+        digits = int(fmt.removeprefix("{:.").removesuffix("f}"))
+        shown = interval.show(digits)
+    elif isinstance(f["metrics"].get(key), int | float):
+        shown = fmt.format(f["metrics"][key])
+    else:
+        return "—"
+    return shown + (" (collapsed)" if COLLAPSE_MARKED.get(key) in f["figures"].collapsed else "")
 
 
 def markdown(families: dict[str, dict[str, Any]]) -> str:
     header = ["family", *(c[0] for c in COLUMNS)]
-    rows = [[name, *(cell(f["metrics"], key, fmt) for _, key, fmt in COLUMNS)] for name, f in families.items()]
+    rows = [[name, *(cell(f, key, fmt) for _, key, fmt in COLUMNS)] for name, f in families.items()]
+    majority: Interval = next(iter(families.values()))["figures"].majority
+    baseline = ["majority class", *(majority.show(3) if key == M.TEST_ACC else "—" for _, key, _ in COLUMNS)]
     lines = [
         "# Model comparison",
         "",
         "One row per family, all trained on the same data, tokenizer, steps and schedule "
-        "(made by `lmlab report` from `metrics/<family>.json`; `dvc repro` rebuilds it).",
+        "(made by `lmlab report` from `metrics/<family>.json`; `dvc repro` rebuilds it). "
+        f"Brackets: {CONFIDENCE:.0%} intervals (one seed: a bootstrap over test documents for accuracy, "
+        "over blocks of test text for ppl and bpb); overlapping intervals are no evidence of a difference.",
+        "",
+        *setting_lines(families),
+        "",
+        "## Results",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(row) + " |" for row in rows),
+        "| " + " | ".join(baseline) + " |",
         "",
         "- **params**: trainable parameters (a tied embedding counted once); **non-emb params**: those outside "
         "the embedding (and an untied output layer). **train s**, **train tok/s**: "
@@ -154,49 +194,68 @@ def markdown(families: dict[str, dict[str, Any]]) -> str:
         "token (carried state or KV cache).",
         "- **ppl**, **bpb**: perplexity and bits per UTF-8 byte of the corpus's val and test splits.",
         "- **acc**, **F1** (macro): the labeled set's test split, classifier fine-tuned from the pretrained "
-        "model; **scratch**: the same classifier and recipe from random initialisation.",
+        "model; **scratch**: the same classifier and recipe from random initialisation; **majority class**: "
+        "predicting the train split's most frequent class for every document. **(collapsed)**: the classifier "
+        "predicts one class for at least 95% of test documents.",
         "",
         "## Does pretraining pay?",
         "",
-        *verdicts(families),
+        "Fine-tuned from the pretrained model minus the same recipe from scratch, on the same test documents "
+        "(a paired bootstrap): *beats* or *trails* only where the interval excludes zero.",
+        "",
+        *(pretraining_verdict(name, f["figures"]) for name, f in families.items()),
         "",
         "## Plots",
         "",
         *(f"![{title}]({name})\n" for name, title in PLOTS.items()),
         "## Samples",
         "",
-        "Generated by each pretrained model from an empty prompt (64 tokens, temperature 0.8, top-p 0.95).",
+        "Each pretrained model continues the same prompt, the start of the test split's first document "
+        f"(64 tokens, temperature 0.8, top-p 0.95): *{one_line(prompt_of(families))}*",
         "",
     ]
     for name, f in families.items():
-        lines += [f"**{name}**", "", "> " + (f["sample"].replace("\n", " ") or "(no sample)"), ""]
+        lines += [f"**{name}**", "", "> " + (one_line(f["sample"]) or "(no sample)"), ""]
     return "\n".join(lines)
 
 
-def verdicts(families: dict[str, dict[str, Any]]) -> list[str]:
-    out = []
-    for name, f in families.items():
-        m = f["metrics"]
-        if M.TEST_ACC not in m or M.SCRATCH_TEST_ACC not in m:
-            out.append(f"- {name}: no from-scratch baseline was evaluated")
-            continue
-        gain = m[M.TEST_ACC] - m[M.SCRATCH_TEST_ACC]
-        if abs(gain) < 0.0005:
-            verdict = "ties with from scratch"
-        else:
-            verdict = f"{'beats' if gain > 0 else 'trails'} from scratch by {abs(gain) * 100:.1f} accuracy points"
-        out.append(
-            f"- {name}: pretrained {verdict} ({m['test/acc']:.3f} vs {m['scratch/test/acc']:.3f}; "
-            f"F1 {m['test/f1']:.3f} vs {m['scratch/test/f1']:.3f})"
-        )
-    return out
+def one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
-def family_colours(names: list[str]) -> dict[str, str]:
-    """One colour per family, the same in every plot: Tableau's 10 (matplotlib's tab10, Vega's category10,
-    which .dvc/plots/families.json names) in the families' alphabetical order, as DVC's plots assign them."""
-    palette = [f"C{i}" for i in range(10)]
-    return {name: palette[i % len(palette)] for i, name in enumerate(sorted(names))}
+def prompt_of(families: dict[str, dict[str, Any]]) -> str:
+    return str(next(iter(families.values()))["setting"]["evaluation"].get("prompt", ""))
+
+
+def setting_lines(families: dict[str, dict[str, Any]]) -> list[str]:
+    """What every figure was measured on: data, tokenizer, budget, device, seeds, code."""
+    first = next(iter(families.values()))["setting"]
+    corpus, labeled, evaluation = first["corpus"], first["labeled"], first["evaluation"]
+    budgets = {name: f["setting"]["pretraining"] for name, f in families.items()}
+    steps = {(b.get("steps"), b.get("tokens")) for b in budgets.values()}
+    budget = (
+        "{:,} steps, {:,.0f} tokens per family".format(*next(iter(steps)))
+        if len(steps) == 1 and None not in next(iter(steps))
+        else "; ".join(f"{name} {b.get('steps')} steps, {b.get('tokens'):,.0f} tokens" for name, b in budgets.items())
+    )
+    pretraining = next(iter(budgets.values()))
+    device = ", ".join(f"{k} {pretraining[k]}" for k in ("accelerator", "devices", "precision") if k in pretraining)
+    seeds = sorted({str(b.get("seed")) for b in budgets.values()})
+    tuning = sorted({str(s) for f in families.values() for s in f["setting"].get("fine-tuning seeds", {}).values()})
+    splits = ", ".join(f"{split} {n:,}" for split, n in corpus.get("tokens", {}).items())
+    documents = ", ".join(f"{split} {n:,}" for split, n in labeled.get("documents", {}).items())
+    return [
+        "## Setting",
+        "",
+        f"- **corpus** {corpus.get('name')}: tokens per split {splits}; **tokenizer** {first['tokenizer']}",
+        f"- **labeled set** {labeled.get('name')} (classes {', '.join(map(str, labeled.get('classes', [])))}): "
+        f"documents per split {documents}",
+        f"- **pretraining budget**: {budget}" + (f"; {device}" if device else ""),
+        f"- **seeds**: pretraining {', '.join(seeds)}; fine-tuning {', '.join(tuning)} (one seed per run)",
+        f"- **evaluation**: the first {evaluation.get('test tokens', 0):,} test tokens, "
+        f"{evaluation.get('test documents', 0):,} test documents, on {evaluation.get('device')}",
+        f"- **code**: commit {first['commit']}",
+    ]
 
 
 def curve_plot(families: dict[str, dict[str, Any]], x: str, label: str, path: Path) -> None:
@@ -213,16 +272,39 @@ def curve_plot(families: dict[str, dict[str, Any]], x: str, label: str, path: Pa
     fig.savefig(path, dpi=120)
 
 
-def bars(path: Path, title: str, ylabel: str, groups: dict[str, list[float | None]], names: list[str]) -> None:
-    """Grouped bars: one group per family, one bar per series in `groups`; missing values are left out."""
+def bars(
+    path: Path,
+    title: str,
+    ylabel: str,
+    groups: dict[str, list[float | Interval | None]],
+    names: list[str],
+    reference: tuple[str, Interval] | None = None,
+) -> None:
+    """Grouped bars: one group per family, one bar per series in `groups` (an `Interval` draws its error bar);
+    missing values are left out. `reference`: a labelled horizontal line with its band (a baseline)."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     width = 0.8 / len(groups)
     for i, (series, values) in enumerate(groups.items()):
         xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(names))]
         shown = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
-        drawn = ax.bar([x for x, _ in shown], [v for _, v in shown], width, label=series)
+        heights = [v.estimate if isinstance(v, Interval) else v for _, v in shown]
+        errors = [
+            (v.estimate - v.low, v.high - v.estimate) if isinstance(v, Interval) else (0.0, 0.0) for _, v in shown
+        ]
+        drawn = ax.bar(
+            [x for x, _ in shown],
+            heights,
+            width,
+            label=series,
+            yerr=list(zip(*errors, strict=True)) if any(e != (0.0, 0.0) for e in errors) else None,
+            capsize=2,
+        )
         ax.bar_label(drawn, fmt="%.3g", fontsize=7, rotation=90, padding=2)
+    if reference is not None:
+        label, line = reference
+        ax.axhline(line.estimate, color="black", linestyle="--", linewidth=1, label=f"{label} {line.estimate:.3f}")
+        ax.axhspan(line.low, line.high, color="black", alpha=0.08)
     ax.set_xticks(range(len(names)), names)
     ax.set(ylabel=ylabel, title=title)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # head room for the legend above the bars
@@ -232,14 +314,16 @@ def bars(path: Path, title: str, ylabel: str, groups: dict[str, list[float | Non
 
 
 def accuracy_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
-    series = {
-        "accuracy, pretrained": M.TEST_ACC,
-        "accuracy, from scratch": M.SCRATCH_TEST_ACC,
-        "macro F1, pretrained": M.TEST_F1,
-        "macro F1, from scratch": M.SCRATCH_TEST_F1,
+    """Accuracy with its 95% interval, macro F1, and the majority-class baseline as a line with its band."""
+    groups: dict[str, list[float | Interval | None]] = {
+        "accuracy, pretrained": [f["figures"].accuracy.get(M.TEST) for f in families.values()],
+        "accuracy, from scratch": [f["figures"].accuracy.get(M.SCRATCH_TEST) for f in families.values()],
+        "macro F1, pretrained": [f["metrics"].get(M.TEST_F1) for f in families.values()],
+        "macro F1, from scratch": [f["metrics"].get(M.SCRATCH_TEST_F1) for f in families.values()],
     }
-    groups = {label: [f["metrics"].get(key) for f in families.values()] for label, key in series.items()}
-    bars(path, "Test accuracy and F1: pretrained vs. from scratch", "score", groups, list(families))
+    majority = next(iter(families.values()))["figures"].majority
+    title = f"Test accuracy ({CONFIDENCE:.0%} intervals) and F1: pretrained vs. from scratch"
+    bars(path, title, "score", groups, list(families), ("majority class", majority))
 
 
 def throughput_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
