@@ -35,7 +35,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from lmlab import metrics as M
 from lmlab.checkpoints import load_classifier, load_language_model
-from lmlab.config import EvaluateConfig
+from lmlab.config import SPLITS, EvaluateConfig
 from lmlab.data.atomic import NUMBER, read_json, write_atomic, write_json
 from lmlab.data.corpus import Corpus
 from lmlab.data.labeled import LabeledSet, LabeledSplit, OrderedDocuments
@@ -120,10 +120,15 @@ def readable(text: str) -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit (with "+changes" when the tree differs from it), or "unknown" outside git."""
+    """The checkout's commit, with "+changes" when its code or configs differ from it (outputs the pipeline
+    rewrites, such as dvc.lock and metrics, do not count), or "unknown" outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "conf", "dvc.yaml"],
+            capture_output=True,
+            text=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.strip()[:12] + (" +changes" if dirty.stdout.strip() else "")
@@ -143,13 +148,13 @@ def setting(
     return {
         "corpus": {
             "name": cfg.data.name,
-            "tokens": {split: stats.tokens for split, stats in corpus.splits.items()},
-            "bytes": {split: stats.bytes for split, stats in corpus.splits.items()},
+            "tokens": {split: corpus.splits[split].tokens for split in SPLITS},
+            "bytes": {split: corpus.splits[split].bytes for split in SPLITS},
         },
         "labeled": {
             "name": labeled.name,
             "classes": labeled.classes,
-            "documents": {split: len(labeled.split(split)) for split in ("train", "val", "test")},
+            "documents": {split: len(labeled.split(split)) for split in SPLITS},
         },
         "tokenizer": cfg.tokenizer.name,
         "pretraining": {
