@@ -119,14 +119,19 @@ def test_help_config_and_completion_start_without_torch(args: list[str]) -> None
     assert not imported & HEAVY, f"lmlab {' '.join(args)} imported {sorted(imported & HEAVY)}"
 
 
-def test_a_job_prints_each_lightning_message_once(tmp_path: Path) -> None:
-    """Lightning sets up its loggers when imported: the CLI imports it before Hydra sets up the job's logging,
-    else each message would print twice (Lightning's own handler and the job's)."""
+def test_a_job_says_what_it_does_in_a_few_lines(tmp_path: Path) -> None:
+    """A pretraining job with W&B (offline) prints its start line (device, steps), the W&B run's folder and its
+    result: no W&B banner or summary tables, no Lightning device lines, each line once (Lightning is imported
+    before Hydra sets up the job's logging, else its messages would print twice)."""
     write_corpus(tmp_path / "data")
-    run = [*tiny_overrides(max_steps=2, val_every=2), "logger=none", f"paths.data_dir={tmp_path / 'data'}"]
-    result = lmlab("pretrain", *run, f"hydra.run.dir={tmp_path / 'run'}")
+    run = [*tiny_overrides(max_steps=2, val_every=2), f"paths.data_dir={tmp_path / 'data'}"]
+    result = lmlab("pretrain", "model=gru", *run, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (result.stdout + result.stderr).count("GPU available") == 1, result.stdout + result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert not [line for line in lines if line.startswith("wandb:") or "GPU available" in line], lines
+    for said in ("pretraining gru (", "cpu x1, precision 32-true", "W&B run ", "pretrained gru: 2 steps"):
+        assert sum(said in line for line in lines) == 1, (said, lines)
+    assert len(lines) <= 4, lines
 
 
 # A line typed at the prompt, the COMP_WORDS bash makes of it ('=' is one of its word breaks), and what TAB

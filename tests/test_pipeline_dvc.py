@@ -39,9 +39,17 @@ def write_params(root: Path, vocab_size: int) -> None:
 
 
 def repro(root: Path, *targets: str) -> list[str]:
+    """The stages `dvc repro` ran; its console holds what each stage does, none of W&B's banners and summary
+    tables or Lightning's device lines, and announces fine-tuning's LM adaptation as a phase of its own."""
     result = dvc("repro", *targets, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
-    return re.findall(r"Running stage '([\w@]+)'", result.stdout)
+    console = (result.stdout + result.stderr).splitlines()
+    noise = [line for line in console if line.startswith("wandb:") or "GPU available" in line or "USDT" in line]
+    assert not noise, noise[:10]
+    ran = re.findall(r"Running stage '([\w@]+)'", result.stdout)
+    if any(stage.startswith("finetune@") for stage in ran):
+        assert any("LM adaptation first:" in line for line in console), console[-40:]
+    return ran
 
 
 def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -> None:

@@ -21,8 +21,12 @@ Callable without the CLI: `evaluate(cfg)` returns the metrics it writes.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -256,13 +260,33 @@ def peak_memory(model: LanguageModel, inputs: torch.Tensor, device: str) -> floa
         with torch.inference_mode():
             model(inputs.to(device))
         return float(torch.cuda.max_memory_allocated())
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        without_stderr(),
+        torch.inference_mode(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         model(inputs)
     live = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         live += event.self_cpu_memory_usage
         peak = max(peak, live)
     return float(peak + sum(p.numel() * p.element_size() for p in model.parameters()))
+
+
+@contextmanager
+def without_stderr() -> Iterator[None]:
+    """The process's stderr (fd 2) sent to /dev/null for the block: the profiler's C++ side prints
+    "USDT: ... profiler_start/stop" lines there that no setting turns off and no user can act on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def sample_and_latency(model: LanguageModel, tokenizer: Path, prompt: str, cfg: EvaluateConfig) -> tuple[str, float]:

@@ -36,7 +36,7 @@ from lmlab.runs import RunFolder, code_version, open_corpus
 from lmlab.tasks import optim
 from lmlab.tasks.finetune import FinetuneData, FinetuneTask, model_record
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
-from lmlab.training import ValCurve, config_dict, finish_logger, make_logger, make_trainer
+from lmlab.training import ValCurve, config_dict, device_line, finish_logger, make_logger, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,13 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: backbone.num_params, **adapted})
     log.info(
-        "fine-tuning %s (%s backbone parameters, %s) on %s, run folder %s%s",
+        "fine-tuning a %s classifier (%s backbone parameters, %s) on %s for %d steps, %s, run folder %s%s",
         cfg.model.family,
         f"{backbone.num_params:,}",
         "from scratch" if pretrained is None else f"from {pretrained}",
         labeled.name,
+        cfg.trainer.max_steps,
+        device_line(trainer),
         run_dir,
         f", resuming from {start.checkpoint}" if start.checkpoint else "",
     )
@@ -145,6 +147,16 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
         write_json(run_dir / "metrics.json", metrics)
         if cfg.metrics_file:
             write_json(Path(cfg.metrics_file), metrics)
+        log.info(
+            "fine-tuned %s%s: %d steps; val acc %.3f (best %.3f), val F1 %.3f -> %s",
+            cfg.model.family,
+            " from scratch" if task_cfg.from_scratch else "",
+            metrics[M.FINETUNE_STEPS],
+            metrics.get(M.FINETUNE_VAL_ACC, float("nan")),
+            metrics[M.BEST_FINETUNE_VAL_ACC] if metrics[M.BEST_FINETUNE_VAL_ACC] is not None else float("nan"),
+            metrics.get(M.FINETUNE_VAL_F1, float("nan")),
+            run_dir / "metrics.json",
+        )
     return metrics
 
 
@@ -238,9 +250,16 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
     task = PretrainTask(backbone, lm_optim, steps, steps, lm.tokens_per_byte("val"))
     trainer = make_trainer(replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [])
     run.begin(start, trainer.is_global_zero)
+    log.info(
+        "LM adaptation first: %d steps of language modelling on the labeled set's training text, run folder %s%s",
+        steps,
+        folder,
+        ", already done" if start.checkpoint else "",
+    )
     trainer.fit(task, datamodule=PretrainData(lm, batches, backbone.stateful, window, 1), ckpt_path=start.checkpoint)
-    loss = trainer.callback_metrics.get(M.VAL_LOSS, task.last_val.get(M.VAL_LOSS, 0.0))
-    return {M.ADAPT_VAL_LOSS: float(loss)}
+    loss = float(trainer.callback_metrics.get(M.VAL_LOSS, task.last_val.get(M.VAL_LOSS, 0.0)))
+    log.info("LM adaptation done: val loss on the labeled set's text %.4f", loss)
+    return {M.ADAPT_VAL_LOSS: loss}
 
 
 def sha256_state(model: torch.nn.Module) -> str:

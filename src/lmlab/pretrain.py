@@ -22,7 +22,7 @@ from lmlab.models import build_model, family_config
 from lmlab.runs import RunFolder, code_version, open_corpus
 from lmlab.tasks import optim
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
-from lmlab.training import ValCurve, config_dict, finish_logger, make_logger, make_trainer
+from lmlab.training import ValCurve, config_dict, device_line, finish_logger, make_logger, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,12 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: model.num_params})
     log.info(
-        "pretraining %s (%s parameters) on %s, run folder %s%s",
+        "pretraining %s (%s parameters) on %s for %d steps, %s, run folder %s%s",
         cfg.model.family,
         f"{model.num_params:,}",
         corpus.folder,
+        cfg.trainer.max_steps,
+        device_line(trainer),
         run.path,
         f", resuming from {start.checkpoint}" if start.checkpoint else "",
     )
@@ -99,6 +101,20 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
         write_json(run.path / "metrics.json", metrics)
         if cfg.metrics_file:
             write_json(Path(cfg.metrics_file), metrics)
+        log.info(
+            "pretrained %s: %d steps, %s tokens in %.0f s (%s tokens/s); val loss %.4f (best %.4f), ppl %.1f, "
+            "bpb %.3f -> %s",
+            cfg.model.family,
+            metrics[M.TRAIN_STEPS],
+            f"{metrics[M.TRAIN_TOKENS]:,}",
+            metrics[M.TRAIN_WALL_SECONDS],
+            f"{metrics[M.TRAIN_TOKENS_PER_SEC]:,.0f}",
+            metrics.get(M.VAL_LOSS, float("nan")),
+            metrics[M.BEST_VAL_LOSS] if metrics[M.BEST_VAL_LOSS] is not None else float("nan"),
+            metrics.get(M.VAL_PPL, float("nan")),
+            metrics.get(M.VAL_BPB, float("nan")),
+            run.path / "metrics.json",
+        )
     return metrics
 
 

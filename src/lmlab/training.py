@@ -32,8 +32,11 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
 warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume does so
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning, not ours
+# Lightning's start and stop lines say nothing a user can act on: the job's own lines name the device and the
+# result instead (pretrain.py, finetune.py).
+QUIET_LIGHTNING = ("GPU available:", "TPU available:", "HPU available:", "`Trainer.fit` stopped:", "💡")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()
+    lambda record: not record.getMessage().startswith(QUIET_LIGHTNING) and "litlogger" not in record.getMessage()
 )
 
 
@@ -65,7 +68,7 @@ def make_logger(
         raise LmlabError(f"logger.kind={cfg.kind!r}: use one of {', '.join(LOGGERS)}")
     import wandb
 
-    return WandbLogger(
+    logger = WandbLogger(
         project=cfg.project,
         entity=cfg.entity,
         save_dir=str(run_dir),
@@ -76,8 +79,13 @@ def make_logger(
         tags=[*tags, *cfg.tags, *env_tags()],
         config=config,
         mode=wandb_mode(cfg),
-        settings=wandb.Settings(save_code=False, disable_git=True),
+        # silent: W&B's ~30 lines per run (banner, history and summary tables) go; `finish_logger` says where
+        # the run is in one line
+        settings=wandb.Settings(save_code=False, disable_git=True, silent=True),
     )
+    # Lightning always passes `anonymous` (None unless asked), which W&B 0.2x warns about on every run
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def finish_logger(logger: Logger | None, failed: bool) -> None:
@@ -85,8 +93,12 @@ def finish_logger(logger: Logger | None, failed: bool) -> None:
     if isinstance(logger, WandbLogger):
         import wandb
 
-        if wandb.run is not None:
+        run = wandb.run
+        if run is not None:
+            folder = Path(run.dir).parent
+            where = run.url if not run.offline else f"{folder} (upload it with `wandb sync {folder}`)"
             wandb.finish(exit_code=1 if failed else 0)
+            log.info("W&B run %s: %s", run.id, where)
 
 
 class ValCurve(Callback):
@@ -229,6 +241,12 @@ def make_trainer(
             f"trainer settings (accelerator={cfg.accelerator}, devices={cfg.devices}, strategy={cfg.strategy}, "
             f"precision={cfg.precision}) do not work here: {err}"
         ) from None
+
+
+def device_line(trainer: L.Trainer) -> str:
+    """Where a job trains, for its start line: device x processes and precision (Lightning's own lines are
+    filtered out: `QUIET_LIGHTNING`)."""
+    return f"{trainer.strategy.root_device.type} x{trainer.world_size}, precision {trainer.precision}"
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
