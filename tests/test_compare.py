@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lmlab.compare import rank
+from lmlab.compare import curves_png, legend_label, rank
 from lmlab.metrics import higher_is_better
 from lmlab.wandb_runs import Filters, Run, read_offline_runs
 from tests.helpers.project import ROOT, copy_project
@@ -187,17 +187,24 @@ def test_filters_by_group_tag_sweep_and_job_type(runs: dict[str, Run]) -> None:
     }
 
 
+def best_bpb(run: Run) -> float:
+    """The lowest val/bpb of the run's validations (its metrics.json holds the last)."""
+    return min(val_curve(run_dir(run)))
+
+
 def test_ranking_puts_finished_runs_in_metric_order_and_the_others_after(runs: dict[str, Run]) -> None:
-    finished = sorted((run for run in runs.values() if run.state == "finished"), key=lambda r: metrics(r)["val/bpb"])
+    """Ranked by the best value each run logged, not its last (a run's summary holds the last)."""
+    finished = sorted((run for run in runs.values() if run.state == "finished"), key=best_bpb)
     assert len(finished) == 3
     rows = rank(list(runs.values()), "val/bpb", maximize=False, family_key="model.family")
     assert [row.run.id for row in rows[:3]] == [run.id for run in finished]
     assert [row.rank for row in rows] == [1, 2, 3, None, None]
-    assert [row.value for row in rows[:3]] == pytest.approx([metrics(run)["val/bpb"] for run in finished])
+    assert [row.value for row in rows[:3]] == pytest.approx([best_bpb(run) for run in finished])
     assert {row.run.state for row in rows[3:]} == {"failed", "crashed"}
 
-    reverse = rank(list(runs.values()), "val/bpb", maximize=True, family_key="model.family")
-    assert [row.run.id for row in reverse[:3]] == [run.id for run in reversed(finished)]
+    reverse = rank(list(runs.values()), "val/bpb", maximize=True, family_key="model.family")  # best = highest
+    highest = sorted(finished, key=lambda run: -max(val_curve(run_dir(run))))
+    assert [row.run.id for row in reverse[:3]] == [run.id for run in highest]
     assert higher_is_better("train/tokens_per_sec") and higher_is_better("test/f1")
     assert not higher_is_better("val/bpb") and not higher_is_better("train/wall_seconds")
 
@@ -251,9 +258,7 @@ def test_cli_writes_the_ranked_table_markdown_csv_and_plots(project: Path, runs:
     with (out / "compare.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     by_id = {run.id: name for name, run in runs.items()}
-    finished = sorted(
-        (name for name in RUNS if runs[name].state == "finished"), key=lambda n: metrics(runs[n])["val/bpb"]
-    )
+    finished = sorted((name for name in RUNS if runs[name].state == "finished"), key=lambda n: best_bpb(runs[n]))
     assert [by_id[row["id"]] for row in rows[:3]] == finished
     assert [row["rank"] for row in rows] == ["1", "2", "3", "", ""]
     for row in rows[:3]:
@@ -310,3 +315,20 @@ def test_cli_bad_inputs_exit_2_with_a_clear_message(project: Path, tmp_path: Pat
         assert not (tmp_path / name).exists(), f"{name}: wrote a report"
     assert "val/bpb" in errors["unknown_metric"].split("metrics they have:")[1]
     assert "lmlab pretrain" in errors["no_runs_here"] and "lmlab pretrain" in errors["no_runs_under"]
+
+
+def synthetic(name: str, family: str, curve: list[float]) -> Run:
+    history = [{"val/bpb": v, "train/tokens": 100 * (i + 1)} for i, v in enumerate(curve)]
+    config = {"model.family": family}
+    return Run(name, name, "g", "pretrain", [], "finished", config, {"val/bpb": curve[-1]}, history, "", name)
+
+
+def test_a_run_is_ranked_by_its_best_value_and_labelled_once() -> None:
+    """rnn's last validation (2.03) is worse than lstm's (2.00), but its best (1.96) is better: the best ranks.
+    A run named after its family is labelled once in the plot's legend ("rnn", not "rnn (rnn)")."""
+    rnn, lstm = synthetic("rnn", "rnn", [2.10, 1.96, 2.03]), synthetic("lstm-a", "lstm", [2.05, 2.00])
+    rows = rank([lstm, rnn], "val/bpb", maximize=False, family_key="model.family")
+    assert [(row.run.name, row.value) for row in rows] == [("rnn", 1.96), ("lstm-a", 2.00)]
+    png = curves_png(rows, "val/bpb")
+    assert png.startswith(b"\x89PNG")
+    assert [legend_label(row) for row in rows] == ["rnn", "lstm-a (lstm)"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ CURVE_X = (M.TRAIN_TOKENS, "trainer/global_step", "_step")  # the first that the
 
 @dataclass
 class Row:
-    """One run in the report: its rank (None: not a finished run with the metric) and the ranked value."""
+    """One run in the report: its rank (None: not a finished run with the metric) and the ranked value: the best
+    the run logged (`best_logged`)."""
 
     rank: int | None
     run: Run
@@ -53,7 +55,7 @@ def rank(runs: Sequence[Run], metric: str, maximize: bool, family_key: str) -> l
             f"--metric {metric}: none of the {len(runs)} runs has a number for it; "
             f"metrics they have: {', '.join(metrics_logged(runs)) or 'none'}"
         )
-    rows = [Row(None, run, str(run.config.get(family_key, "?")), number(run.value(metric))) for run in runs]
+    rows = [Row(None, run, str(run.config.get(family_key, "?")), best_logged(run, metric, maximize)) for run in runs]
     ranked = sorted(
         (row for row in rows if row.run.state == "finished" and row.value is not None),
         key=lambda row: (-row.value if maximize else row.value, row.run.name),
@@ -64,6 +66,16 @@ def rank(runs: Sequence[Run], metric: str, maximize: bool, family_key: str) -> l
         (row for row in rows if row.rank is None), key=lambda row: (row.run.state != "finished", row.run.name)
     )
     return ranked + rest
+
+
+def best_logged(run: Run, metric: str, maximize: bool) -> float | None:
+    """The best value of `metric` in the run's history and summary: a run's summary holds its last value, and
+    the last validation is not always its best (a checkpoint keeps the best)."""
+    values = [number(row.get(metric)) for row in run.history] + [number(run.value(metric))]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if maximize else min(finite)
 
 
 def differing_config(runs: Sequence[Run], skip: Sequence[str]) -> list[str]:
@@ -86,13 +98,15 @@ def fmt(value: Any) -> str:
 
 
 def header(metric: str) -> list[str]:
-    return ["rank", "run", "family", "state", metric, *SHOWN.values(), "config"]
+    return ["rank", "run", "family", "state", f"best {metric}", *SHOWN.values(), "config"]
 
 
 def cells(row: Row, metric: str, varied: Sequence[str]) -> list[str]:
-    """One table row (values as logged, so a NaN shows); the config column holds the keys that differ."""
+    """One table row: the ranked metric's best value (as logged when there is none, so a NaN shows), the other
+    figures as last logged; the config column holds the keys that differ."""
     run = row.run
-    values = [row.rank, run.name, row.family, run.state, *(run.value(key) for key in (metric, *SHOWN))]
+    ranked = row.value if row.value is not None else run.value(metric)
+    values = [row.rank, run.name, row.family, run.state, ranked, *(run.value(key) for key in SHOWN)]
     config = " ".join(f"{key}={fmt(run.config.get(key))}" for key in varied) if run.config else ""
     return [*(fmt(value) for value in values), config]
 
@@ -185,6 +199,13 @@ def png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def legend_label(row: Row) -> str:
+    """A run's name, with its family and state where they add something: "rnn", "lr3e-3 (gru, crashed)"."""
+    said = [row.family] if row.family != row.run.name else []
+    said += [] if row.run.state == "finished" else [row.run.state]
+    return row.run.name + (f" ({', '.join(said)})" if said else "")
+
+
 def curves_png(rows: Sequence[Row], metric: str) -> bytes:
     """The metric over training, one line per run (dashed: not finished); the y range fits the finished runs,
     so a run that diverged does not flatten the others."""
@@ -199,7 +220,7 @@ def curves_png(rows: Sequence[Row], metric: str) -> bytes:
         x_keys.add(x_key or "row")
         finished = row.run.state == "finished"
         finished_ys += ys if finished else []
-        label = f"{row.run.name} ({row.family}{'' if finished else ', ' + row.run.state})"
+        label = legend_label(row)
         style = "-" if finished else "--"
         ax.plot(xs, ys, marker="o", markersize=3, linestyle=style, label=label, color=colours[row.family])
     if finished_ys:

@@ -34,7 +34,15 @@ warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning, not ours
 # Lightning's start and stop lines say nothing a user can act on: the job's own lines name the device and the
 # result instead (pretrain.py, finetune.py).
-QUIET_LIGHTNING = ("GPU available:", "TPU available:", "HPU available:", "`Trainer.fit` stopped:", "💡")
+QUIET_LIGHTNING = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "`Trainer.fit` stopped:",
+    "Restoring states from the checkpoint",  # the start line says "resuming from <checkpoint>"
+    "Restored all states from the checkpoint",
+    "💡",
+)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not record.getMessage().startswith(QUIET_LIGHTNING) and "litlogger" not in record.getMessage()
 )

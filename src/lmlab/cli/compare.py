@@ -41,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
         help="higher is better (default for acc, f1, tokens_per_sec)",
     )
     direction.add_argument("--min", dest="maximize", action="store_false", help="lower is better (default otherwise)")
-    p.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder (default: reports/compare)")
+    # not under reports/: that folder is the report stage's DVC output, which `dvc repro` replaces
+    p.add_argument("--out", type=Path, default=Path("compare"), help="report folder (default: compare)")
     p.add_argument("--family-key", default="model.family", help="config key naming the family (default: model.family)")
     return p
 
