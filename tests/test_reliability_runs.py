@@ -189,7 +189,7 @@ SAVER = textwrap.dedent(
     from lmlab.training import AtomicCheckpointIO
     io, path = AtomicCheckpointIO(), Path(sys.argv[1])
     for i in range(10_000):
-        io.save_checkpoint({"step": i, "weights": torch.full((2_000_000,), float(i))}, path)
+        io.save_checkpoint({"step": i, "weights": torch.full((16_000_000,), float(i))}, path)
         print(i, flush=True)
     """
 )
@@ -201,7 +201,8 @@ def other_filesystem(a: Path, b: Path) -> bool:
 
 def test_a_kill_during_checkpoint_saves_leaves_a_whole_checkpoint(tmp_path: Path) -> None:
     """The issue's setting: $TMPDIR on another filesystem than the run folder, where Lightning's own writer
-    copies; kills at random moments of a save loop (8 MB checkpoints) must always leave one that loads."""
+    copies; kills at random moments of a save loop must always leave one that loads. The checkpoints are
+    64 MB, so that a copy takes long enough to be cut: Lightning's writer fails this every time."""
     shm = Path("/dev/shm")
     if not shm.is_dir() or not os.access(shm, os.W_OK) or not other_filesystem(shm, tmp_path):
         pytest.skip("needs /dev/shm on another filesystem than the test's folder")
