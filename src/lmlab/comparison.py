@@ -60,8 +60,8 @@ def pretraining_verdict(family: str, f: Figures) -> str:
         f"baseline scores {f.majority.estimate:.3f})"
         for prefix, (name, share) in f.collapsed.items()
     ]
-    figures = f"pretrained {f.accuracy[M.TEST].show()} vs from scratch {f.accuracy[M.SCRATCH_TEST].show()} accuracy"
+    both = f"pretrained {f.accuracy[M.TEST].show()} vs from scratch {f.accuracy[M.SCRATCH_TEST].show()} accuracy"
     if flags:
-        return f"- {family}: **no verdict**: " + "; ".join(flags) + f". {figures}."
+        return f"- {family}: **no verdict**: " + "; ".join(flags) + f". {both}."
     points = f.gain.map(lambda x: 100 * x)
-    return f"- {family}: {stats.verdict(points, 'pretrained', 'from scratch', ' accuracy points', 1)}; {figures}"
+    return f"- {family}: {stats.verdict(points, 'pretrained', 'from scratch', ' accuracy points', 1)}; {both}"
