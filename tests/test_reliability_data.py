@@ -15,13 +15,13 @@ import sys
 import textwrap
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sentencepiece as spm
 
+from bench.tokenize_long_line import cut_as_before
 from lmlab.config import DatasetConfig, PathsConfig, SourceConfig, TokenizerConfig
 from lmlab.data import fetch, sources
 from lmlab.data import tokenize as tokenize_module
@@ -70,19 +70,6 @@ def test_split_long_line_work_grows_linearly_with_the_line() -> None:
     # re-encoding the rest for each piece did ~pieces/2 times the line's length (here ~150x); once is 1x
     assert CountingStr.work <= 2 * len(line)
     assert " ".join(pieces) == line
-
-
-def cut_as_before(line: str, max_bytes: int) -> Iterator[str]:
-    """The cutter before it was made linear: its pieces are the reference."""
-    while len(line.encode("utf-8")) > max_bytes:
-        head = line.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-        cut = head.rfind(" ")
-        if cut <= 0:
-            cut = len(head) or 1
-        yield line[:cut]
-        line = line[cut:].lstrip(" ")
-    if line:
-        yield line
 
 
 def test_split_long_line_on_random_unicode_fits_never_splits_a_character_and_loses_only_cut_spaces() -> None:

@@ -77,13 +77,15 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     block_nats, block_tokens = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
     metrics |= M.lm_figures("test", block_nats.sum() / max(block_tokens.sum(), 1), corpus.tokens_per_byte("test"))
     metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)
-    prompt = cfg.prompt or document_start(corpus, cfg.prompt_tokens)
-    sample, latency = sample_and_latency(lm.model, corpus.tokenizer_file, prompt, cfg)
+    sp = spm.SentencePieceProcessor(model_file=str(corpus.tokenizer_file))
+    prompt = cfg.prompt or document_start(corpus, sp, cfg.prompt_tokens)
+    sample, latency = sample_and_latency(lm.model, sp, prompt, cfg)
     metrics[M.INFER_MS_PER_TOKEN] = latency
 
     labeled = LabeledSet.open(corpus)
-    test = labeled.split("test")
-    majority = int(np.bincount(labeled.split("train").labels, minlength=len(labeled.classes)).argmax())
+    splits = {name: labeled.split(name) for name in SPLITS}
+    test = splits["test"]
+    majority = int(np.bincount(splits["train"].labels, minlength=len(labeled.classes)).argmax())
     examples = Examples(block_nats, block_tokens, test.labels.astype(np.int64), majority)
     metrics[M.MAJORITY_TEST_ACC] = float(examples.majority_correct().mean())
     runs = {M.TEST: finetune_run} | ({M.SCRATCH_TEST: Path(cfg.scratch_run)} if cfg.scratch_run else {})
@@ -103,18 +105,18 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     write_curves(Path(cfg.curves_dir), pretrain_run, runs)
     write_atomic(Path(cfg.sample_file), (sample + "\n").encode())
     examples.save(Path(cfg.examples_file))
-    write_json(Path(cfg.setting_file), setting(cfg, corpus, labeled, trained, runs, examples, prompt))
+    documents = {name: len(split) for name, split in splits.items()}
+    write_json(Path(cfg.setting_file), setting(cfg, corpus, labeled, documents, trained, runs, examples, prompt))
     write_json(Path(cfg.out), metrics)
     return metrics
 
 
-def document_start(corpus: Corpus, tokens: int) -> str:
+def document_start(corpus: Corpus, sp: spm.SentencePieceProcessor, tokens: int) -> str:
     """The first `tokens` tokens of the test split's first document: the samples' prompt. Every family
     continues the same real text; an empty prompt would favour a model that has learned how documents begin."""
     stream = corpus.tokens("test")
     end = np.flatnonzero(stream[: tokens + 1] == corpus.eod_id)
     ids = stream[: min(tokens, int(end[0]) if len(end) else tokens)]
-    sp = spm.SentencePieceProcessor(model_file=str(corpus.tokenizer_file))
     return readable(sp.decode([int(i) for i in ids]))
 
 
@@ -142,6 +144,7 @@ def setting(
     cfg: EvaluateConfig,
     corpus: Corpus,
     labeled: LabeledSet,
+    documents: dict[str, int],
     trained: dict[str, Any],
     runs: dict[str, Path],
     examples: Examples,
@@ -158,7 +161,7 @@ def setting(
         "labeled": {
             "name": labeled.name,
             "classes": labeled.classes,
-            "documents": {split: len(labeled.split(split)) for split in SPLITS},
+            "documents": documents,
         },
         "tokenizer": cfg.tokenizer.name,
         "pretraining": {
@@ -289,10 +292,11 @@ def without_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def sample_and_latency(model: LanguageModel, tokenizer: Path, prompt: str, cfg: EvaluateConfig) -> tuple[str, float]:
+def sample_and_latency(
+    model: LanguageModel, sp: spm.SentencePieceProcessor, prompt: str, cfg: EvaluateConfig
+) -> tuple[str, float]:
     """A seeded continuation of `prompt` (`generate_tokens`, not stopping at a document end) and milliseconds
     per token."""
-    sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
     ids = encode_prompt(sp, prompt)
     list(generate(model, ids, 4, temperature=0.8, top_p=0.95, seed=cfg.seed))  # warm-up
     started = time.perf_counter()

@@ -20,11 +20,10 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.utilities import rank_zero_only
 
 from lmlab import metrics as M
 from lmlab.checkpoints import model_config, prefixed, read_checkpoint
-from lmlab.config import FinetuneConfig, check_values
+from lmlab.config import FinetuneConfig
 from lmlab.data.atomic import write_json
 from lmlab.data.corpus import Corpus, write_corpus
 from lmlab.data.fetch import sha256_file
@@ -32,7 +31,7 @@ from lmlab.data.labeled import LabeledSet, LabeledSplit
 from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, ModelConfig, build_model, family_config
 from lmlab.models.classifier import Classifier
-from lmlab.runs import RunFolder, code_version, open_corpus
+from lmlab.runs import RunFolder, code_version, open_corpus, train_held
 from lmlab.tasks import optim
 from lmlab.tasks.finetune import FinetuneData, FinetuneTask, model_record
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
@@ -42,10 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def finetune(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
-    check_values(cfg)  # the whole config, before anything on disk changes
-    run = RunFolder(run_dir)
-    with run.held(rank_zero_only.rank == 0):
-        return train_in(cfg, run)
+    return train_held(cfg, run_dir, train_in)
 
 
 def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:

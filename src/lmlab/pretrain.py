@@ -13,13 +13,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 
 from lmlab import metrics as M
-from lmlab.config import PretrainConfig, check_values
+from lmlab.config import PretrainConfig
 from lmlab.data.atomic import write_json
 from lmlab.models import build_model, family_config
-from lmlab.runs import RunFolder, code_version, open_corpus
+from lmlab.runs import RunFolder, code_version, open_corpus, train_held
 from lmlab.tasks import optim
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
 from lmlab.training import ValCurve, config_dict, device_line, finish_logger, make_logger, make_trainer
@@ -42,10 +41,7 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
-    check_values(cfg)  # the whole config, before anything on disk changes
-    run = RunFolder(run_dir)
-    with run.held(rank_zero_only.rank == 0):
-        return train_in(cfg, run)
+    return train_held(cfg, run_dir, train_in)
 
 
 def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:

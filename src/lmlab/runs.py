@@ -21,15 +21,16 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
-from lmlab.config import PathsConfig, TokenizerConfig
+from lmlab.config import PathsConfig, TokenizerConfig, check_values
 from lmlab.data.atomic import read_json, write_json
 from lmlab.data.corpus import Corpus
 from lmlab.errors import LmlabError
@@ -252,6 +253,15 @@ class RunFolder:
         for path in start.damaged:  # kept for a look, out of the way of the next save and resume
             os.replace(path, path.with_name(path.name + ".damaged"))
         write_json(self.record, start.record)
+
+
+def train_held(cfg: Any, run_dir: Path, train: Callable[[Any, RunFolder], dict[str, Any]]) -> dict[str, Any]:
+    """A training verb (pretrain, finetune): its whole config checked before anything on disk changes, then
+    `train` in the run folder held by rank zero (DDP's other ranks work inside that hold)."""
+    check_values(cfg)
+    run = RunFolder(run_dir)
+    with run.held(rank_zero_only.rank == 0):
+        return train(cfg, run)
 
 
 def unreadable(path: Path) -> str | None:
