@@ -20,11 +20,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.config import PretrainConfig, register_configs, typed
+from lmlab.config import LOGGERS, PretrainConfig, register_configs, typed
 from lmlab.data.lm import StreamWindows
 from lmlab.models import FAMILIES, build_model
 from lmlab.tasks.optim import lr_factor
-from lmlab.training import LOGGERS
 from tests.helpers.ddp_probe import JOB, launch
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
