@@ -320,10 +320,14 @@ def test_resume_auto_never_and_path(data_dir: Path, tmp_path: Path) -> None:
     assert curve(run_dir)[:2] == first_rows and steps_of(run_dir) == [5, 10, 15]
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 15
 
-    # a changed model starts over: new id, old checkpoints and curve gone, same as a run in an empty folder
+    # a changed model starts over: new id, the old run moved to a sibling folder, same as a run in an empty folder
     wider = replace(cfg, model=replace(cfg.model, width=48))
+    old_last = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
     pretrain(wider, run_dir)
     wider_id = run_id(run_dir)
+    [kept] = [path for path in tmp_path.iterdir() if path.name.startswith("run.")]
+    assert (kept / "checkpoints" / "last.ckpt").read_bytes() == old_last
+    assert steps_of(kept) == [5, 10, 15] and json.loads((kept / "run.json").read_text())["wandb_id"] == first_id
     assert wider_id != first_id
     assert steps_of(run_dir) == [5, 10]
     last = load(run_dir / "checkpoints" / "last.ckpt")
@@ -352,6 +356,43 @@ def test_resume_auto_never_and_path(data_dir: Path, tmp_path: Path) -> None:
         pretrain(replace(wider, resume=str(tmp_path / "nope.ckpt")), run_dir)
     after = (run_dir / "run.json").read_text(), load(run_dir / "checkpoints" / "last.ckpt")["global_step"]
     assert after == before
+
+
+def test_a_wsd_run_continues_to_a_larger_budget_from_where_its_cooldown_began(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Raising max_steps of a finished wsd run continues it from `stable.ckpt` (its constant phase's end): the
+    steps before the old cooldown are kept, the longer run decays at its own end, the old end is kept aside."""
+    cfg = tiny_config(data_dir, "gru", max_steps=20, val_every=5)
+    cfg.optim.schedule, cfg.optim.cooldown, cfg.optim.warmup_steps = "wsd", 0.25, 2
+    run_dir = tmp_path / "run"
+    pretrain(cfg, run_dir)
+    assert load(run_dir / "checkpoints" / "stable.ckpt")["global_step"] == 15  # 20 - 25% of 20
+    short = curve(run_dir)
+    first_id = run_id(run_dir)
+
+    longer = replace(cfg, trainer=replace(cfg.trainer, max_steps=40))
+    with caplog.at_level("INFO"):
+        metrics = pretrain(longer, run_dir)
+    assert "from stable.ckpt (step 15" in caplog.text
+    assert metrics["train/steps"] == 40 and run_id(run_dir) == first_id
+    assert steps_of(run_dir) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert curve(run_dir)[:3] == short[:3]  # the constant phase is shared; step 20 was the old cooldown's end
+    assert load(run_dir / "checkpoints" / "stable.ckpt")["global_step"] == 30  # 40 - 25% of 40
+    [kept] = [path for path in tmp_path.iterdir() if path.name.startswith("run.")]
+    assert load(kept / "checkpoints" / "last.ckpt")["global_step"] == 20 and curve(kept) == short
+
+    # the same as a 40-step run from the start, up to the noise of a resume's data order (none here)
+    pretrain(longer, tmp_path / "straight")
+    assert [r["val/loss"] for r in curve(run_dir)] == pytest.approx(
+        [r["val/loss"] for r in curve(tmp_path / "straight")]
+    )
+
+    # a shorter budget than the stable checkpoint allows: no state to continue from, a new run, the old kept
+    shorter = replace(cfg, trainer=replace(cfg.trainer, max_steps=10))
+    pretrain(shorter, run_dir)
+    assert steps_of(run_dir) == [5, 10] and run_id(run_dir) != first_id
+    assert len([path for path in tmp_path.iterdir() if path.name.startswith("run.")]) == 2
 
 
 def test_a_run_trained_by_other_code_is_not_resumed(

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from lmlab.config import LOGGERS, PretrainConfig, register_configs, typed
 from lmlab.data.lm import StreamWindows
 from lmlab.models import FAMILIES, build_model
-from lmlab.tasks.optim import lr_factor
+from lmlab.tasks.optim import cooldown_start, lr_factor
 from tests.helpers.ddp_probe import JOB, launch
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
@@ -85,6 +85,19 @@ def test_experiment_shakespeare_char_is_nanogpts_cpu_recipe() -> None:
     assert o.lr * lr_factor(100, o, cfg.trainer.max_steps) == pytest.approx(1e-3)
     assert o.lr * lr_factor(2000, o, cfg.trainer.max_steps) == pytest.approx(1e-4)
     assert o.lr * lr_factor(0, o, cfg.trainer.max_steps) < 2e-5
+
+
+def test_wsd_is_constant_until_its_cooldown_then_falls_to_min_lr_at_any_budget() -> None:
+    o = composed(["optim.schedule=wsd", "optim.warmup_steps=10", "optim.cooldown=0.2"]).optim
+    for budget in (100, 1000):
+        factors = [lr_factor(step, o, budget) for step in range(budget + 1)]
+        begin = cooldown_start(o, budget)
+        assert begin == budget - budget // 5
+        assert factors[10 : begin + 1] == [1.0] * (begin - 9)  # the stable phase: the same for every budget
+        assert all(a > b for a, b in zip(factors[begin:], factors[begin + 1 :], strict=False))
+        assert o.lr * factors[-1] == pytest.approx(o.min_lr)
+    # 1-sqrt: half the fall is in the first quarter of the cooldown
+    assert lr_factor(850, o, 1000) == pytest.approx(0.5 * (1 + o.min_lr / o.lr))
 
 
 @pytest.mark.parametrize("family", ["lstm", "gru", "rnn"])

@@ -20,7 +20,7 @@ READER_FORMATS = ("text", "jsonl", "csv", "parquet")
 TOKENIZER_TYPES = ("bpe", "unigram", "char")
 SPLITS = ("train", "val", "test")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant", "plateau")
+SCHEDULES = ("cosine", "wsd", "constant", "plateau")
 LOGGERS = ("wandb", "csv", "none")
 POOLINGS = ("last", "mean", "max", "concat")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -244,8 +244,11 @@ class OptimConfig:
     momentum: float = at_least(0.0, 0.0)  # sgd only
     schedule: str = one_of(SCHEDULES, "cosine")
     warmup_steps: int = at_least(0, 0)  # linear warmup (cosine, constant)
-    min_lr: float = at_least(0.0, 0.0)  # cosine: the floor it decays to
+    min_lr: float = at_least(0.0, 0.0)  # cosine, wsd: the floor it decays to
     decay_steps: int | None = at_least(1, None)  # cosine: steps to reach min_lr (None: trainer.max_steps)
+    # wsd (warmup, stable, decay): constant, then a 1-sqrt cooldown to min_lr over this share of the last steps;
+    # a finished run continues to a larger trainer.max_steps from the checkpoint where its cooldown began
+    cooldown: float = rule("in (0, 1]", lambda v: 0 < v <= 1, 0.2)
     # plateau: lr *= factor after `plateau_patience` validations without gain
     plateau_factor: float = rule("in (0, 1]", lambda v: 0 < v <= 1, 0.25)
     plateau_patience: int = at_least(0, 0)

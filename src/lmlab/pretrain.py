@@ -13,15 +13,24 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from lmlab import metrics as M
 from lmlab.config import PretrainConfig
 from lmlab.data.atomic import write_json
 from lmlab.models import build_model, family_config
-from lmlab.runs import RunFolder, code_version, open_corpus, train_held
+from lmlab.runs import STABLE_CHECKPOINT, Extension, RunFolder, code_version, open_corpus, train_held
 from lmlab.tasks import optim
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
-from lmlab.training import ValCurve, config_dict, device_line, finish_logger, make_logger, make_trainer
+from lmlab.training import (
+    CheckpointAt,
+    ValCurve,
+    config_dict,
+    device_line,
+    finish_logger,
+    make_logger,
+    make_trainer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +38,8 @@ log = logging.getLogger(__name__)
 def identity(cfg: PretrainConfig) -> dict[str, Any]:
     """What a checkpoint belongs to. Trainer settings (devices, logging, steps) may change across a resume,
     except what the learning-rate schedule is computed from (`optim.schedule_identity`): a resumed run must
-    follow the schedule an uninterrupted one would have. Train longer with a fixed `optim.decay_steps`."""
+    follow the schedule an uninterrupted one would have. Train longer with `optim.schedule=wsd` (`extension`),
+    `constant`, or a fixed `optim.decay_steps`."""
     full = config_dict(cfg)
     return {
         "data": cfg.data.name,
@@ -38,6 +48,15 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
         "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
         "code": code_version("lmlab.pretrain"),
     }
+
+
+def extension(cfg: PretrainConfig) -> Extension | None:
+    """wsd: the schedule is the same for every budget until the cooldown, so a run of another `max_steps`
+    continues from its checkpoint at or before this budget's cooldown start (`stable.ckpt` of a finished run)."""
+    if cfg.optim.schedule != "wsd":
+        return None
+    free = {**identity(cfg), "schedule": {"accumulate": cfg.trainer.accumulate}}
+    return Extension(free, optim.cooldown_start(cfg.optim, cfg.trainer.max_steps))
 
 
 def pretrain(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
@@ -55,7 +74,7 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
     L.seed_everything(cfg.batches.seed, workers=True, verbose=False)
     model = build_model(cfg.model, corpus.vocab_size)
     # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
-    start = run.plan(cfg.resume, identity(cfg), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"))
+    start = run.plan(cfg.resume, identity(cfg), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"), extension(cfg))
     window = model.window(cfg.batches.bptt)
     if cfg.trainer.compile:
         model.compile()
@@ -71,7 +90,11 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
 
     tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name]
     logger = make_logger(cfg.logger, run.path, start.run_id, cfg.name, "pretrain", tags, config_dict(cfg))
-    trainer = make_trainer(cfg.trainer, run.path, logger, [ValCurve(run.path / "val_curve.csv")])
+    callbacks: list[Callback] = [ValCurve(run.path / "val_curve.csv")]
+    if cfg.optim.schedule == "wsd":
+        stable = optim.cooldown_start(cfg.optim, cfg.trainer.max_steps)
+        callbacks.append(CheckpointAt(stable, run.checkpoints / STABLE_CHECKPOINT))
+    trainer = make_trainer(cfg.trainer, run.path, logger, callbacks)
     run.begin(start, trainer.is_global_zero)
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: model.num_params})

@@ -6,6 +6,7 @@ Layout (the Hydra output folder of the run, e.g. ``runs/pretrain/lstm`` under DV
     run.json               W&B run id and the config fingerprint the checkpoints belong to
     checkpoints/last.ckpt  written at every validation; `resume=auto` continues from it
     checkpoints/best.ckpt  lowest val/loss so far
+    checkpoints/stable.ckpt  wsd schedules: the state where the cooldown began, which a longer budget continues
     val_curve.csv          one row per validation (step, tokens, seconds, val/loss, val/ppl, val/bpb, lr)
     metrics.json           final figures
     wandb/                 the W&B run (offline files unless online was asked for)
@@ -21,6 +22,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ from lmlab.data.corpus import Corpus
 from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
+
+STABLE_CHECKPOINT = "stable.ckpt"  # wsd: the state where the cooldown began (`lmlab.pretrain.extension`)
 
 
 def code_modules(module: str) -> list[Path]:
@@ -112,6 +116,17 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return keys
 
 
+@dataclass(frozen=True)
+class Extension:
+    """How a run continues to another budget when its schedule's early steps do not depend on the budget (wsd:
+    warmup, constant, cooldown): `identity` leaves the budget out, and `until` is the last step whose state
+    every budget shares (the cooldown's start). A checkpoint at or before both the old and the new run's
+    `until` is a state the new run passes through."""
+
+    identity: dict[str, Any]
+    until: int
+
+
 @dataclass
 class Start:
     """Where a run starts: the checkpoint it resumes (None: from scratch) and its W&B run id."""
@@ -120,6 +135,9 @@ class Start:
     run_id: str
     record: dict[str, Any]  # run.json's contents for this run
     damaged: list[Path] = field(default_factory=list)  # checkpoints that do not load: `begin` moves them aside
+    # the previous run's files go to a sibling folder first: moved (a new run) or copied (a run continued from an
+    # earlier checkpoint to a longer budget, whose end they are); None: nothing of a previous run is replaced
+    keep_previous: str | None = None
 
 
 @dataclass
@@ -149,7 +167,7 @@ class RunFolder:
             self.record,
             "it is written when a run starts; start the run over with resume=never (or delete the file)",
             {"wandb_id": str, "fingerprint": str},
-            {"identity": dict},
+            {"identity": dict, "budget_free": str, "budget_free_until": int},
         )
 
     @contextmanager
@@ -186,30 +204,53 @@ class RunFolder:
             self.lock.unlink(missing_ok=True)
             os.close(fd)
 
-    def plan(self, resume: str, identity: dict[str, Any], new_id: str, given_id: str | None = None) -> Start:
+    def plan(
+        self,
+        resume: str,
+        identity: dict[str, Any],
+        new_id: str,
+        given_id: str | None = None,
+        extension: Extension | None = None,
+    ) -> Start:
         """Decide where training starts, changing nothing on disk (the caller may still fail before `begin`).
 
         `identity` holds what makes checkpoints interchangeable (model, data, tokenizer,
-        task, optimizer, seed). `resume=auto` continues only a run with the same
-        identity; a changed one starts over (as DVC needs when a param changes), and
-        `begin` removes its old checkpoints. A path resumes from that checkpoint as given.
+        task, optimizer, seed, the schedule). `resume=auto` continues a run with the same identity,
+        or, given an `extension`, a run of another budget from a checkpoint the longer schedule passes through.
+        A changed one starts over (as DVC needs when a param changes): `begin` moves the old run to a sibling
+        folder first, so that no run is overwritten unseen. `never` starts over, removing the old checkpoints.
+        A path resumes from that checkpoint as given.
         `given_id` (a sweep agent's run id) names the run even on a resume: W&B enforces it in a sweep.
         """
         record = self.read_record()
         damaged: list[Path] = []
-        if resume == "never" or (resume == "auto" and not self.last_checkpoint.is_file()):
+        keep: str | None = None
+        has_run = any(self.checkpoints.glob("*.ckpt"))
+        if resume == "never" or (resume == "auto" and not has_run):
             checkpoint = None
+            if has_run:
+                log.warning("resume=never: removing the previous run's checkpoints in %s", self.checkpoints)
         elif resume == "auto":
+            free = fingerprint(extension.identity) if extension else None
             if record.get("fingerprint") == fingerprint(identity):
                 checkpoint, damaged = self.loadable_checkpoint()
+            elif (
+                free
+                and record.get("budget_free") == free
+                and (found := self.checkpoint_until(min(extension.until, record.get("budget_free_until", -1))))
+            ):
+                checkpoint, step = found
+                keep = "copy"
+                log.info(
+                    "continuing %s to a new budget from %s (step %d, before the cooldown of its old budget)",
+                    self.path,
+                    checkpoint.name,
+                    step,
+                )
             else:
                 changed = changed_keys(record.get("identity", {}), identity) or ["(unknown: no run.json)"]
-                log.warning(
-                    "config changed since %s was written (%s): starting a new run",
-                    self.last_checkpoint,
-                    ", ".join(changed),
-                )
-                checkpoint = None
+                log.warning("config changed since %s was written (%s)", self.checkpoints, ", ".join(changed))
+                checkpoint, keep = None, "move"
         else:
             checkpoint = Path(resume)
             if not checkpoint.is_file():
@@ -221,7 +262,25 @@ class RunFolder:
             log.warning("resuming %s as W&B run %s (given), not %s (recorded)", checkpoint, given_id, recorded)
         run_id = given_id or recorded or new_id
         record = {"wandb_id": run_id, "fingerprint": fingerprint(identity), "identity": identity}
-        return Start(checkpoint, run_id, record, damaged)
+        if extension:  # and the last step whose state this budget shares with any other
+            record["budget_free"] = fingerprint(extension.identity)
+            record["budget_free_until"] = extension.until
+        return Start(checkpoint, run_id, record, damaged, keep)
+
+    def checkpoint_until(self, step: int) -> tuple[Path, int] | None:
+        """The loadable checkpoint of this run with the highest step at or before `step`, and that step."""
+        found: list[tuple[int, Path]] = []
+        for path in self.checkpoints.glob("*.ckpt"):
+            try:
+                at = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+            except Exception:  # a damaged file is no candidate
+                continue
+            if at <= step:
+                found.append((at, path))
+        if not found:
+            return None
+        at, path = max(found)
+        return path, at
 
     def loadable_checkpoint(self) -> tuple[Path, list[Path]]:
         """`last.ckpt`, or when it does not load (a disk error, a copy cut short) the newest one of the run that
@@ -243,16 +302,45 @@ class RunFolder:
         )
 
     def begin(self, start: Start, is_rank_zero: bool) -> None:
-        """Make `plan`'s decision on disk (rank zero): a new run clears the old checkpoints and curve; the
-        record says which W&B run and config the checkpoints belong to."""
+        """Make `plan`'s decision on disk (rank zero): the previous run kept aside when it is replaced, a new run
+        clearing the old checkpoints and curve; the record says which W&B run and config the checkpoints are."""
         if not is_rank_zero:
             return
+        if start.keep_previous:
+            self.keep_previous(copy=start.keep_previous == "copy")
+        if start.keep_previous == "copy":  # later states of the old budget, kept aside, must not be resumed
+            for path in self.checkpoints.glob("*.ckpt"):
+                if start.checkpoint is None or not path.samefile(start.checkpoint):
+                    path.unlink()
         if start.checkpoint is None:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
             (self.path / "val_curve.csv").unlink(missing_ok=True)
         for path in start.damaged:  # kept for a look, out of the way of the next save and resume
             os.replace(path, path.with_name(path.name + ".damaged"))
         write_json(self.record, start.record)
+
+    def keep_previous(self, copy: bool) -> Path:
+        """The previous run's checkpoints, curve, metrics and record in a sibling folder `<name>.<time>`: moved
+        when a new run replaces them, copied when the run continues from one of its checkpoints."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = self.path.with_name(f"{self.path.name}.{stamp}")
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = self.path.with_name(f"{self.path.name}.{stamp}-{n}")
+        kept.mkdir(parents=True)
+        for name in ("checkpoints", "val_curve.csv", "metrics.json", "run.json"):
+            source = self.path / name
+            if not source.exists():
+                continue
+            if not copy:
+                os.replace(source, kept / name)
+            elif source.is_dir():
+                shutil.copytree(source, kept / name)
+            else:
+                shutil.copy2(source, kept / name)
+        log.warning("the previous run of %s is kept in %s (%s)", self.path, kept, "copied" if copy else "moved")
+        return kept
 
 
 def train_held(cfg: Any, run_dir: Path, train: Callable[[Any, RunFolder], dict[str, Any]]) -> dict[str, Any]:

@@ -137,6 +137,21 @@ class ValCurve(Callback):
             writer.writerows(rows)
 
 
+class CheckpointAt(Callback):
+    """A checkpoint of the state after optimizer step `step` (wsd: where the cooldown begins), which a longer
+    budget continues from. Saved where Lightning's step-interval checkpoints are (`on_train_batch_end`), so a
+    resume from it continues with the next batch."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step and not trainer.fit_loop._should_accumulate():
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
 class CachedAutocast(MixedPrecision):
     """Lightning's AMP with torch.autocast's weight-cast cache kept on in the step (Lightning 2.6 turns it off),
     and gradient clipping allowed with a fused optimizer when there is no gradient scaler (bf16).

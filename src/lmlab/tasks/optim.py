@@ -55,15 +55,28 @@ def build_optimizer(
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
+def cooldown_start(cfg: OptimConfig, max_steps: int) -> int:
+    """wsd: the step its cooldown begins; before it the schedule is the same for every budget."""
+    return max(cfg.warmup_steps, max_steps - math.ceil(cfg.cooldown * max_steps))
+
+
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
-    """Multiplier of `cfg.lr` at optimizer step `step`: linear warmup, then constant or cosine to `min_lr`."""
+    """Multiplier of `cfg.lr` at optimizer step `step`: linear warmup, then constant, cosine to `min_lr`, or
+    (wsd) constant and a 1-sqrt cooldown to `min_lr` over the last `cooldown` share of the steps, the shape
+    Hägele et al. (2024) found to match cosine at any budget."""
     if step < cfg.warmup_steps:
         return (step + 1) / (cfg.warmup_steps + 1)
+    floor = cfg.min_lr / cfg.lr if cfg.lr else 0.0
+    if cfg.schedule == "wsd":
+        begin = cooldown_start(cfg, max_steps)
+        if step < begin:
+            return 1.0
+        progress = min(1.0, (step - begin) / max(1, max_steps - begin))
+        return floor + (1.0 - floor) * (1.0 - math.sqrt(progress))
     if cfg.schedule != "cosine":
         return 1.0
     decay_steps = cfg.decay_steps or max_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, decay_steps - cfg.warmup_steps))
-    floor = cfg.min_lr / cfg.lr
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -104,6 +117,8 @@ def schedule_identity(optim: OptimConfig, trainer: TrainerConfig) -> dict[str, i
     resumed run follows the schedule an uninterrupted one would have."""
     if optim.schedule == "cosine":
         return {"decay_steps": optim.decay_steps or trainer.max_steps, "accumulate": trainer.accumulate}
+    if optim.schedule == "wsd":
+        return {"max_steps": trainer.max_steps, "accumulate": trainer.accumulate}
     if optim.schedule == "plateau":
         return {"val_every": trainer.val_every, "accumulate": trainer.accumulate}
     return {"accumulate": trainer.accumulate}
