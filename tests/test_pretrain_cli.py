@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import pty
 import subprocess
 import sys
 from dataclasses import asdict
@@ -176,6 +178,36 @@ def cli(project: Path, cli_tmp: Path) -> Results:
     return results
 
 
+def test_progress_is_a_bar_of_steps_on_a_terminal(project: Path, cli_tmp: Path) -> None:
+    """On a terminal: a bar of optimizer steps against max_steps with loss and tokens/s, not Lightning's
+    `Epoch 0/-2`; the per-validation lines are for pipes (`test_ddp_cpu_...` sees them)."""
+    main, child = pty.openpty()
+    args = ["model=gru", *TINY, "logger=none", f"hydra.run.dir={cli_tmp / 'terminal'}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmlab", "pretrain", *args],
+        cwd=project,
+        env={**env(), "COLUMNS": "200"},
+        stdout=child,
+        stderr=child,
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert proc.wait(timeout=300) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "pretrain gru" in screen and "10/10" in screen and "steps" in screen, screen[-2000:]
+    assert "tokens/s" in screen and "Epoch" not in screen and "v_num" not in screen
+    assert "step 10/10:" not in screen  # no log line per validation: the bar says it
+
+
 def test_cli_cfg_job_prints_the_experiment(cli: Results) -> None:
     result = cli["cfg_job"]
     assert result.returncode == 0, result.stderr
@@ -238,6 +270,10 @@ def test_ddp_cpu_trains_both_ranks_into_one_run_folder(project: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    # piped: one progress line per validation, from rank zero only (Hydra logs to stdout)
+    lines = [line.split("pretrain gru ")[1] for line in result.stdout.splitlines() if "pretrain gru step" in line]
+    assert [line[:10] for line in lines] == ["step 5/10:", "step 10/10"], result.stdout[-3000:]
+    assert "val loss" in lines[0] and "tokens/s" in lines[0] and "left" in lines[0]
     assert {p.name for p in project.iterdir()} - before <= {"outputs"}, "files outside outputs/"
     made = [p for p in (project / "outputs").rglob("*") if p.is_dir() and p.parent.name == "gru"]
     assert len(made) == 1, f"one run folder expected, got {made}"

@@ -94,7 +94,8 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
     callbacks: list = [ValCurve(run_dir / "val_curve.csv", M.FINETUNE_CURVE)]
     if task_cfg.patience:
         callbacks.append(EarlyStopping(M.FINETUNE_VAL_ACC, mode="max", patience=task_cfg.patience))
-    trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor=M.FINETUNE_VAL_ACC, mode="max")
+    what = f"finetune {cfg.model.family}{' from scratch' if task_cfg.from_scratch else ''}"
+    trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor=M.FINETUNE_VAL_ACC, mode="max", label=what)
     run.begin(start, trainer.is_global_zero)
 
     adapted: dict[str, float] = {}
@@ -104,17 +105,18 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
         backbone.requires_grad_(False)
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: backbone.num_params, **adapted})
-    log.info(
-        "fine-tuning a %s classifier (%s backbone parameters, %s) on %s for %d steps, %s, run folder %s%s",
-        cfg.model.family,
-        f"{backbone.num_params:,}",
-        "from scratch" if pretrained is None else f"from {pretrained}",
-        labeled.name,
-        cfg.trainer.max_steps,
-        device_line(trainer),
-        run_dir,
-        f", resuming from {start.checkpoint}" if start.checkpoint else "",
-    )
+    if trainer.is_global_zero:
+        log.info(
+            "fine-tuning a %s classifier (%s backbone parameters, %s) on %s for %d steps, %s, run folder %s%s",
+            cfg.model.family,
+            f"{backbone.num_params:,}",
+            "from scratch" if pretrained is None else f"from {pretrained}",
+            labeled.name,
+            cfg.trainer.max_steps,
+            device_line(trainer),
+            run_dir,
+            f", resuming from {start.checkpoint}" if start.checkpoint else "",
+        )
     # the classifier's dropout draws start from the seed, whether the adaptation above trained or was restored
     L.seed_everything(task_cfg.seed + 1, workers=True, verbose=False)
     failed = True
@@ -242,9 +244,11 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
         "steps": steps,
     }
     run = RunFolder(folder)
-    start = run.plan("auto", identity, "adapt")
+    start = run.plan("auto", identity, "adapt", keep_replaced=False)  # a step of its fine-tuning run, not a run
     task = PretrainTask(backbone, lm_optim, steps, steps, lm.tokens_per_byte("val"))
-    trainer = make_trainer(replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [])
+    trainer = make_trainer(
+        replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [], label=f"adapt {cfg.model.family}"
+    )
     run.begin(start, trainer.is_global_zero)
     log.info(
         "LM adaptation first: %d steps of language modelling on the labeled set's training text, run folder %s%s",

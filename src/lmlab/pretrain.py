@@ -94,20 +94,21 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
     if cfg.optim.schedule == "wsd":
         stable = optim.cooldown_start(cfg.optim, cfg.trainer.max_steps)
         callbacks.append(CheckpointAt(stable, run.checkpoints / STABLE_CHECKPOINT))
-    trainer = make_trainer(cfg.trainer, run.path, logger, callbacks)
+    trainer = make_trainer(cfg.trainer, run.path, logger, callbacks, label=f"pretrain {cfg.model.family}")
     run.begin(start, trainer.is_global_zero)
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: model.num_params})
-    log.info(
-        "pretraining %s (%s parameters) on %s for %d steps, %s, run folder %s%s",
-        cfg.model.family,
-        f"{model.num_params:,}",
-        corpus.folder,
-        cfg.trainer.max_steps,
-        device_line(trainer),
-        run.path,
-        f", resuming from {start.checkpoint}" if start.checkpoint else "",
-    )
+    if trainer.is_global_zero:
+        log.info(
+            "pretraining %s (%s parameters) on %s for %d steps, %s, run folder %s%s",
+            cfg.model.family,
+            f"{model.num_params:,}",
+            corpus.folder,
+            cfg.trainer.max_steps,
+            device_line(trainer),
+            run.path,
+            f", resuming from {start.checkpoint}" if start.checkpoint else "",
+        )
     failed = True
     try:
         trainer.fit(task, datamodule=data, ckpt_path=start.checkpoint, weights_only=True)

@@ -24,6 +24,7 @@ from lmlab import metrics as M
 from lmlab.config import LoggerConfig, TrainerConfig
 from lmlab.data.atomic import write_atomic
 from lmlab.errors import LmlabError
+from lmlab.progress import StepProgress
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,22 @@ QUIET_LIGHTNING = (
     "Restoring states from the checkpoint",  # the start line says "resuming from <checkpoint>"
     "Restored all states from the checkpoint",
     "💡",
+    "Initializing distributed:",  # DDP: the start line says "cpu x2"
+    f"{'-' * 100}\ndistributed_backend=",
 )
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: not record.getMessage().startswith(QUIET_LIGHTNING) and "litlogger" not in record.getMessage()
-)
+warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")  # inside Lightning's all_gather
+# what the tasks log at validation is the same on every rank: summed over ranks by the task (`strategy.reduce`)
+# or counted over all ranks (train/tokens)
+warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\(.*sync_dist=True.*")
+
+
+def quiet_lightning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(QUIET_LIGHTNING) and "litlogger" not in record.getMessage()
+
+
+for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(name).addFilter(quiet_lightning)
+logging.getLogger("lightning.fabric.utilities.distributed").addFilter(quiet_lightning)
 
 
 def wandb_mode(cfg: LoggerConfig) -> str:
@@ -208,10 +221,10 @@ def make_trainer(
     callbacks: list[Callback],
     monitor: str = M.VAL_LOSS,
     mode: str = "min",
-    progress_bar: bool | None = None,
+    label: str = "training",
 ) -> L.Trainer:
     """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`;
-    a progress bar on a terminal (`progress_bar` None) or as asked."""
+    its progress (`StepProgress`) is labelled `label`."""
     best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -250,10 +263,10 @@ def make_trainer(
             gradient_clip_val=cfg.gradient_clip_val,
             deterministic=cfg.deterministic,
             logger=logger if logger is not None else False,
-            callbacks=[best, last, *callbacks],
+            callbacks=[best, last, StepProgress(label), *callbacks],
             default_root_dir=run_dir,
             enable_model_summary=False,
-            enable_progress_bar=os.isatty(2) if progress_bar is None else progress_bar,
+            enable_progress_bar=False,  # StepProgress counts steps of max_steps, also when piped
         )
     except MisconfigurationException as err:  # e.g. accelerator=gpu on a machine without one
         raise LmlabError(
