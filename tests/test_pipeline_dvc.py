@@ -47,6 +47,8 @@ def repro(root: Path, *targets: str) -> list[str]:
     noise = [line for line in console if line.startswith("wandb:") or "GPU available" in line or "USDT" in line]
     assert not noise, noise[:10]
     ran = re.findall(r"Running stage '([\w@]+)'", result.stdout)
+    for family in (stage.removeprefix("pretrain@") for stage in ran if stage.startswith("pretrain@")):
+        assert any(re.search(rf"pretrain {family} step \d+/\d+: .*val loss", line) for line in console), family
     if any(stage.startswith("finetune@") for stage in ran):
         assert any("LM adaptation first:" in line for line in console), console[-40:]
     return ran

@@ -31,7 +31,6 @@ from lmlab.models import FAMILIES, build_model
 from lmlab.pretrain import pretrain
 from lmlab.runs import fingerprint
 from lmlab.tasks.finite import NonFiniteLoss
-from lmlab.training import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
@@ -134,7 +133,9 @@ class CrashAt(L.Callback):
 def crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     make_trainer = lmlab.pretrain.make_trainer
     monkeypatch.setattr(
-        lmlab.pretrain, "make_trainer", lambda c, r, lg, callbacks: make_trainer(c, r, lg, [*callbacks, CrashAt(step)])
+        lmlab.pretrain,
+        "make_trainer",
+        lambda c, r, lg, callbacks, **kw: make_trainer(c, r, lg, [*callbacks, CrashAt(step)], **kw),
     )
 
 
@@ -495,7 +496,7 @@ SECRET = "0123456789abcdef-very-secret-key-4567890"
 
 @pytest.fixture
 def wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # a logged-in user's runs would go online (`wandb_mode`)
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
@@ -504,12 +505,12 @@ def wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_wandb_logs_offline_into_the_run_folder(data_dir: Path, tmp_path: Path, wandb_env: None) -> None:
     cfg = tiny_config(data_dir, "gru", max_steps=10, val_every=5)
     cfg.logger = LoggerConfig(kind="wandb", tags=["smoke"])
-    cfg.name = "tiny-experiment"
+    cfg.name, cfg.seed, cfg.tags = "tiny-experiment", 5, ["lht"]
     run_dir = tmp_path / "run"
     metrics = pretrain(cfg, run_dir)
     wandb_id = run_id(run_dir)
 
-    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))  # offline without WANDB_MODE
+    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert [f.name for f in files] == [f"run-{wandb_id}.wandb"]
     summary, records = wandb_records(files[0])
 
@@ -525,7 +526,10 @@ def test_wandb_logs_offline_into_the_run_folder(data_dir: Path, tmp_path: Path, 
     assert logged == pytest.approx([r["val/loss"] for r in curve(run_dir)], rel=1e-6)
 
     run = next(r["run"] for r in records if r["type"] == "run")
-    assert {"gru", "sotu", "bpe8000", "smoke"} <= set(run["tags"])
+    assert {"gru", "sotu", "bpe8000", "smoke", "lht"} <= set(run["tags"])
+    assert run["display_name"] == "pretrain-gru-s5"  # <job>-<family>[-scratch][-s<seed>]
+    assert summary["config"]["batches"]["seed"] == 5  # the top-level seed is the data's
+    assert len(summary["config"]["provenance"]["git_commit"]) == 40
     assert run["run_group"] == "tiny-experiment"
     assert run["job_type"] == "pretrain"
     assert run["project"] == "lmlab"
@@ -534,20 +538,80 @@ def test_wandb_logs_offline_into_the_run_folder(data_dir: Path, tmp_path: Path, 
     assert not leaks, f"the API key was written to {leaks}"
 
 
-def test_wandb_mode_is_offline_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert wandb_mode(LoggerConfig()) == "offline"
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    assert wandb_mode(LoggerConfig()) == "offline"
-    monkeypatch.setenv("WANDB_MODE", "online")
-    assert wandb_mode(LoggerConfig()) == "online"
-    assert wandb_mode(LoggerConfig(mode="offline")) == "offline"  # the config beats the environment
-    monkeypatch.delenv("WANDB_MODE")
-    with pytest.raises(LmlabError, match="logger.mode='onlne'"):
-        wandb_mode(LoggerConfig(mode="onlne"))
-    monkeypatch.setenv("WANDB_MODE", "sometimes")
-    with pytest.raises(LmlabError, match="WANDB_MODE"):
-        wandb_mode(LoggerConfig())
+def test_lightning_hydra_template_keys_callbacks_and_trainer_arguments(data_dir: Path, tmp_path: Path) -> None:
+    """LHT habits: `ckpt_path` resumes like resume=<path>, the `callbacks` group adds Lightning callbacks,
+    `trainer.extra` passes any other Trainer argument; a spec that builds no callback names its key."""
+    cfg = tiny_config(data_dir, "gru", max_steps=10, val_every=5)
+    cfg.logger = LoggerConfig(kind="csv")
+    cfg.callbacks = {"lr": {"_target_": "lightning.pytorch.callbacks.LearningRateMonitor", "logging_interval": "step"}}
+    cfg.trainer = replace(cfg.trainer, extra={"limit_val_batches": 1})
+    pretrain(cfg, tmp_path / "run")
+    (logged,) = (tmp_path / "run" / "csv").rglob("metrics.csv")
+    header = logged.read_text().splitlines()[0].split(",")
+    assert "lr-AdamW/pg1" in header and "train/lr" in header  # Lightning's monitor beside lmlab's own
+
+    # one validation batch (limit_val_batches) instead of the whole split: another val loss
+    full = tiny_config(data_dir, "gru", max_steps=10, val_every=5)
+    pretrain(replace(full, logger=LoggerConfig(kind="none")), tmp_path / "full")
+    assert curve(tmp_path / "run")[0]["val/loss"] != curve(tmp_path / "full")[0]["val/loss"]
+
+    longer = replace(full, logger=LoggerConfig(kind="none"), trainer=replace(full.trainer, max_steps=15))
+    pretrain(replace(longer, ckpt_path=str(tmp_path / "full" / "checkpoints" / "last.ckpt")), tmp_path / "other")
+    assert steps_of(tmp_path / "other") == [15]  # continued at step 10, like resume=<path>
+
+    for spec, said in [
+        ({"_target_": "torch.nn.Identity"}, "callbacks.x: torch.nn.Identity is not a lightning.pytorch Callback"),
+        ({"_target_": "no.such.Callback"}, "callbacks.x: Error locating target 'no.such.Callback'"),
+        ({"logging_interval": "step"}, "callbacks.x: give its class as _target_"),
+    ]:
+        with pytest.raises(LmlabError, match=re.escape(said)):
+            pretrain(replace(full, callbacks={"x": spec}), tmp_path / "refused")
+        assert not (tmp_path / "refused" / "checkpoints").exists()
+
+
+def test_wandb_mode_follows_the_config_then_wandbs_own_settings(tmp_path: Path) -> None:
+    """logger.mode, else $WANDB_MODE, else what `wandb offline` / `wandb online` left in W&B's settings, else
+    online for a logged-in user (W&B's own default) and offline without an account. Run in a fresh process in
+    an empty folder with its own HOME: W&B reads its settings files once per process."""
+    script = """
+import os, subprocess, sys
+from lmlab.config import LoggerConfig
+from lmlab.errors import LmlabError
+from lmlab.training import wandb_mode
+
+def mode(**kw):
+    try:
+        return wandb_mode(LoggerConfig(**kw))
+    except LmlabError as err:
+        return "error: " + str(err)
+
+def wandb(*args):
+    subprocess.run([sys.executable, "-m", "wandb", *args], check=True, capture_output=True)
+
+seen = [mode()]                                    # no account: offline
+os.environ["WANDB_API_KEY"] = "k" * 40
+seen.append(mode())                                # logged in: online, as W&B would
+wandb("offline")
+seen.append(mode())                                # `wandb offline` is honoured
+seen.append(mode(mode="online"))                   # the config beats W&B's settings
+wandb("online")
+seen.append(mode())                                # `wandb online` undoes it
+os.environ["WANDB_MODE"] = "offline"
+seen.append(mode())                                # $WANDB_MODE beats the settings files
+seen.append(mode(mode="onlne"))
+os.environ["WANDB_MODE"] = "sometimes"
+seen.append(mode())
+print(seen)
+"""
+    env = {k: v for k, v in project_env().items() if not k.startswith("WANDB_")}
+    env |= {"HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "config")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = eval(result.stdout.strip().splitlines()[-1])  # noqa: S307 - our own script's list of strings
+    assert seen[:6] == ["offline", "online", "offline", "online", "online", "offline"]
+    assert seen[6].startswith("error: logger.mode='onlne'") and "WANDB_MODE" in seen[7]
 
 
 def test_invalid_wandb_mode_fails_the_run(data_dir: Path, tmp_path: Path, wandb_env: None) -> None:

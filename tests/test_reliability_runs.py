@@ -82,6 +82,8 @@ BAD_VALUES = [
     ("model", "embed_dropout", 1.5, "in [0, 1)"),
     ("optim", "lr", -1.0, ">= 0"),
     ("logger", "mode", "onlin", "one of online"),
+    ("trainer", "extra", {"max_epochs": 3}, "lmlab sets it; use trainer.max_steps"),
+    ("trainer", "extra", {"profilr": "simple"}, "not a lightning.Trainer argument; it takes"),
 ]
 
 
@@ -96,7 +98,7 @@ def test_a_bad_value_is_refused_before_the_run_folder_changes(
     broken = replace(cfg, **{section: replace(getattr(cfg, section), **{key: bad})})
     with pytest.raises(LmlabError, match=re.escape(accepted)) as err:
         pretrain(broken, run)
-    assert f"{key}=" in str(err.value) or key == "accelerator", err.value
+    assert f"{key}=" in str(err.value) or key in ("accelerator", "extra"), err.value
     assert snapshot(run) == before, "the refused start changed the finished run"
 
 

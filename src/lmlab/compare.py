@@ -200,8 +200,8 @@ def png(fig: Figure) -> bytes:
 
 
 def legend_label(row: Row) -> str:
-    """A run's name, with its family and state where they add something: "rnn", "lr3e-3 (gru, crashed)"."""
-    said = [row.family] if row.family != row.run.name else []
+    """A run's name, with its family and state where they add something: "pretrain-rnn", "lr3e-3 (gru, crashed)"."""
+    said = [row.family] if row.family not in row.run.name.split("-") else []
     said += [] if row.run.state == "finished" else [row.run.state]
     return row.run.name + (f" ({', '.join(said)})" if said else "")
 

@@ -284,6 +284,8 @@ class TrainerConfig:
     deterministic: bool = False
     compile: bool = False  # torch.compile the model (opt-in)
     threads: int = at_least(0, 0)  # CPU threads per process (0: torch's choice)
+    # any other lightning.Trainer argument, e.g. +trainer.extra.profiler=simple (checked: `training.trainer_extra`)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -293,8 +295,10 @@ class LoggerConfig:
     kind: str = one_of(LOGGERS, "wandb")
     project: str = "lmlab"
     entity: str | None = None
-    mode: str | None = one_of(("online", "offline", "disabled"), None)  # wandb; None: $WANDB_MODE, else offline
+    # wandb; None: W&B's own settings ($WANDB_MODE, `wandb offline`/`online`), else online when logged in
+    mode: str | None = one_of(("online", "offline", "disabled"), None)
     tags: list[str] = field(default_factory=list)  # added to the automatic family/dataset/tokenizer tags
+    name: str | None = None  # the W&B run's name; None: $WANDB_NAME, else <job>-<family>[-scratch][-s<seed>]
 
 
 @dataclass
@@ -310,6 +314,12 @@ class PretrainConfig:
     name: str = "default"  # experiment name: the W&B group
     resume: str = "auto"  # auto (last checkpoint of this run folder, if its config matches) | never | <path>
     metrics_file: str | None = None  # also write the final metrics here (the DVC stage's metrics file)
+    # lightning-hydra-template's top-level keys: `seed` sets batches.seed (and finetune.seed), `tags` are added
+    # to the W&B tags, `ckpt_path` is resume=<path>, `callbacks` are Lightning callbacks ({_target_: class, ...})
+    seed: int | None = None
+    tags: list[str] = field(default_factory=list)
+    ckpt_path: str | None = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -354,6 +364,12 @@ class FinetuneConfig:
     name: str = "default"
     resume: str = "auto"
     metrics_file: str | None = None
+    # lightning-hydra-template's top-level keys: `seed` sets batches.seed (and finetune.seed), `tags` are added
+    # to the W&B tags, `ckpt_path` is resume=<path>, `callbacks` are Lightning callbacks ({_target_: class, ...})
+    seed: int | None = None
+    tags: list[str] = field(default_factory=list)
+    ckpt_path: str | None = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -409,6 +425,19 @@ class GenerateConfig:
     seed: int | None = 1337
     device: str = "cpu"
     stop_at_document_end: bool = True
+
+
+def apply_lht_keys(cfg: Any) -> None:
+    """Carry the lightning-hydra-template keys (`seed`, `ckpt_path`) to the keys they stand for, before the
+    run's identity is computed from those."""
+    if cfg.seed is not None:
+        cfg.batches.seed = cfg.seed
+        if hasattr(cfg, "finetune"):
+            cfg.finetune.seed = cfg.seed
+    if cfg.ckpt_path is not None:
+        if cfg.resume not in ("auto", cfg.ckpt_path):
+            raise LmlabError(f"ckpt_path={cfg.ckpt_path!r} and resume={cfg.resume!r}: give one of them")
+        cfg.resume = cfg.ckpt_path
 
 
 def typed(node: Any) -> Any:

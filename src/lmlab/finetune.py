@@ -35,7 +35,16 @@ from lmlab.runs import RunFolder, code_version, open_corpus, train_held
 from lmlab.tasks import optim
 from lmlab.tasks.finetune import FinetuneData, FinetuneTask, model_record
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
-from lmlab.training import ValCurve, config_dict, device_line, finish_logger, make_logger, make_trainer
+from lmlab.training import (
+    ValCurve,
+    build_callbacks,
+    config_dict,
+    device_line,
+    finish_logger,
+    make_logger,
+    make_trainer,
+    run_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +98,11 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
         cfg.task_data.name,
         cfg.tokenizer.name,
         "scratch" if task_cfg.from_scratch else "pretrained",
+        *cfg.tags,
     ]
-    logger = make_logger(cfg.logger, run_dir, start.run_id, cfg.name, "finetune", tags, config_dict(cfg))
-    callbacks: list = [ValCurve(run_dir / "val_curve.csv", M.FINETUNE_CURVE)]
+    name = run_name(cfg.logger, "finetune", cfg.model.family, task_cfg.from_scratch, cfg.seed)
+    logger = make_logger(cfg.logger, run_dir, start.run_id, cfg.name, "finetune", tags, config_dict(cfg), name)
+    callbacks: list = [ValCurve(run_dir / "val_curve.csv", M.FINETUNE_CURVE), *build_callbacks(cfg.callbacks)]
     if task_cfg.patience:
         callbacks.append(EarlyStopping(M.FINETUNE_VAL_ACC, mode="max", patience=task_cfg.patience))
     what = f"finetune {cfg.model.family}{' from scratch' if task_cfg.from_scratch else ''}"

@@ -25,11 +25,13 @@ from lmlab.tasks.pretrain import PretrainData, PretrainTask
 from lmlab.training import (
     CheckpointAt,
     ValCurve,
+    build_callbacks,
     config_dict,
     device_line,
     finish_logger,
     make_logger,
     make_trainer,
+    run_name,
 )
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,10 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
     )
     data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
 
-    tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name]
-    logger = make_logger(cfg.logger, run.path, start.run_id, cfg.name, "pretrain", tags, config_dict(cfg))
-    callbacks: list[Callback] = [ValCurve(run.path / "val_curve.csv")]
+    tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name, *cfg.tags]
+    name = run_name(cfg.logger, "pretrain", cfg.model.family, seed=cfg.seed)
+    logger = make_logger(cfg.logger, run.path, start.run_id, cfg.name, "pretrain", tags, config_dict(cfg), name)
+    callbacks: list[Callback] = [ValCurve(run.path / "val_curve.csv"), *build_callbacks(cfg.callbacks)]
     if cfg.optim.schedule == "wsd":
         stable = optim.cooldown_start(cfg.optim, cfg.trainer.max_steps)
         callbacks.append(CheckpointAt(stable, run.checkpoints / STABLE_CHECKPOINT))

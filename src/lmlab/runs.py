@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from lmlab.config import PathsConfig, TokenizerConfig, check_values
+from lmlab.config import PathsConfig, TokenizerConfig, apply_lht_keys, check_values
 from lmlab.data.atomic import read_json, write_json
 from lmlab.data.corpus import Corpus
 from lmlab.errors import LmlabError
@@ -349,6 +349,7 @@ def train_held(cfg: Any, run_dir: Path, train: Callable[[Any, RunFolder], dict[s
     """A training verb (pretrain, finetune): its whole config checked before anything on disk changes, then
     `train` in the run folder held by rank zero (DDP's other ranks work inside that hold)."""
     check_values(cfg)
+    apply_lht_keys(cfg)
     run = RunFolder(run_dir)
     with run.held(rank_zero_only.rank == 0):
         return train(cfg, run)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import logging
 import os
+import subprocess
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -62,14 +64,60 @@ logging.getLogger("lightning.fabric.utilities.distributed").addFilter(quiet_ligh
 
 
 def wandb_mode(cfg: LoggerConfig) -> str:
-    """`logger.mode`, else $WANDB_MODE, else offline: nothing leaves the machine unless asked.
+    """Whether W&B logs online: `logger.mode`, else W&B's own settings, else offline when there is no W&B
+    account to sync to.
 
-    Under `wandb agent` (WANDB_SWEEP_ID set) the default is online: the sweep's server needs the run's metrics.
+    W&B's settings, in its order: $WANDB_MODE; under `wandb agent` (WANDB_SWEEP_ID set) online, since the
+    sweep's server needs the run's metrics; the mode `wandb offline` or `wandb disabled` wrote to W&B's settings
+    files (`wandb online` clears it); then online for a user logged in (`wandb login` or $WANDB_API_KEY), as W&B
+    itself does. Without an account nothing leaves the machine: offline.
     """
-    mode = cfg.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
+    mode = cfg.mode or os.environ.get("WANDB_MODE")
+    if mode is None and os.environ.get("WANDB_SWEEP_ID"):
+        mode = "online"
+    if mode is None:
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+
+        settings = wandb_setup.singleton().settings
+        mode = settings.read_system_settings().all().get("mode")
+        if mode is None:
+            logged_in = os.environ.get("WANDB_API_KEY") or wbauth.read_netrc_auth(host=settings.base_url)
+            mode = "online" if logged_in else "offline"
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # W&B's older names
     if mode not in ("online", "offline", "disabled"):
-        raise LmlabError(f"logger.mode={mode!r} (or WANDB_MODE): use online or offline")
+        raise LmlabError(f"logger.mode={mode!r} (or WANDB_MODE): use online, offline or disabled")
     return mode
+
+
+def run_name(cfg: LoggerConfig, job: str, family: str, scratch: bool = False, seed: int | None = None) -> str:
+    """The W&B run's name: `logger.name`, else $WANDB_NAME, else `<job>-<family>[-scratch][-s<seed>]`, the run
+    id appended for a sweep trial (WANDB_RUN_ID set by `lmlab sweep` or `wandb agent`), so trials differ."""
+    if cfg.name:
+        return cfg.name
+    if os.environ.get("WANDB_NAME"):
+        return os.environ["WANDB_NAME"]
+    parts = [job, family, *(["scratch"] if scratch else []), *([f"s{seed}"] if seed is not None else [])]
+    if os.environ.get("WANDB_RUN_ID"):
+        parts.append(os.environ["WANDB_RUN_ID"])
+    return "-".join(parts)
+
+
+def provenance() -> dict[str, str]:
+    """Where a run's code came from, for its W&B config: the git commit (and whether the tree had edits) and
+    the DVC experiment, when there are ones. W&B's own git capture is off: it also saves a diff of the tree."""
+    found: dict[str, str] = {}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            found["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True)
+            found["git_dirty"] = str(bool(dirty.stdout.strip())).lower()
+    except (OSError, subprocess.TimeoutExpired):  # no git on the machine
+        pass
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
+        found["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    return found
 
 
 def env_tags() -> list[str]:
@@ -78,8 +126,16 @@ def env_tags() -> list[str]:
 
 
 def make_logger(
-    cfg: LoggerConfig, run_dir: Path, run_id: str, group: str, job_type: str, tags: list[str], config: dict
+    cfg: LoggerConfig,
+    run_dir: Path,
+    run_id: str,
+    group: str,
+    job_type: str,
+    tags: list[str],
+    config: dict,
+    name: str | None = None,
 ) -> Logger | None:
+    """The run's logger; for W&B, the run `run_id` named `name` (None: the run folder's name) in `group`."""
     if cfg.kind == "none":
         return None
     if cfg.kind == "csv":
@@ -92,11 +148,11 @@ def make_logger(
         entity=cfg.entity,
         save_dir=str(run_dir),
         id=run_id,
-        name=run_dir.name,
+        name=name or run_dir.name,
         group=group,
         job_type=job_type,
-        tags=[*tags, *cfg.tags, *env_tags()],
-        config=config,
+        tags=list(dict.fromkeys([*tags, *cfg.tags, *env_tags()])),
+        config={**config, "provenance": provenance()},
         mode=wandb_mode(cfg),
         # silent: W&B's ~30 lines per run (banner, history and summary tables) go; `finish_logger` says where
         # the run is in one line
@@ -206,6 +262,69 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_atomic(Path(path), buffer.getbuffer(), elsewhere="hydra.run.dir (the run folder)")
 
 
+# lightning.Trainer arguments lmlab sets from its own keys: `trainer.extra` may not give them
+OWN_TRAINER_ARGS = {
+    "accelerator": "trainer.accelerator",
+    "devices": "trainer.devices",
+    "strategy": "trainer.strategy",
+    "num_nodes": "trainer.num_nodes",
+    "precision": "trainer.precision",
+    "plugins": "trainer.precision",
+    "max_steps": "trainer.max_steps",
+    "max_epochs": "trainer.max_steps (token streams have no epochs)",
+    "min_epochs": "trainer.max_steps (token streams have no epochs)",
+    "val_check_interval": "trainer.val_every",
+    "check_val_every_n_epoch": "trainer.val_every",
+    "num_sanity_val_steps": "nothing: lmlab validates at trainer.val_every",
+    "log_every_n_steps": "trainer.log_every",
+    "accumulate_grad_batches": "trainer.accumulate",
+    "gradient_clip_val": "trainer.gradient_clip_val",
+    "deterministic": "trainer.deterministic",
+    "logger": "logger=wandb|csv|none",
+    "callbacks": "callbacks=<conf/callbacks file> or +callbacks.<name>._target_=...",
+    "default_root_dir": "hydra.run.dir",
+    "enable_progress_bar": "nothing: the progress is lmlab's (a bar on a terminal, a line per validation otherwise)",
+    "enable_checkpointing": "nothing: every run keeps best.ckpt and last.ckpt",
+}
+
+
+def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """`trainer.extra`, refused key by key where it is not a lightning.Trainer argument or is one lmlab sets."""
+    accepted = inspect.signature(L.Trainer.__init__).parameters
+    for key in extra:
+        if key in OWN_TRAINER_ARGS:
+            raise LmlabError(f"trainer.extra.{key}: lmlab sets it; use {OWN_TRAINER_ARGS[key]}")
+        if key not in accepted or key == "self":
+            free = sorted(set(accepted) - set(OWN_TRAINER_ARGS) - {"self"})
+            raise LmlabError(f"trainer.extra.{key}: not a lightning.Trainer argument; it takes {', '.join(free)}")
+    return dict(extra)
+
+
+def build_callbacks(specs: dict[str, Any]) -> list[Callback]:
+    """The `callbacks` group's Lightning callbacks ({name: {_target_: class, ...}}), as Hydra instantiates them;
+    a spec that does not build one is an error naming `callbacks.<name>`."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    built = []
+    for name, spec in specs.items():
+        if spec is None:  # a callback switched off with callbacks.<name>=null
+            continue
+        if not isinstance(spec, dict) or "_target_" not in spec:
+            raise LmlabError(f"callbacks.{name}: give its class as _target_ (e.g. {LR_MONITOR}) and its arguments")
+        try:
+            callback = instantiate(spec)
+        except (InstantiationException, TypeError, ValueError) as err:  # no such class, wrong arguments
+            raise LmlabError(f"callbacks.{name}: {err}") from None
+        if not isinstance(callback, Callback):
+            raise LmlabError(f"callbacks.{name}: {spec['_target_']} is not a lightning.pytorch Callback")
+        built.append(callback)
+    return built
+
+
+LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
+
+
 def precision_args(cfg: TrainerConfig) -> dict[str, Any]:
     """`precision=` for the Trainer, or for mixed precision a `CachedAutocast` plugin (Lightning takes one)."""
     if cfg.precision not in ("bf16-mixed", "16-mixed"):
@@ -244,7 +363,7 @@ def make_trainer(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    args = precision_args(cfg)
+    args = precision_args(cfg) | trainer_extra(cfg.extra)
     args["plugins"] = [*args.get("plugins", []), AtomicCheckpointIO()]
     try:
         return L.Trainer(

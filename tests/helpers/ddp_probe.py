@@ -102,7 +102,9 @@ def main() -> None:
 
     probe = Probe(Path(os.environ[OUT]))
     make_trainer = lmlab.pretrain.make_trainer
-    lmlab.pretrain.make_trainer = lambda c, r, logger, callbacks: make_trainer(c, r, logger, [*callbacks, probe])
+    lmlab.pretrain.make_trainer = lambda c, r, logger, callbacks, **kw: make_trainer(
+        c, r, logger, [*callbacks, probe], **kw
+    )
     sys.argv = ["lmlab", *sys.argv[1:]]
     lmlab_main()
 

@@ -35,8 +35,8 @@ def install() -> None:
     stall = Stall(int(os.environ["LMLAB_TEST_STALL_AT"]), Path(os.environ["LMLAB_TEST_STALL_MARK"]))
     make_trainer = lmlab.pretrain.make_trainer
 
-    def with_stall(cfg, run_dir, logger, callbacks):  # noqa: ANN001, ANN202
-        return make_trainer(cfg, run_dir, logger, [*callbacks, stall])
+    def with_stall(cfg, run_dir, logger, callbacks, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        return make_trainer(cfg, run_dir, logger, [*callbacks, stall], **kwargs)
 
     lmlab.pretrain.make_trainer = with_stall
 
