@@ -20,8 +20,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from rich.console import Console
 
-from lmlab.compare import curves_png, legend_label, rank
+from lmlab.compare import curves_png, legend_label, rank, report
 from lmlab.metrics import higher_is_better
 from lmlab.wandb_runs import Filters, Run, read_offline_runs
 from tests.helpers.project import ROOT, copy_project
@@ -317,18 +318,34 @@ def test_cli_bad_inputs_exit_2_with_a_clear_message(project: Path, tmp_path: Pat
     assert "lmlab pretrain" in errors["no_runs_here"] and "lmlab pretrain" in errors["no_runs_under"]
 
 
-def synthetic(name: str, family: str, curve: list[float]) -> Run:
-    history = [{"val/bpb": v, "train/tokens": 100 * (i + 1)} for i, v in enumerate(curve)]
+def synthetic(name: str, family: str, curve: list[float], job_type: str = "pretrain", metric: str = "val/bpb") -> Run:
+    history = [{metric: v, "train/tokens": 100 * (i + 1)} for i, v in enumerate(curve)]
     config = {"model.family": family}
-    return Run(name, name, "g", "pretrain", [], "finished", config, {"val/bpb": curve[-1]}, history, "", name)
+    return Run(name, name, "g", job_type, [], "finished", config, {metric: curve[-1]}, history, "", name)
 
 
 def test_a_run_is_ranked_by_its_best_value_and_labelled_once() -> None:
     """rnn's last validation (2.03) is worse than lstm's (2.00), but its best (1.96) is better: the best ranks.
-    A run named after its family is labelled once in the plot's legend ("rnn", not "rnn (rnn)")."""
-    rnn, lstm = synthetic("rnn", "rnn", [2.10, 1.96, 2.03]), synthetic("lstm-a", "lstm", [2.05, 2.00])
+    A run named after its family is labelled once in the plot's legend ("pretrain-rnn", not "pretrain-rnn (rnn)")."""
+    rnn, lstm = synthetic("pretrain-rnn", "rnn", [2.10, 1.96, 2.03]), synthetic("wide", "lstm", [2.05, 2.00])
     rows = rank([lstm, rnn], "val/bpb", maximize=False, family_key="model.family")
-    assert [(row.run.name, row.value) for row in rows] == [("rnn", 1.96), ("lstm-a", 2.00)]
+    assert [(row.run.name, row.value) for row in rows] == [("pretrain-rnn", 1.96), ("wide", 2.00)]
     png = curves_png(rows, "val/bpb")
     assert png.startswith(b"\x89PNG")
-    assert [legend_label(row) for row in rows] == ["rnn", "lstm-a (lstm)"]
+    assert [legend_label(row) for row in rows] == ["pretrain-rnn", "wide (lstm)"]
+
+
+def test_runs_of_job_types_that_do_not_log_the_metric_are_left_out(tmp_path: Path) -> None:
+    """With no --job-type, val/bpb ranks the pretraining runs; fine-tuning runs (no val/bpb) are left out with a
+    line saying so, not listed as runs without a value."""
+    runs = [
+        synthetic("pretrain-gru", "gru", [2.0, 1.9]),
+        synthetic("finetune-gru", "gru", [0.6, 0.7], "finetune", "finetune/val/acc"),
+        synthetic("finetune-gru-scratch", "gru", [0.6, 0.65], "finetune", "finetune/val/acc"),
+    ]
+    console = Console(record=True, width=200)
+    report(runs, "val/bpb", None, "model.family", tmp_path / "out", "test", console)
+    said = console.export_text()
+    assert "left out 2 runs of job type finetune, which log no val/bpb" in said
+    table = (tmp_path / "out" / "compare.csv").read_text()
+    assert "pretrain-gru" in table and "finetune-gru" not in table

@@ -68,6 +68,20 @@ def rank(runs: Sequence[Run], metric: str, maximize: bool, family_key: str) -> l
     return ranked + rest
 
 
+def of_job_types_logging(runs: Sequence[Run], metric: str, console: Console) -> list[Run]:
+    """The runs of the job types that log `metric` (the pretraining runs for val/bpb), saying what is left out:
+    a fine-tuning run has no val/bpb to rank, and listing it as a run without one mixes two studies."""
+    types = {run.job_type for run in runs if best_logged(run, metric, maximize=False) is not None}
+    kept = [run for run in runs if run.job_type in types] if types else list(runs)
+    left = sorted({run.job_type or "none" for run in runs} - types) if types else []
+    if left:
+        console.print(
+            f"left out {len(runs) - len(kept)} runs of job type {', '.join(left)}, which log no {metric} "
+            "(--job-type or --metric chooses others)"
+        )
+    return kept
+
+
 def best_logged(run: Run, metric: str, maximize: bool) -> float | None:
     """The best value of `metric` in the run's history and summary: a run's summary holds its last value, and
     the last validation is not always its best (a checkpoint keeps the best)."""
@@ -267,6 +281,7 @@ def report(
     """Rank the runs, print the table, write compare.md, compare.csv, curves.png and best_per_family.png into
     ``out``: every file is made before any is written, so an error leaves the previous report as it was."""
     maximize = M.higher_is_better(metric) if maximize is None else maximize
+    runs = of_job_types_logging(runs, metric, console)
     rows = rank(runs, metric, maximize, family_key)
     varied = differing_config(runs, skip=[family_key])
     files = {

@@ -30,7 +30,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="only runs of this group (the experiment `name`)")
     p.add_argument("--tag", action="append", default=[], help="only runs with this tag (repeat: with all of them)")
     p.add_argument("--sweep", help="only runs of this sweep: a W&B sweep id, or an `lmlab sweep` id (tag sweep:<id>)")
-    p.add_argument("--job-type", choices=("pretrain", "finetune"), help="only runs of this job type")
+    p.add_argument(
+        "--job-type",
+        choices=("pretrain", "finetune", "evaluate"),
+        help="only runs of this job type (default: the job types that log --metric)",
+    )
     p.add_argument("--metric", default="val/bpb", help="the metric to rank by (default: val/bpb)")
     direction = p.add_mutually_exclusive_group()
     direction.add_argument(
