@@ -273,6 +273,7 @@ def evaluate_config(lab: Path, tmp_path: Path, family: str = "gru") -> EvaluateC
         sample_file=str(tmp_path / f"eval/{family}/sample.txt"),
         examples_file=str(tmp_path / f"eval/{family}/examples.npz"),
         setting_file=str(tmp_path / f"eval/{family}/setting.json"),
+        wandb_dir=str(tmp_path / f"eval/{family}"),
     )
 
 
@@ -290,9 +291,27 @@ AGREED = (
 )
 
 
-def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(finetuned: Path, tmp_path: Path) -> None:
+def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(
+    finetuned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = evaluate_config(finetuned, tmp_path)
+    cfg.logger, cfg.name = LoggerConfig(kind="wandb"), "tiny-experiment"
     metrics = evaluate(cfg)
+    # the test figures reach W&B as an evaluate run, linked to the runs it evaluated
+    (log,) = (tmp_path / "eval" / "gru" / "wandb").glob("offline-run-*/run-*.wandb")
+    summary, records = wandb_records(log)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert (run["display_name"], run["job_type"], run["run_group"]) == ("evaluate-gru", "evaluate", "tiny-experiment")
+    assert summary["summary"]["test/ppl"] == pytest.approx(metrics["test/ppl"])
+    assert summary["summary"]["scratch/test/acc"] == pytest.approx(metrics["scratch/test/acc"])
+    for job, folder in [
+        ("pretrain", "pretrain/gru"),
+        ("finetune", "finetune/gru"),
+        ("finetune-scratch", "finetune/gru-scratch"),
+    ]:
+        recorded = json.loads((finetuned / folder / "run.json").read_text())["wandb_id"]
+        assert summary["config"]["runs"][job] == recorded
     assert json.loads(Path(cfg.out).read_text()) == pytest.approx(metrics)
     for key in AGREED:
         assert isinstance(metrics[key], int | float), key

@@ -399,6 +399,10 @@ class EvaluateConfig:
     sample_file: str = MISSING  # a generated sample, for the report
     examples_file: str = MISSING  # per-example losses and predictions, for the report's intervals (lmlab.examples)
     setting_file: str = MISSING  # what the figures were measured on, for the report's Setting section
+    # the test figures as a W&B run of job type evaluate, linked to the runs it evaluated (`runs` in its config)
+    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(kind="none"))
+    name: str = "default"  # experiment name: the W&B group, as the training runs'
+    wandb_dir: str = MISSING  # the evaluation's W&B run folder goes in here (wandb/)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 from torch.profiler import ProfilerActivity, profile
 
@@ -48,8 +50,9 @@ from lmlab.errors import LmlabError
 from lmlab.examples import Examples
 from lmlab.generate import encode_prompt, generate
 from lmlab.models import LanguageModel, carried
-from lmlab.runs import open_corpus
+from lmlab.runs import RunFolder, open_corpus
 from lmlab.tasks.finetune import classification_metrics, summarize
+from lmlab.training import config_dict, finish_logger, make_logger, run_name
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     examples.save(Path(cfg.examples_file))
     documents = {name: len(split) for name, split in splits.items()}
     write_json(Path(cfg.setting_file), setting(cfg, corpus, labeled, documents, trained, runs, examples, prompt))
+    log_evaluation(cfg, metrics, {"pretrain": pretrain_run, **{FINETUNE_JOBS[p]: run for p, run in runs.items()}})
     write_json(Path(cfg.out), metrics)
     return metrics
 
@@ -198,6 +202,29 @@ def hydra_trainer(run: Path) -> dict[str, Any]:
 def headline(metrics: dict[str, Any]) -> str:
     keys = (M.TEST_PPL, M.TEST_BPB, M.TEST_ACC, M.SCRATCH_TEST_ACC, M.INFER_TOKENS_PER_SEC)
     return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+FINETUNE_JOBS = {M.TEST: "finetune", M.SCRATCH_TEST: "finetune-scratch"}
+
+
+def log_evaluation(cfg: EvaluateConfig, metrics: dict[str, Any], runs: dict[str, Path]) -> None:
+    """The test figures as a W&B run (job type evaluate, named evaluate-<family>, in the experiment's group),
+    so the W&B UI compares what the report compares; its config names the W&B runs it evaluated. A run of its
+    own: resuming the training runs would write into their folders, which are other stages' outputs."""
+    ids = {job: RunFolder(folder).read_record().get("wandb_id", "") for job, folder in runs.items()}
+    config = {"evaluate": config_dict(cfg), "runs": ids, "family": cfg.family}
+    tags = [cfg.family, cfg.data.name, cfg.tokenizer.name]
+    name = run_name(cfg.logger, "evaluate", cfg.family)
+    folder, run_id = Path(cfg.wandb_dir), secrets.token_hex(4)
+    logger = make_logger(cfg.logger, folder, run_id, cfg.name, "evaluate", tags, config, name)
+    if logger is None:
+        return
+    if isinstance(logger, WandbLogger):
+        logger.experiment.summary.update(metrics)  # W&B's run table and panels compare summaries
+    else:
+        logger.log_metrics(metrics)
+        logger.save()
+    finish_logger(logger, failed=False)
 
 
 def check_vocabulary(vocab_size: int, corpus: Corpus, run: Path) -> None:
