@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from lmlab.generate import encode_prompt, generate, sample, stream_text
 from lmlab.models import build_model
 from lmlab.pretrain import pretrain
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for
+from tests.helpers.project import ROOT, env
 from tests.helpers.tiny_lm import tiny_config
 
 VOCAB = 50
@@ -146,3 +149,41 @@ def test_unrepresentable_prompt_characters_are_named_without_byte_fallback(train
     sp = spm.SentencePieceProcessor(model_file=str(other / "tokenizer.model"))
     with pytest.raises(LmlabError, match="Ж"):
         encode_prompt(sp, "the Жук")
+
+
+def test_the_cli_takes_the_prompt_as_an_argument_or_from_stdin(trained: tuple[Path, Path]) -> None:
+    """A prompt with commas and quotes needs no Hydra quoting: positional, or `-` for stdin; both give what
+    `stream_text` gives (greedy, so one answer), on the one thread that suits one-sequence decoding."""
+    checkpoint, _ = trained
+    prompt = 'the day, he said "no", and'
+    overrides = [f"checkpoint={checkpoint}", "max_new_tokens=8", "temperature=0"]
+    cases = {
+        "positional": ([prompt, *overrides], None),
+        "stdin": (["-", *overrides], prompt + "\n"),
+        "twice": ([prompt, *overrides, "prompt=x"], None),
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "lmlab", "generate", *args],
+            cwd=ROOT,
+            env=env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, _) in cases.items()
+    }
+    out = {name: proc.communicate(cases[name][1], timeout=300) + (proc.returncode,) for name, proc in procs.items()}
+    expected = "".join(
+        stream_text(
+            GenerateConfig(checkpoint=str(checkpoint), prompt=prompt, max_new_tokens=8, temperature=0), checkpoint
+        )
+    )
+    for name in ("positional", "stdin"):
+        stdout, stderr, code = out[name]
+        assert code == 0, stderr[-2000:]
+        assert stdout == expected + "\n", name
+    stdout, stderr, code = out["twice"]
+    assert code == 2 and "the prompt is given twice" in stderr
+    assert GenerateConfig().threads == 1

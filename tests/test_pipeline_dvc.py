@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -134,3 +135,19 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
     assert sorted(repro(project, *PRETRAIN_STAGES)) == sorted(["tokenize", *PRETRAIN_STAGES])
     assert json.loads((project / "data/tokenized/tiny-bpe140/meta.json").read_text())["vocab_size"] == 140
     assert json.loads((project / "metrics/pretrain/gru.json").read_text())["model/embedding_params"] == 140 * 32
+
+    # a DVC remote (docs: README, "Sharing data and checkpoints"): push, lose the local copies, pull them back
+    remote = project.parent / "remote"
+    for args in (("remote", "add", "-d", "shared", str(remote)), ("push",)):
+        result = dvc(*args, cwd=project)
+        assert result.returncode == 0, result.stdout + result.stderr
+    last = project / "data/runs/pretrain/gru/checkpoints/last.ckpt"
+    before = last.read_bytes()
+    shutil.rmtree(project / ".dvc/cache")
+    shutil.rmtree(project / "data/runs")
+    shutil.rmtree(project / "data/tokenized")
+    pulled = dvc("pull", cwd=project)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert last.read_bytes() == before
+    status = dvc("status", "--json", cwd=project)
+    assert json.loads(status.stdout) == {}, status.stdout

@@ -26,6 +26,7 @@ from hydra import compose, initialize_config_dir
 
 import lmlab.pretrain
 from lmlab.config import LoggerConfig, PretrainConfig, register_configs, typed
+from lmlab.data.corpus import Corpus
 from lmlab.errors import LmlabError
 from lmlab.models import FAMILIES, build_model
 from lmlab.pretrain import pretrain
@@ -336,7 +337,8 @@ def test_resume_auto_never_and_path(data_dir: Path, tmp_path: Path) -> None:
     pretrain(wider, tmp_path / "fresh")
     assert [r["val/loss"] for r in curve(run_dir)] == [r["val/loss"] for r in curve(tmp_path / "fresh")]
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["fingerprint"] == fingerprint(lmlab.pretrain.identity(wider))
+    corpus = Corpus.open(Path(wider.paths.data_dir) / "tokenized" / "sotu-bpe8000")
+    assert record["fingerprint"] == fingerprint(lmlab.pretrain.identity(wider, corpus))
 
     # never: starts over with the same config
     pretrain(replace(wider, resume="never"), run_dir)
@@ -575,6 +577,7 @@ def test_wandb_mode_follows_the_config_then_wandbs_own_settings(tmp_path: Path) 
     an empty folder with its own HOME: W&B reads its settings files once per process."""
     script = """
 import os, subprocess, sys
+from lmlab.data.corpus import Corpus
 from lmlab.config import LoggerConfig
 from lmlab.errors import LmlabError
 from lmlab.training import wandb_mode

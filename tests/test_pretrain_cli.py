@@ -153,6 +153,8 @@ def cli(project: Path, cli_tmp: Path) -> Results:
         "no_corpus": [f"paths.data_dir={tmp / 'empty'}", "logger=none", f"hydra.run.dir={tmp / 'no_corpus'}"],
         "bad_family": ["model.family=lstmm", *TINY, "logger=none", f"hydra.run.dir={tmp / 'bad_family'}"],
         "cfg_job": ["experiment=shakespeare_char", "trainer.max_steps=7", "--cfg", "job"],
+        "fdr": ["model=transformer", "debug=fdr", f"hydra.run.dir={tmp / 'fdr'}"],
+        "max_epochs": ["trainer.max_epochs=3"],
     }
     procs = {
         name: subprocess.Popen(
@@ -214,6 +216,20 @@ def test_cli_cfg_job_prints_the_experiment(cli: Results) -> None:
     cfg = OmegaConf.create(result.stdout)
     assert cfg.name == "shakespeare_char" and cfg.model.family == "transformer"
     assert cfg.trainer.max_steps == 7  # the command line beats the experiment
+
+
+def test_debug_fdr_is_one_step_and_one_validation_batch_of_the_full_model(cli: Results, cli_tmp: Path) -> None:
+    result = cli["fdr"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((cli_tmp / "fdr" / "metrics.json").read_text())
+    assert metrics["train/steps"] == 1 and metrics["model/params"] > 100_000  # the pipeline's transformer, not tiny
+    assert not (cli_tmp / "fdr" / "wandb").exists()
+
+
+def test_an_lht_habit_without_a_meaning_here_says_what_to_use(cli: Results) -> None:
+    result = cli["max_epochs"]
+    assert result.returncode != 0
+    assert "trainer.max_epochs" in result.stderr and "trainer.max_steps" in result.stderr, result.stderr[-2000:]
 
 
 def test_misspelt_key_fails_naming_it(cli: Results) -> None:

@@ -288,6 +288,48 @@ class TrainerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# lightning.Trainer arguments lmlab sets from its own keys: `trainer.extra` may not give them
+LIGHTNING_ARGS_OF_OURS = {
+    "accelerator": "trainer.accelerator",
+    "devices": "trainer.devices",
+    "strategy": "trainer.strategy",
+    "num_nodes": "trainer.num_nodes",
+    "precision": "trainer.precision",
+    "plugins": "trainer.precision",
+    "max_steps": "trainer.max_steps",
+    "max_epochs": "trainer.max_steps (token streams have no epochs)",
+    "min_epochs": "trainer.max_steps (token streams have no epochs)",
+    "val_check_interval": "trainer.val_every",
+    "check_val_every_n_epoch": "trainer.val_every",
+    "num_sanity_val_steps": "nothing: lmlab validates at trainer.val_every",
+    "log_every_n_steps": "trainer.log_every",
+    "accumulate_grad_batches": "trainer.accumulate",
+    "gradient_clip_val": "trainer.gradient_clip_val",
+    "deterministic": "trainer.deterministic",
+    "logger": "logger=wandb|csv|none",
+    "callbacks": "callbacks=<conf/callbacks file> or +callbacks.<name>._target_=...",
+    "default_root_dir": "hydra.run.dir",
+    "enable_progress_bar": "nothing: the progress is lmlab's (a bar on a terminal, a line per validation otherwise)",
+    "enable_checkpointing": "nothing: every run keeps best.ckpt and last.ckpt",
+}
+
+
+def trainer_key_hint(override: str) -> str | None:
+    """What to write instead of `trainer.<key>=...` where <key> is a lightning.Trainer argument and not ours
+    (an LHT habit): the key of ours that sets it, or `+trainer.extra.<key>`."""
+    key, _, value = override.lstrip("+~").partition("=")
+    if not key.startswith("trainer.") or key.count(".") != 1:
+        return None
+    name = key.removeprefix("trainer.")
+    if name in {f.name for f in fields(TrainerConfig)}:
+        return None
+    if name in LIGHTNING_ARGS_OF_OURS:
+        return f"{key}: lmlab sets it; use {LIGHTNING_ARGS_OF_OURS[name]}"
+    if name == "fast_dev_run":
+        return f"{key}: use debug=fdr (one step and one validation batch of the configured model)"
+    return f"{key} is not a key of trainer: pass any other lightning.Trainer argument as +trainer.extra.{name}={value}"
+
+
 @dataclass
 class LoggerConfig:
     """Where metrics go: W&B (offline unless asked), CSV files, or nowhere."""
@@ -429,6 +471,9 @@ class GenerateConfig:
     seed: int | None = 1337
     device: str = "cpu"
     stop_at_document_end: bool = True
+    # CPU threads (0: torch's default). One sequence, one token at a time: each op is too small to split, and
+    # more threads only add synchronisation (docs/benchmarks.md: 1.7 ms/token on one thread, 12-24 on two)
+    threads: int = at_least(0, 1)
 
 
 def apply_lht_keys(cfg: Any) -> None:

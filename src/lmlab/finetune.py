@@ -80,7 +80,9 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
     model = Classifier(backbone, len(labeled.classes), task_cfg.pooling, task_cfg.head_hidden, task_cfg.head_dropout)
     max_tokens = min(task_cfg.max_tokens, backbone.max_positions or task_cfg.max_tokens)
     # a sweep agent's WANDB_RUN_ID: W&B names the run by it
-    start = run.plan(cfg.resume, identity(cfg, pretrained), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"))
+    start = run.plan(
+        cfg.resume, identity(cfg, corpus, pretrained), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID")
+    )
 
     corpus_info = {"name": cfg.data.name, "tokenizer": cfg.tokenizer.name, "folder": str(corpus.folder)}
     task = FinetuneTask(
@@ -169,13 +171,15 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
     return metrics
 
 
-def identity(cfg: FinetuneConfig, pretrained: Path | None) -> dict[str, Any]:
-    """What a fine-tuning checkpoint belongs to, including the exact pretrained weights it started from."""
+def identity(cfg: FinetuneConfig, corpus: Corpus, pretrained: Path | None) -> dict[str, Any]:
+    """What a fine-tuning checkpoint belongs to: the config, the data (`Corpus.digest`), and the exact
+    pretrained weights it started from."""
     full = config_dict(cfg)
     return {
         "data": cfg.data.name,
         "task_data": cfg.task_data.name,
         "tokenizer": cfg.tokenizer.name,
+        "corpus": corpus.digest(),
         **{key: full[key] for key in ("model", "finetune", "optim")},
         "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
         "pretrained": sha256_file(pretrained) if pretrained is not None else None,

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from lmlab import metrics as M
 from lmlab.config import PretrainConfig
 from lmlab.data.atomic import write_json
+from lmlab.data.corpus import Corpus
 from lmlab.models import build_model, family_config
 from lmlab.runs import STABLE_CHECKPOINT, Extension, RunFolder, code_version, open_corpus, train_held
 from lmlab.tasks import optim
@@ -37,7 +38,7 @@ from lmlab.training import (
 log = logging.getLogger(__name__)
 
 
-def identity(cfg: PretrainConfig) -> dict[str, Any]:
+def identity(cfg: PretrainConfig, corpus: Corpus) -> dict[str, Any]:
     """What a checkpoint belongs to. Trainer settings (devices, logging, steps) may change across a resume,
     except what the learning-rate schedule is computed from (`optim.schedule_identity`): a resumed run must
     follow the schedule an uninterrupted one would have. Train longer with `optim.schedule=wsd` (`extension`),
@@ -46,18 +47,19 @@ def identity(cfg: PretrainConfig) -> dict[str, Any]:
     return {
         "data": cfg.data.name,
         "tokenizer": cfg.tokenizer.name,
+        "corpus": corpus.digest(),
         **{key: full[key] for key in ("model", "batches", "optim")},
         "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
         "code": code_version("lmlab.pretrain"),
     }
 
 
-def extension(cfg: PretrainConfig) -> Extension | None:
+def extension(cfg: PretrainConfig, corpus: Corpus) -> Extension | None:
     """wsd: the schedule is the same for every budget until the cooldown, so a run of another `max_steps`
     continues from its checkpoint at or before this budget's cooldown start (`stable.ckpt` of a finished run)."""
     if cfg.optim.schedule != "wsd":
         return None
-    free = {**identity(cfg), "schedule": {"accumulate": cfg.trainer.accumulate}}
+    free = {**identity(cfg, corpus), "schedule": {"accumulate": cfg.trainer.accumulate}}
     return Extension(free, optim.cooldown_start(cfg.optim, cfg.trainer.max_steps))
 
 
@@ -76,7 +78,9 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
     L.seed_everything(cfg.batches.seed, workers=True, verbose=False)
     model = build_model(cfg.model, corpus.vocab_size)
     # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
-    start = run.plan(cfg.resume, identity(cfg), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"), extension(cfg))
+    start = run.plan(
+        cfg.resume, identity(cfg, corpus), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"), extension(cfg, corpus)
+    )
     window = model.window(cfg.batches.bptt)
     if cfg.trainer.compile:
         model.compile()

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import GradClipAlgorithmType
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lmlab import metrics as M
-from lmlab.config import LoggerConfig, TrainerConfig
+from lmlab.config import LIGHTNING_ARGS_OF_OURS, LoggerConfig, TrainerConfig
 from lmlab.data.atomic import write_atomic
 from lmlab.errors import LmlabError
 from lmlab.progress import StepProgress
@@ -262,40 +262,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_atomic(Path(path), buffer.getbuffer(), elsewhere="hydra.run.dir (the run folder)")
 
 
-# lightning.Trainer arguments lmlab sets from its own keys: `trainer.extra` may not give them
-OWN_TRAINER_ARGS = {
-    "accelerator": "trainer.accelerator",
-    "devices": "trainer.devices",
-    "strategy": "trainer.strategy",
-    "num_nodes": "trainer.num_nodes",
-    "precision": "trainer.precision",
-    "plugins": "trainer.precision",
-    "max_steps": "trainer.max_steps",
-    "max_epochs": "trainer.max_steps (token streams have no epochs)",
-    "min_epochs": "trainer.max_steps (token streams have no epochs)",
-    "val_check_interval": "trainer.val_every",
-    "check_val_every_n_epoch": "trainer.val_every",
-    "num_sanity_val_steps": "nothing: lmlab validates at trainer.val_every",
-    "log_every_n_steps": "trainer.log_every",
-    "accumulate_grad_batches": "trainer.accumulate",
-    "gradient_clip_val": "trainer.gradient_clip_val",
-    "deterministic": "trainer.deterministic",
-    "logger": "logger=wandb|csv|none",
-    "callbacks": "callbacks=<conf/callbacks file> or +callbacks.<name>._target_=...",
-    "default_root_dir": "hydra.run.dir",
-    "enable_progress_bar": "nothing: the progress is lmlab's (a bar on a terminal, a line per validation otherwise)",
-    "enable_checkpointing": "nothing: every run keeps best.ckpt and last.ckpt",
-}
-
-
 def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
     """`trainer.extra`, refused key by key where it is not a lightning.Trainer argument or is one lmlab sets."""
     accepted = inspect.signature(L.Trainer.__init__).parameters
     for key in extra:
-        if key in OWN_TRAINER_ARGS:
-            raise LmlabError(f"trainer.extra.{key}: lmlab sets it; use {OWN_TRAINER_ARGS[key]}")
+        if key in LIGHTNING_ARGS_OF_OURS:
+            raise LmlabError(f"trainer.extra.{key}: lmlab sets it; use {LIGHTNING_ARGS_OF_OURS[key]}")
         if key not in accepted or key == "self":
-            free = sorted(set(accepted) - set(OWN_TRAINER_ARGS) - {"self"})
+            free = sorted(set(accepted) - set(LIGHTNING_ARGS_OF_OURS) - {"self"})
             raise LmlabError(f"trainer.extra.{key}: not a lightning.Trainer argument; it takes {', '.join(free)}")
     return dict(extra)
 

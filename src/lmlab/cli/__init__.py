@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
-from lmlab.config import register_configs, typed
+from lmlab.config import register_configs, trainer_key_hint, typed
 from lmlab.errors import LmlabError
 from lmlab.malloc import steady_malloc
 
@@ -86,7 +86,21 @@ def main() -> None:
         )
         sys.exit(2)
     register_configs(verb)
+    for override in args[1:]:
+        if (hint := trainer_key_hint(override)) is not None:
+            print(f"lmlab {verb}: error: {hint}", file=sys.stderr)
+            sys.exit(2)
 
+    prompt = None
+    if verb == "generate":
+        from lmlab.cli.generate import positional_prompt
+
+        try:
+            overrides, prompt = positional_prompt(args[1:])
+        except LmlabError as err:
+            print(f"lmlab {verb}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        args = [verb, *overrides]
     argv = list(sys.argv)
     sys.argv = [f"lmlab {verb}", *args[1:], *rank_overrides(verb, args[1:], os.environ)]
     # The verb's code imports torch and Lightning (seconds): only a job needs it, not --help, --cfg, --info or
@@ -103,7 +117,7 @@ def main() -> None:
         steady_malloc()
         try:
             with sigterm_unwinds():
-                return run(typed(cfg))
+                return run(typed(cfg)) if prompt is None else run(typed(cfg), prompt)
         except LmlabError as err:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)

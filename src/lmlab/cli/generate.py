@@ -1,13 +1,41 @@
-"""``lmlab generate``: stream text sampled from a pretraining checkpoint to stdout."""
+"""``lmlab generate``: stream text sampled from a pretraining checkpoint to stdout.
+
+The prompt may come as a positional argument (`lmlab generate "Fellow citizens, I" family=gru`) or from
+stdin (`echo "..." | lmlab generate - family=gru`), so text with commas or quotes needs no Hydra quoting.
+"""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from lmlab.config import GenerateConfig
+from lmlab.errors import LmlabError
 from lmlab.generate import stream_text
 
 
-def run(cfg: GenerateConfig) -> None:
+def positional_prompt(args: list[str]) -> tuple[list[str], str | None]:
+    """The Hydra overrides among `args`, and the prompt given beside them: the arguments that are neither an
+    override (key=value) nor a flag, joined by spaces, or stdin for `-`."""
+    overrides, words = [], []
+    for arg in args:
+        if arg == "-":
+            words.append(sys.stdin.read().rstrip("\n"))
+        elif "=" in arg.split(" ", 1)[0] or arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            words.append(arg)
+    if words and any(arg.lstrip("+").startswith("prompt=") for arg in overrides):
+        raise LmlabError("the prompt is given twice: as an argument and as prompt=...; give one")
+    return overrides, " ".join(words) if words else None
+
+
+def run(cfg: GenerateConfig, prompt: str | None = None) -> None:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if prompt is not None:
+        cfg = replace(cfg, prompt=prompt)
     for piece in stream_text(cfg, Path(cfg.checkpoint)):
         sys.stdout.write(piece)
         sys.stdout.flush()
