@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import yaml
 
 from tests.helpers.pipeline import edit_yaml, shrink_training, write_tiny_datasets
-from tests.helpers.project import ROOT, copy_project, dvc
+from tests.helpers.project import ROOT, copy_project, dvc, env
 
 FAMILIES = yaml.safe_load((ROOT / "conf" / "pipeline.yaml").read_text())["families"]  # what `make run` runs
 DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
@@ -27,6 +29,9 @@ def project(tmp_path: Path) -> Path:
     shrink_training(root)
     write_params(root, vocab_size=120)
     return root
+
+
+EXP_VIEW = ["--drop", ".*", "--keep", r"Experiment$|tokenizer\.vocab_size|.*\.(bpb|acc)$"]  # README's command
 
 
 def write_params(root: Path, vocab_size: int) -> None:
@@ -102,6 +107,20 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
 
     assert repro(project) == []  # nothing changed: a no-op
 
+    # the README's view of the experiments: each family's test bpb and accuracy, a row per experiment, in 200
+    # columns with nothing collapsed (plain `dvc exp show` has a column for every key of every config file)
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "exp", "show", "--no-pager", *EXP_VIEW],
+        cwd=project,
+        env={**env(), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout and max(map(len, shown.stdout.splitlines())) <= 200, shown.stdout
+    assert all(f"{family}.bpb" in shown.stdout and f"{family}.acc" in shown.stdout for family in FAMILIES)
+    assert " ".join(EXP_VIEW) in (ROOT / "README.md").read_text().replace("'", "")
+
     # `wandb sync` marks each uploaded run with a file beside its log, inside the stage outputs: .dvcignore
     # keeps the pipeline up to date
     for log in project.glob("data/runs/*/*/wandb/offline-run-*/run-*.wandb"):
@@ -149,5 +168,5 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
     pulled = dvc("pull", cwd=project)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert last.read_bytes() == before
-    status = dvc("status", "--json", cwd=project)
-    assert json.loads(status.stdout) == {}, status.stdout
+    status = dvc("status", "--with-deps", "--json", *PRETRAIN_STAGES, cwd=project)  # the stages last reproduced
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr

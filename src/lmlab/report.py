@@ -1,7 +1,8 @@
 """`lmlab report`: the families side by side, from what `lmlab evaluate` wrote.
 
 Reads ``<metrics_dir>/<family>.json``, ``<metrics_dir>/curves/<family>/*.csv``
-and ``<samples_dir>/<family>/{sample.txt,examples.npz,setting.json}``; writes ``<out_dir>/comparison.md``
+and ``<samples_dir>/<family>/{sample.txt,examples.npz,setting.json}``; writes ``<out_dir>/comparison.md``,
+``<out_dir>/summary.json`` (the headline test figures, the pipeline's DVC metrics)
 (every compared figure with its 95% interval, verdicts that follow the intervals: `lmlab.comparison`),
 its PNG plots, and ``<out_dir>/curves/{pretrain,finetune,scratch}.csv``: every
 family's curve in one file with a ``family`` column, which the top-level
@@ -25,7 +26,7 @@ from lmlab import metrics as M
 from lmlab.colours import family_colours
 from lmlab.comparison import figures, pretraining_verdict
 from lmlab.config import ReportConfig
-from lmlab.data.atomic import NUMBER, check_keys, read_json
+from lmlab.data.atomic import NUMBER, check_keys, read_json, write_json
 from lmlab.errors import LmlabError
 from lmlab.examples import Examples
 from lmlab.stats import CONFIDENCE, Interval
@@ -105,6 +106,20 @@ def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
     return families
 
 
+SUMMARY = "summary.json"  # the pipeline's DVC metrics file: `dvc exp show` columns <family>.bpb, <family>.acc
+SUMMARY_METRICS = {"bpb": M.TEST_BPB, "acc": M.TEST_ACC}  # short names: the file holds test figures only
+
+
+def summary(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The headline test figures per family, for `dvc exp show` / `dvc metrics diff`: a row per experiment
+    that fits a terminal of 200 columns, where the per-family metrics files (every figure, one file each) make
+    hundreds of columns."""
+    return {
+        family: {short: f["metrics"][key] for short, key in SUMMARY_METRICS.items() if key in f["metrics"]}
+        for family, f in families.items()
+    }
+
+
 def read_curve(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
@@ -124,6 +139,7 @@ def report(cfg: ReportConfig) -> Path:
         accuracy_plot(families, staging / "accuracy.png")
         throughput_plot(families, staging / "throughput.png")
         (staging / "comparison.md").write_text(markdown(families))
+        write_json(staging / SUMMARY, summary(families))
         combine_curves(Path(cfg.metrics_dir) / "curves", list(families), staging / "curves")
         out.mkdir(parents=True, exist_ok=True)
         for item in staging.iterdir():
