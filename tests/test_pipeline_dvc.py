@@ -109,6 +109,8 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
 
     # the README's view of the experiments: each family's test bpb and accuracy, a row per experiment, in 200
     # columns with nothing collapsed (plain `dvc exp show` has a column for every key of every config file)
+    identity = ["-c", "user.name=lmlab tests", "-c", "user.email=tests@lmlab.invalid"]
+    subprocess.run(["git", *identity, "commit", "--allow-empty", "-qm", "base"], cwd=project, check=True)
     shown = subprocess.run(
         [str(Path(sys.executable).parent / "dvc"), "exp", "show", "--no-pager", *EXP_VIEW],
         cwd=project,
