@@ -77,6 +77,12 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         **M.lm_figures("val", trained[M.BEST_VAL_LOSS], corpus.tokens_per_byte("val")),
     }
     started = time.perf_counter()
+    log.info(
+        "evaluating %s: test loss over %s tokens, inference speed, generation, then the classifiers on the test "
+        "documents",
+        cfg.family,
+        f"{min(corpus.splits['test'].tokens, cfg.max_tokens or corpus.splits['test'].tokens):,}",
+    )
     block_nats, block_tokens = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
     metrics |= M.lm_figures("test", block_nats.sum() / max(block_tokens.sum(), 1), corpus.tokens_per_byte("test"))
     metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)

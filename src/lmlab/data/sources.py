@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,14 @@ def _fetch_pypi(source: SourceConfig, staging: Path, **_: Any) -> dict[str, Any]
             str(tmp),
             requirement,
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        # pip's progress bar on a terminal (its stdout); its errors are kept for the message below
+        log.info("downloading the wheel %s from the package index (pip download)", requirement)
+        started = time.monotonic()
+        result = subprocess.run(
+            cmd, stdout=None if sys.stdout.isatty() else subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         if result.returncode != 0:
-            output = result.stderr or result.stdout
+            output = result.stderr or result.stdout or ""
             if "[Errno 28]" in output:  # pip's words for ENOSPC, wherever it was writing
                 raise full_disk_error(tmp, elsewhere="TMPDIR (where pip downloads) or PIP_CACHE_DIR")
             tail = "\n".join(output.strip().splitlines()[-8:])
@@ -115,6 +121,7 @@ def _fetch_pypi(source: SourceConfig, staging: Path, **_: Any) -> dict[str, Any]
         if len(wheels) != 1:
             raise LmlabError(f"pip download of {requirement} gave {len(wheels)} wheels, expected exactly one")
         wheel = wheels[0]
+        log.info("downloaded %s (%.1f MB) in %.0fs", wheel.name, wheel.stat().st_size / 1e6, time.monotonic() - started)
         actual = check_sha256(wheel, source.sha256, f"wheel {wheel.name}")
         names = extract(wheel, staging, list(source.members))
         return {
