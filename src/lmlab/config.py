@@ -362,6 +362,9 @@ class PretrainConfig:
     tags: list[str] = field(default_factory=list)
     ckpt_path: str | None = None
     callbacks: dict[str, Any] = field(default_factory=dict)
+    # a run replaced by one of another config: moved to <run folder>.<time> (true), or removed (false: the DVC
+    # pipeline's, whose cache holds every run a committed dvc.lock names)
+    keep_replaced: bool = True
 
 
 @dataclass
@@ -412,6 +415,9 @@ class FinetuneConfig:
     tags: list[str] = field(default_factory=list)
     ckpt_path: str | None = None
     callbacks: dict[str, Any] = field(default_factory=dict)
+    # a run replaced by one of another config: moved to <run folder>.<time> (true), or removed (false: the DVC
+    # pipeline's, whose cache holds every run a committed dvc.lock names)
+    keep_replaced: bool = True
 
 
 @dataclass

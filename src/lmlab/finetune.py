@@ -80,8 +80,9 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
     model = Classifier(backbone, len(labeled.classes), task_cfg.pooling, task_cfg.head_hidden, task_cfg.head_dropout)
     max_tokens = min(task_cfg.max_tokens, backbone.max_positions or task_cfg.max_tokens)
     # a sweep agent's WANDB_RUN_ID: W&B names the run by it
+    given_id = os.environ.get("WANDB_RUN_ID")
     start = run.plan(
-        cfg.resume, identity(cfg, corpus, pretrained), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID")
+        cfg.resume, identity(cfg, corpus, pretrained), secrets.token_hex(4), given_id, keep_replaced=cfg.keep_replaced
     )
 
     corpus_info = {"name": cfg.data.name, "tokenizer": cfg.tokenizer.name, "folder": str(corpus.folder)}

@@ -78,8 +78,9 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
     L.seed_everything(cfg.batches.seed, workers=True, verbose=False)
     model = build_model(cfg.model, corpus.vocab_size)
     # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
+    given_id = os.environ.get("WANDB_RUN_ID")
     start = run.plan(
-        cfg.resume, identity(cfg, corpus), secrets.token_hex(4), os.environ.get("WANDB_RUN_ID"), extension(cfg, corpus)
+        cfg.resume, identity(cfg, corpus), secrets.token_hex(4), given_id, extension(cfg, corpus), cfg.keep_replaced
     )
     window = model.window(cfg.batches.bptt)
     if cfg.trainer.compile:

@@ -220,8 +220,8 @@ class RunFolder:
         or, given an `extension`, a run of another budget from a checkpoint the longer schedule passes through.
         A changed one starts over (as DVC needs when a param changes): `begin` moves the old run to a sibling
         folder first, so that no run is overwritten unseen. `never` starts over, removing the old checkpoints.
-        A path resumes from that checkpoint as given. `keep_replaced` False: a replaced run is removed (a sub-run
-        its parent run's folder keeps, such as fine-tuning's LM adaptation).
+        A path resumes from that checkpoint as given. `keep_replaced` False: a replaced run is removed (the DVC
+        pipeline's, whose cache keeps it; a sub-run such as fine-tuning's LM adaptation).
         `given_id` (a sweep agent's run id) names the run even on a resume: W&B enforces it in a sweep.
         """
         record = self.read_record()
@@ -251,7 +251,12 @@ class RunFolder:
                 )
             else:
                 changed = changed_keys(record.get("identity", {}), identity) or ["(unknown: no run.json)"]
-                log.warning("config changed since %s was written (%s)", self.checkpoints, ", ".join(changed))
+                log.warning(
+                    "config changed since %s was written (%s)%s",
+                    self.checkpoints,
+                    ", ".join(changed),
+                    "" if keep_replaced else ": replacing that run (keep_replaced=false)",
+                )
                 checkpoint, keep = None, "move" if keep_replaced else None
         else:
             checkpoint = Path(resume)
