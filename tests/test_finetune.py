@@ -203,10 +203,16 @@ def test_class_weights(lab: Path) -> None:
         class_weights([1], ["n", "p"], train)
 
 
-def test_lm_adaptation_trains_the_backbone_on_the_labeled_text_first(lab: Path, tmp_path: Path) -> None:
+def test_lm_adaptation_trains_the_backbone_on_the_labeled_text_first(
+    lab: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = config(lab, adapt_steps=6, freeze_backbone=True)
-    metrics = finetune(replace(cfg, trainer=replace(cfg.trainer, max_steps=4, val_every=4)), tmp_path / "run")
+    with caplog.at_level("INFO"):
+        metrics = finetune(replace(cfg, trainer=replace(cfg.trainer, max_steps=4, val_every=4)), tmp_path / "run")
     assert metrics["adapt/val/loss"] > 0
+    # its progress line is its own phase's, without a bpb (the adaptation corpus keeps no byte counts)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("adapt gru step 6/6")]
+    assert "val loss" in line and "bpb" not in line
     assert (tmp_path / "run/adapt/checkpoints/last.ckpt").is_file()
     pretrained = load_language_model(Path(cfg.finetune.checkpoint)).model.state_dict()
     adapted = load_classifier(tmp_path / "run/checkpoints/last.ckpt").model.backbone.state_dict()

@@ -263,7 +263,12 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
     start = run.plan("auto", identity, "adapt", keep_replaced=False)  # a step of its fine-tuning run, not a run
     task = PretrainTask(backbone, lm_optim, steps, steps, lm.tokens_per_byte("val"))
     trainer = make_trainer(
-        replace(cfg.trainer, max_steps=steps, val_every=steps), folder, None, [], label=f"adapt {cfg.model.family}"
+        replace(cfg.trainer, max_steps=steps, val_every=steps),
+        folder,
+        None,
+        [],
+        label=f"adapt {cfg.model.family}",
+        hidden=(M.VAL_BPB,),  # `write_lm_corpus` keeps no byte counts
     )
     run.begin(start, trainer.is_global_zero)
     log.info(

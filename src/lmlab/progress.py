@@ -57,10 +57,12 @@ def duration(seconds: float) -> str:
 
 class StepProgress(Callback):
     """Steps of `max_steps`, loss, tokens/s and time left (rank zero): a bar on a terminal (`terminal` None:
-    whether stderr is one), else a line at every validation."""
+    whether stderr is one), else a line at every validation; the metrics in `hidden` are left out (LM
+    adaptation's bpb, which has no byte counts behind it)."""
 
-    def __init__(self, label: str, terminal: bool | None = None) -> None:
+    def __init__(self, label: str, terminal: bool | None = None, hidden: tuple[str, ...] = ()) -> None:
         self.label = label
+        self.shown = tuple(f for f in TRAIN_FIGURES + VAL_FIGURES if f[1] not in hidden)
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self._bar: Progress | None = None
         self._task: TaskID | None = None
@@ -90,7 +92,7 @@ class StepProgress(Callback):
     ) -> None:
         if self._bar is None or self._task is None or trainer.fit_loop._should_accumulate():
             return
-        shown = figures(trainer.callback_metrics, TRAIN_FIGURES + VAL_FIGURES)
+        shown = figures(trainer.callback_metrics, self.shown)
         self._bar.update(self._task, completed=trainer.global_step, figures=f"· {shown}" if shown else "")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -101,7 +103,7 @@ class StepProgress(Callback):
         step, total = trainer.global_step, trainer.max_steps
         done = step - self._first_step
         left = (time.perf_counter() - self._began) / done * (total - step) if done > 0 else math.nan
-        shown = figures(trainer.callback_metrics, TRAIN_FIGURES + VAL_FIGURES)
+        shown = figures(trainer.callback_metrics, self.shown)
         log.info(
             "%s step %d/%d: %s%s",
             self.label,
@@ -113,7 +115,7 @@ class StepProgress(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._bar is not None and self._task is not None:
-            shown = figures(trainer.callback_metrics, TRAIN_FIGURES + VAL_FIGURES)
+            shown = figures(trainer.callback_metrics, self.shown)
             self._bar.update(self._task, completed=trainer.global_step, figures=f"· {shown}" if shown else "")
         self._stop()
 

@@ -315,9 +315,10 @@ def make_trainer(
     monitor: str = M.VAL_LOSS,
     mode: str = "min",
     label: str = "training",
+    hidden: tuple[str, ...] = (),
 ) -> L.Trainer:
     """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`;
-    its progress (`StepProgress`) is labelled `label`."""
+    its progress (`StepProgress`) is labelled `label`, without the metrics in `hidden`."""
     best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -356,7 +357,7 @@ def make_trainer(
             gradient_clip_val=cfg.gradient_clip_val,
             deterministic=cfg.deterministic,
             logger=logger if logger is not None else False,
-            callbacks=[best, last, StepProgress(label), *callbacks],
+            callbacks=[best, last, StepProgress(label, hidden=hidden), *callbacks],
             default_root_dir=run_dir,
             enable_model_summary=False,
             enable_progress_bar=False,  # StepProgress counts steps of max_steps, also when piped
