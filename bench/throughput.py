@@ -217,7 +217,7 @@ def lightning_round(
     window = model.window(cfg.batches.bptt)
     # val_every = total: the task does not ask to stop (and so validate) at its last step; the trainer's
     # val_every past the end: Lightning schedules no validation either
-    task = PretrainTask(model, cfg.optim, total, total, corpus.tokens_per_byte("val"))
+    task = PretrainTask(model, window, cfg.optim, total, total, corpus.tokens_per_byte("val"))
     data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
     timer = LightningClock(Clock(device_of(cfg), args.warmup, args.warmup + args.steps, profile))
     trainer_cfg = replace(cfg.trainer, max_steps=total, val_every=total + 1)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.models.base import LanguageModel, ModelConfig, State
+from lmlab.models.base import LanguageModel, ModelConfig, State, weight_flops
 
 
 @dataclass
@@ -53,6 +53,10 @@ class ToyLM(LanguageModel):
         groups = [[*self.inputs[k].parameters(), self.decays[k]] for k in range(self.cfg.layers)]
         groups[-1] += list(self.out.parameters())
         return [list(self.embedding.parameters()), *groups]
+
+    def flops_per_token(self, context: int) -> float:
+        """Input layers, output projection and output layer, once per token; the recurrence is elementwise."""
+        return weight_flops(self.inputs, self.out, self.head)
 
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         if state is None:

@@ -2,7 +2,8 @@
 
 Shapes and batch-first states, causality, carrying state (step by step and in TBPTT halves equals one pass),
 the state through a checkpoint and a DDP gather, greedy generation equal to re-running the prefix, learning,
-dropout, tied weights, layer groups, its config file, and a parameter count matched to the other families'.
+dropout, tied weights, layer groups, its config file, a parameter count matched to the other families', and a
+count of forward FLOPs per token that agrees with torch's FLOP counter.
 Family-specific behaviour (rotary tables, forget-gate bias, ...) is tested in test_models.py.
 """
 
@@ -18,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
 from lmlab.errors import LmlabError
 from lmlab.generate import generate
@@ -32,6 +34,8 @@ NAMES = list(FAMILIES)
 MATCHED_PARAMS, MATCHED_TOLERANCE, DEFAULT_VOCAB = 1_420_000, 0.01, 8000
 # Logits of carried-state forms must agree with one pass this closely (normalised logits, float32).
 ATOL = 1e-4
+# `flops_per_token` must agree with torch's FLOP counter this closely (relative).
+FLOPS_TOLERANCE = 0.1
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -310,6 +314,73 @@ def test_layer_groups_hold_every_trainable_parameter_once(family: str) -> None:
     assert len(groups) >= 2 and groups[0][0] is model.embedding.weight  # embeddings first, then the layers
     listed = [id(p) for group in groups for p in group]
     assert len(listed) == len(set(listed)) == len(list(model.parameters()))  # the tied head is the embedding
+
+
+# ----- compute -----
+
+
+def attention_flops(
+    query: torch.Size, key: torch.Size, value: torch.Size, dropout_p: float = 0.0, is_causal: bool = False, **_: object
+) -> int:
+    """The CPU flash-attention kernel counted as torch counts its GPU attention kernels (QK^T, then the weighted
+    sum of V: 2 per multiply-add), over the query-key pairs it computes: causally, over a window without a cache
+    (as many keys as queries, s), s (s + 1) / 2 of the s x s."""
+    batch, heads, queries, key_size = query
+    pairs = queries * (queries + 1) // 2 if is_causal else queries * key[2]
+    return 2 * batch * heads * pairs * (key_size + value[3])
+
+
+def triangular_solve_flops(matrix: torch.Size, rhs: torch.Size, **_: object) -> int:
+    """LAPACK's count for solving A X = B with A triangular (m x m) and B m x n: m^2 n per matrix of the batch."""
+    *batch, m, n = rhs
+    return math.prod(batch) * m * m * n
+
+
+# What FlopCounterMode has no formula for, in the ops our families run on the CPU (see the test below).
+UNCOUNTED_OPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flops,
+    torch.ops.aten.linalg_solve_triangular: triangular_solve_flops,
+}
+
+
+@pytest.mark.parametrize("size", ["shipped", "tiny"])
+@pytest.mark.parametrize("family", NAMES)
+def test_flops_per_token_agrees_with_torchs_flop_counter(family: str, size: str) -> None:
+    """`flops_per_token(context)` is within 10% of FlopCounterMode's count of one forward pass over a training
+    window (batch 2) per token, from a carried state where the family carries one, as training runs it.
+
+    shipped: conf/model/<family>.yaml, the 8000-token vocabulary, the pipeline's window (batches.bptt, or the
+    transformer's context): the figure `train/flops` is built on. tiny: the contract's model (vocabulary 23)
+    over 100 tokens (the transformer: its context of 256), where attention and the chunked scans outweigh the
+    output layer, and the window crosses a chunk boundary and pads the last chunk.
+
+    What FlopCounterMode counts on the CPU, and what the test adds so that it counts what the formulas count:
+    - mm, addmm, bmm (einsum's and `@`'s too) and convolutions: by torch's own formulas, a multiply-add as 2.
+    - nn.LSTM: oneDNN's fused kernel (`mkldnn_rnn_layer`) has no formula and counts 0, so the pass runs with
+      oneDNN off, where torch computes the same LSTM as per-step matmuls it counts (nn.RNN and nn.GRU run as
+      matmuls either way).
+    - The transformer's attention: the CPU flash kernel has no formula and counts 0; `attention_flops` counts
+      it over the causal triangle the kernel computes (torch's GPU formulas count the full square).
+    - Gated DeltaNet's triangular solve has no formula; `triangular_solve_flops` gives LAPACK's count.
+    Elementwise ops (norms, activations, gates, softmax, scans by cumsum, exponentials) are counted by neither.
+    """
+    if size == "shipped":
+        shipped = yaml.safe_load((ROOT / "conf" / "model" / f"{family}.yaml").read_text())
+        model = build_model(shipped, DEFAULT_VOCAB).eval()
+        context = model.window(yaml.safe_load((ROOT / "conf" / "batches" / "default.yaml").read_text())["bptt"])
+    else:
+        model, context = make(family), make(family).window(100)
+    batch = torch.randint(0, model.vocab_size, (2, context), generator=torch.Generator().manual_seed(0))
+    counter = FlopCounterMode(display=False, custom_mapping=UNCOUNTED_OPS)
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False, allow_tf32=None), counter:
+        model(batch, carried(model, model.init_state(2), reset=False))
+    measured = counter.get_total_flops() / batch.numel()
+    by_op = {str(op): f"{flops / batch.numel():,.0f}" for op, flops in counter.get_flop_counts()["Global"].items()}
+    formula = model.flops_per_token(context)
+    assert formula == pytest.approx(measured, rel=FLOPS_TOLERANCE), (
+        f"{family} ({size}, window {context}): flops_per_token {formula:,.0f}, FlopCounterMode {measured:,.0f} "
+        f"per token, by op {by_op}"
+    )
 
 
 # ----- config and size -----

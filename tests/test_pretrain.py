@@ -46,6 +46,7 @@ METRIC_KEYS = (
     "train/tokens_per_sec",
     "train/wall_seconds",
     "train/tokens",
+    "train/flops",
     "train/steps",
 )
 
@@ -104,7 +105,7 @@ def assert_same_training(a: Path, b: Path) -> None:
     rows_a, rows_b = curve(a), curve(b)
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [5, 10, 15, 20]
     for row_a, row_b in zip(rows_a, rows_b, strict=True):
-        for key in ("train/tokens", "val/loss", "val/ppl", "val/bpb", "train/lr"):
+        for key in ("train/tokens", "train/flops", "val/loss", "val/ppl", "val/bpb", "train/lr"):
             assert row_a[key] == row_b[key], f"step {row_a['step']:.0f} {key}: {row_a[key]} != {row_b[key]}"
     ckpt_a, ckpt_b = load(a / "checkpoints" / "last.ckpt"), load(b / "checkpoints" / "last.ckpt")
     assert ckpt_a["global_step"] == ckpt_b["global_step"] == 20
@@ -114,7 +115,7 @@ def assert_same_training(a: Path, b: Path) -> None:
     assert ckpt_a["lmlab"]["tokens_seen"] == ckpt_b["lmlab"]["tokens_seen"]
     metrics_a = json.loads((a / "metrics.json").read_text())
     metrics_b = json.loads((b / "metrics.json").read_text())
-    for key in ("val/loss", "train/tokens", "train/steps", "model/params"):
+    for key in ("val/loss", "train/tokens", "train/flops", "train/steps", "model/params"):
         assert metrics_a[key] == metrics_b[key], key
 
 
@@ -177,6 +178,10 @@ def test_every_family_learns_and_reports_its_metrics(
     tokens = 60 * cfg.batches.batch_size * window(cfg)
     assert metrics["train/tokens"] == tokens
     assert [r["train/tokens"] for r in rows] == [s * cfg.batches.batch_size * window(cfg) for s in (15, 30, 45, 60)]
+    # forward + backward = 3 forward passes of the training window per token
+    per_token = 3 * build_model(cfg.model, VOCAB).flops_per_token(window(cfg))
+    assert metrics["train/flops"] == pytest.approx(tokens * per_token, rel=1e-6)
+    assert [r["train/flops"] for r in rows] == pytest.approx([r["train/tokens"] * per_token for r in rows], rel=1e-6)
     assert metrics["model/params"] == sum(p.numel() for p in build_model(cfg.model, VOCAB).parameters())
     assert 0 < metrics["train/wall_seconds"] < 120
     # throughput leaves validation time out, so it is at least tokens over all the seconds
@@ -477,7 +482,16 @@ def test_rerunning_a_finished_run_keeps_its_metrics(data_dir: Path, tmp_path: Pa
     first = pretrain(cfg, tmp_path / "run")
     again = pretrain(replace(cfg, trainer=replace(cfg.trainer, log_every=2)), tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == pytest.approx(again)
-    for key in ("val/loss", "val/ppl", "val/bpb", "best/val/loss", "train/steps", "train/tokens", "model/params"):
+    for key in (
+        "val/loss",
+        "val/ppl",
+        "val/bpb",
+        "best/val/loss",
+        "train/steps",
+        "train/tokens",
+        "train/flops",
+        "model/params",
+    ):
         assert again.get(key) == pytest.approx(first[key]), key
     assert again["train/tokens_per_sec"] > 0 and again["train/wall_seconds"] > 0
     assert steps_of(tmp_path / "run") == [5, 10]

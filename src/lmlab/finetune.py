@@ -261,7 +261,7 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
     }
     run = RunFolder(folder)
     start = run.plan("auto", identity, "adapt", keep_replaced=False)  # a step of its fine-tuning run, not a run
-    task = PretrainTask(backbone, lm_optim, steps, steps, lm.tokens_per_byte("val"))
+    task = PretrainTask(backbone, window, lm_optim, steps, steps, lm.tokens_per_byte("val"))
     trainer = make_trainer(
         replace(cfg.trainer, max_steps=steps, val_every=steps),
         folder,

@@ -17,6 +17,7 @@ TRAIN_LOSS = "train/loss"
 TRAIN_LR = "train/lr"
 TRAIN_STEPS = "train/steps"
 TRAIN_TOKENS = "train/tokens"
+TRAIN_FLOPS = "train/flops"  # tokens x 3 x the model's forward FLOPs per token (LanguageModel.flops_per_token)
 TRAIN_TOKENS_PER_SEC = "train/tokens_per_sec"
 TRAIN_WALL_SECONDS = "train/wall_seconds"
 VAL_LOSS, VAL_PPL, VAL_BPB = "val/loss", "val/ppl", "val/bpb"
@@ -50,7 +51,7 @@ INFER_PEAK_MEMORY_MB = "infer/peak_memory_mb"
 
 # One row per validation in a run folder's val_curve.csv (and metrics/curves/).
 STEP = "step"
-PRETRAIN_CURVE = (STEP, TRAIN_TOKENS, TRAIN_WALL_SECONDS, VAL_LOSS, VAL_PPL, VAL_BPB, TRAIN_LR)
+PRETRAIN_CURVE = (STEP, TRAIN_TOKENS, TRAIN_FLOPS, TRAIN_WALL_SECONDS, VAL_LOSS, VAL_PPL, VAL_BPB, TRAIN_LR)
 FINETUNE_CURVE = (STEP, FINETUNE_VAL_LOSS, FINETUNE_VAL_ACC, FINETUNE_VAL_F1, TRAIN_LR)
 
 # The curve files `lmlab evaluate` copies per family (metrics/curves/<family>/<name>.csv): pretraining's, and
@@ -69,6 +70,7 @@ PRETRAIN_SUMMARY = (
     EMBEDDING_PARAMS,
     TRAIN_STEPS,
     TRAIN_TOKENS,
+    TRAIN_FLOPS,
     TRAIN_TOKENS_PER_SEC,
     TRAIN_WALL_SECONDS,
     TRAIN_LR,

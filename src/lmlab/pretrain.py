@@ -87,6 +87,7 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
         model.compile()
     task = PretrainTask(
         model,
+        window,
         cfg.optim,
         cfg.trainer.max_steps,
         cfg.trainer.val_every,
@@ -157,6 +158,7 @@ def final_metrics(trainer: L.Trainer, task: PretrainTask) -> dict[str, Any]:
         M.EMBEDDING_PARAMS: task.model.num_embedding_params,
         M.TRAIN_STEPS: trainer.global_step,
         M.TRAIN_TOKENS: task.tokens_seen,
+        M.TRAIN_FLOPS: task.train_flops,
         M.TRAIN_TOKENS_PER_SEC: task.tokens_per_sec,
         M.TRAIN_WALL_SECONDS: task.wall_seconds,
     }

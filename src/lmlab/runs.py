@@ -7,7 +7,7 @@ Layout (the Hydra output folder of the run, e.g. ``runs/pretrain/lstm`` under DV
     checkpoints/last.ckpt  written at every validation; `resume=auto` continues from it
     checkpoints/best.ckpt  lowest val/loss so far
     checkpoints/stable.ckpt  wsd schedules: the state where the cooldown began, which a longer budget continues
-    val_curve.csv          one row per validation (step, tokens, seconds, val/loss, val/ppl, val/bpb, lr)
+    val_curve.csv          one row per validation (step, tokens, flops, seconds, val/loss, val/ppl, val/bpb, lr)
     metrics.json           final figures
     wandb/                 the W&B run (offline files unless online was asked for)
 """

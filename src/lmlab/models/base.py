@@ -6,6 +6,7 @@ state = model.init_state(batch_size, device) # where step-by-step use starts (ze
 model.stateful                               # True: training carries the state across windows (TBPTT)
 model.window(bptt)                           # the window length training and evaluation feed
 model.layer_groups()                         # parameters per layer, input to output (fine-tuning)
+model.flops_per_token(context)               # forward FLOPs per token over windows of `context` tokens
 
 A family is a config dataclass (a subclass of `ModelConfig` holding its own
 keys) and a `LanguageModel` subclass; `lmlab.models.FAMILIES` lists them.
@@ -40,6 +41,14 @@ def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State
 def detach_state(state: State) -> State:
     """Cut the graph at a TBPTT window boundary, keeping the values."""
     return map_state(torch.Tensor.detach, state)
+
+
+def weight_flops(*modules: nn.Module | None) -> int:
+    """Forward FLOPs per token of the weights in `modules` that multiply every token once (linear layers,
+    recurrent matrices, convolution kernels): 2 per weight, a multiply and an add (Kaplan et al. 2020's 2N).
+    Vectors (biases, norm gains, per-head decays) are elementwise work, left out like every elementwise op;
+    None stands for a layer a family may not have (an absent projection)."""
+    return 2 * sum(p.numel() for m in modules if m is not None for p in m.parameters() if p.dim() > 1)
 
 
 def carried(model: LanguageModel, state: State, reset: bool) -> State:
@@ -100,6 +109,14 @@ class LanguageModel(nn.Module):
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters from input to output, one list per layer (embeddings first): the units that
         fine-tuning gives discriminative learning rates and unfreezes one at a time."""
+        raise NotImplementedError
+
+    def flops_per_token(self, context: int) -> float:
+        """Forward-pass FLOPs per token (a multiply-add counts 2) when the model reads windows of `context`
+        tokens, as training does (`window`; a stateful model from a carried state): the matmuls of the
+        backbone and of the output layer (`weight_flops`), and the family's context-dependent matmuls
+        (attention, a chunked scan). Embedding lookups and elementwise work are not counted. Pretraining's
+        `train/flops` (`lmlab.tasks.pretrain`) is built on it."""
         raise NotImplementedError
 
     @property

@@ -8,9 +8,10 @@ flash-linear-attention's models: a residual stack whose token mixer is the famil
 A mixer holds its own state: ``init_state(batch, device, dtype)`` and ``forward(x, state) -> (y, state)``,
 the whole window at once (the parallel form) or, for ``x`` of one token, one step of the recurrence. A
 ``None`` state is the initial (zero) state, known without looking: a fresh start (every fine-tuning
-document) spends nothing on reading it. The model's state is the tuple of its layers' states. The short
-causal convolution and the gated output norm that Mamba-2 and Gated DeltaNet both use live here too, as do
-their decay gates' initialisation.
+document) spends nothing on reading it. The model's state is the tuple of its layers' states. A mixer also
+counts its forward FLOPs per token, ``flops_per_token(context)`` (its weights and any matmuls of its scan),
+for the model's `LanguageModel.flops_per_token`. The short causal convolution and the gated output norm that
+Mamba-2 and Gated DeltaNet both use live here too, as do their decay gates' initialisation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 
 from lmlab.config import at_least, fraction
 from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State
+from lmlab.models.base import LanguageModel, ModelConfig, State, weight_flops
 from lmlab.models.transformer import MLP
 
 
@@ -80,6 +81,12 @@ class BlockLM(LanguageModel):
         blocks = [list(block.parameters()) for block in self.blocks]
         blocks[-1] += list(self.norm.parameters())
         return [list(self.embedding.parameters()), *blocks]
+
+    def flops_per_token(self, context: int) -> float:
+        """Per block the mixer's count (its own `flops_per_token`: weights and scan) and the MLP's weights, then
+        the output layer; norms and residual adds are elementwise."""
+        blocks = sum(block.mixer.flops_per_token(context) + weight_flops(block.mlp) for block in self.blocks)
+        return blocks + weight_flops(self.head)
 
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         x = self.embed_dropout(self.embedding(tokens))

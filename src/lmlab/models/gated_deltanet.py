@@ -28,7 +28,7 @@ from torch import nn
 
 from lmlab.config import at_least
 from lmlab.errors import LmlabError
-from lmlab.models.base import ModelConfig
+from lmlab.models.base import ModelConfig, weight_flops
 from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, ShortConv
 
 
@@ -116,6 +116,21 @@ class GatedDeltaNetMixer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         S = torch.zeros(batch_size, self.heads, self.key_dim, self.value_dim, device=device, dtype=dtype)
         return self.conv.init_state(batch_size, device, dtype), S
+
+    def flops_per_token(self, context: int) -> float:
+        """The projections and the convolution kernel (`weight_flops`), and the matmuls of `chunk_delta_rule`
+        over a window of `context` tokens from a carried state (training's case), as chunks of c tokens (a
+        shorter window is one chunk) padded to whole chunks; padding is computed, so it counts. Per chunk and
+        head (key size K, value size V): k_beta k^T and q k^T (c x c x K each), the triangular solve for T
+        (c^3 / 2 multiply-adds: LAPACK's m^2 n FLOPs, a level-3 BLAS routine as a matmul is), T's
+        products with v and k (c x c x V, c x c x K), and the state read and written (W S and q S: c x K x V
+        each, k^T new_v: K x c x V) beside attn new_v (c x c x V). L2 norms, gates, decays and the gated norm
+        are elementwise."""
+        chunk = min(self.chunk, context)
+        chunks = -(-context // chunk)
+        K, V = self.key_dim, self.value_dim
+        multiply_adds = 3 * chunk * chunk * K + 2 * chunk * chunk * V + 3 * chunk * K * V + chunk**3 / 2
+        return weight_flops(self) + 2 * chunks * self.heads * multiply_adds / context
 
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None

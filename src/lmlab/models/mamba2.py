@@ -25,7 +25,7 @@ from torch import nn
 
 from lmlab.config import at_least
 from lmlab.errors import LmlabError
-from lmlab.models.base import ModelConfig
+from lmlab.models.base import ModelConfig, weight_flops
 from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, ShortConv
 
 
@@ -133,6 +133,21 @@ class Mamba2Mixer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ssm = torch.zeros(batch_size, self.heads, self.head_dim, self.state_size, device=device, dtype=dtype)
         return self.conv.init_state(batch_size, device, dtype), ssm
+
+    def flops_per_token(self, context: int) -> float:
+        """The projections and the convolution kernel (`weight_flops`), and the matmuls of `ssd` over a window of
+        `context` tokens from a carried state (training's case; a first window, from zeros, skips steps 3 and 4).
+        The window runs as chunks of c tokens (a shorter window is one chunk), padded to whole chunks; padding is
+        computed, so it counts. Per chunk: C B^T (c x c x N per group) and its product with x (c x c x P per
+        head), the chunk's final state (P x c x N per head) and the entering state's outputs (c x N x P per
+        head); per window, the states' chunk-to-chunk decay ((chunks + 1)^2 x P x N per head, dense as `ssd`
+        computes it). Decays, exponentials and the gated norm are elementwise."""
+        chunk = min(self.chunk, context)
+        chunks = -(-context // chunk)
+        P, N = self.head_dim, self.state_size
+        per_chunk = self.groups * chunk * chunk * N + self.heads * P * chunk * (chunk + 2 * N)
+        scan = 2 * (chunks * per_chunk + self.heads * (chunks + 1) ** 2 * P * N)
+        return weight_flops(self) + scan / context
 
     def forward(
         self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None

@@ -21,6 +21,7 @@ from torch import nn
 
 from lmlab.config import above
 from lmlab.errors import LmlabError
+from lmlab.models.base import weight_flops
 from lmlab.models.blocks import BlockConfig, BlockLM
 
 
@@ -67,6 +68,12 @@ class MinRNN(nn.Module):
 
     def init_state(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(batch_size, self.out.in_features, device=device, dtype=dtype)
+
+    def flops_per_token(self, context: int) -> float:
+        """The input projection (candidate and gates) and the output projection, once per token. The parallel
+        scan is a cumsum and a logcumsumexp, elementwise in the hidden units: no matmul, and no term in
+        `context`."""
+        return weight_flops(self)
 
     def log_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log coefficient (of h_(t-1)), log input weight, and the candidate's pre-activation."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State, map_state
+from lmlab.models.base import LanguageModel, ModelConfig, State, map_state, weight_flops
 
 
 @dataclass
@@ -81,6 +81,12 @@ class FusedRecurrentLM(LanguageModel):
         if self.proj is not None:
             layers[-1] += list(self.proj.parameters())
         return [list(self.embedding.parameters()), *layers]
+
+    def flops_per_token(self, context: int) -> float:
+        """Every gate's input and recurrent matrix (``weight_ih``, ``weight_hh``: 1, 4 or 3 gates for RNN, LSTM,
+        GRU), the projection and the output layer, each once per token: the recurrence does the same work
+        at every position, so `context` does not enter. Gate nonlinearities and products are elementwise."""
+        return weight_flops(self.rnn, self.proj, self.head)
 
     def encode(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         if state is None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from lmlab.config import at_least, fraction, one_of
 from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State
+from lmlab.models.base import LanguageModel, ModelConfig, State, weight_flops
 
 
 @dataclass
@@ -161,6 +161,18 @@ class TransformerLM(LanguageModel):
         blocks = [list(block.parameters()) for block in self.blocks]
         blocks[-1] += list(self.norm.parameters())
         return [embeddings, *blocks]
+
+    def flops_per_token(self, context: int) -> float:
+        """Kaplan et al. (2020)'s C_forward = 2N + 2 n_layer n_ctx d_attn, the output layer and the causal
+        average spelt out.
+
+        2N: 2 per weight of the blocks' projections and MLPs (`weight_flops`), and the output layer, which
+        Kaplan's non-embedding N leaves out but every token pays; token and learned position tables are lookups.
+        Attention: per layer a query scores each key it sees (q.k) and sums its value, 2 x width FLOPs each;
+        the query at position t of a causal window sees t keys, (context + 1) / 2 on average, and a causal
+        kernel computes only those (it skips the masked half): 2 x layers x width x (context + 1). Softmax,
+        norms and GELU are elementwise."""
+        return weight_flops(self.blocks, self.head) + 2 * self.cfg.layers * self.cfg.width * (context + 1)
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> KVCache:
         """An empty KV cache: generation extends it one position per token."""

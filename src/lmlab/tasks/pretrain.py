@@ -5,7 +5,8 @@ detached and carried into the next window of the same streams, and reset
 where the data says an epoch starts. Lightning 2 has no built-in TBPTT, so
 this is explicit. Validation reads the whole split once (or its first
 `val_max_tokens`), carrying state the same way, and reports val/loss, val/ppl
-and val/bpb (`lmlab.metrics`).
+and val/bpb (`lmlab.metrics`). Training FLOPs (train/flops) follow from the
+tokens seen and the model's count per token at its training window.
 
 The state is the family's own structure of tensors (`lmlab.models.base`);
 nothing here asks its shape.
@@ -37,6 +38,7 @@ class PretrainTask(L.LightningModule):
     def __init__(
         self,
         model: LanguageModel,
+        window: int,
         optim: OptimConfig,
         max_steps: int,
         val_every: int,
@@ -54,6 +56,10 @@ class PretrainTask(L.LightningModule):
         self.val_state: State = None
         self.val_sums = torch.zeros(2, dtype=torch.float64)  # summed nats, predicted tokens
         self.tokens_seen = 0  # over all ranks, carried across resumes
+        # training FLOPs per token: forward + backward ~ 3 x forward, since the backward pass does two matmuls the
+        # size of each of the forward's, one for its input's gradient and one for its weights' (Kaplan et al. 2020:
+        # C ~ 6N per token against the forward's 2N)
+        self.train_flops_per_token = 3 * model.flops_per_token(window)
         self.wall_before = 0.0  # training seconds of earlier (interrupted) runs
         self.val_seconds = 0.0  # of which spent validating
         self.restored: dict[str, Any] | None = None
@@ -90,10 +96,11 @@ class PretrainTask(L.LightningModule):
             self.log(M.TRAIN_LOSS, outputs["loss"], prog_bar=True)
             self.log_dict(
                 {
-                    "train/tokens_per_sec": self._tokens_since_tick / max(now - self._tick, 1e-9),
-                    "train/tokens": float(self.tokens_seen),
-                    "train/lr": self.optimizers().param_groups[0]["lr"],
-                    "train/wall_seconds": self.wall_seconds,
+                    M.TRAIN_TOKENS_PER_SEC: self._tokens_since_tick / max(now - self._tick, 1e-9),
+                    M.TRAIN_TOKENS: float(self.tokens_seen),
+                    M.TRAIN_FLOPS: self.train_flops,
+                    M.TRAIN_LR: self.optimizers().param_groups[0]["lr"],
+                    M.TRAIN_WALL_SECONDS: self.wall_seconds,
                 }
             )
             self._tick = now
@@ -105,6 +112,12 @@ class PretrainTask(L.LightningModule):
     def wall_seconds(self) -> float:
         """Seconds since training started, validation included, summed over resumed runs."""
         return self.wall_before + (time.perf_counter() - self._started if self._started else 0.0)
+
+    @property
+    def train_flops(self) -> float:
+        """Training FLOPs so far, over all ranks and resumed runs: derived from `tokens_seen`, which the
+        checkpoint carries."""
+        return self.tokens_seen * self.train_flops_per_token
 
     @property
     def tokens_per_sec(self) -> float:
@@ -131,6 +144,7 @@ class PretrainTask(L.LightningModule):
             {
                 **M.lm_figures("val", loss, self.val_tokens_per_byte),
                 M.TRAIN_TOKENS: float(self.tokens_seen),
+                M.TRAIN_FLOPS: self.train_flops,
                 M.TRAIN_WALL_SECONDS: self.wall_seconds,
             }
         )
