@@ -7,7 +7,7 @@ Both sides train the same model (`build_model` on conf/model/<family>.yaml), on 
 same batches (the datasets `PretrainData` builds), with the same AdamW, schedule,
 gradient clipping and TBPTT state carrying. The Lightning side is the real
 `PretrainTask` + `PretrainData` run by the Trainer from `make_trainer` (logger off,
-no progress bar unless `--progress-bar`, no validation and no checkpoint file
+lmlab's progress as the job's (no per-step work when piped), no validation and no checkpoint file
 within the run); the raw side is a hand-written loop without Lightning.
 
 Each round builds a fresh seeded model and optimizer, runs `--warmup` untimed steps,
@@ -221,7 +221,7 @@ def lightning_round(
     data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
     timer = LightningClock(Clock(device_of(cfg), args.warmup, args.warmup + args.steps, profile))
     trainer_cfg = replace(cfg.trainer, max_steps=total, val_every=total + 1)
-    trainer = make_trainer(trainer_cfg, run_dir, None, [timer], progress_bar=args.progress_bar)
+    trainer = make_trainer(trainer_cfg, run_dir, None, [timer])
     timer.fit_called = time.perf_counter()
     with redirect_stdout(sys.stderr):  # Lightning's progress bar writes to stdout, which holds only the JSON lines
         trainer.fit(task, datamodule=data)
@@ -348,7 +348,6 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
         "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()}",
         "precision": cfg.trainer.precision,
         "compile": cfg.trainer.compile,
-        "progress_bar": args.progress_bar,
         "malloc": args.malloc,
         "corpus": corpus.folder.name,
         "vocab_size": corpus.vocab_size,
@@ -384,7 +383,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     parser.add_argument("--corpus", help="a tokenized corpus folder (default: the pipeline's, else synthetic)")
     parser.add_argument("--synthetic", action="store_true", help="use a synthetic corpus of vocabulary 8000")
-    parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar (on stderr)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one more lightning round")
     parser.add_argument(
         "--malloc",

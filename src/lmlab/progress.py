@@ -92,6 +92,9 @@ class StepProgress(Callback):
     ) -> None:
         if self._bar is None or self._task is None or trainer.fit_loop._should_accumulate():
             return
+        if trainer.global_step % trainer.log_every_n_steps:  # reading the figures is a host sync on a GPU
+            self._bar.update(self._task, completed=trainer.global_step)
+            return
         shown = figures(trainer.callback_metrics, self.shown)
         self._bar.update(self._task, completed=trainer.global_step, figures=f"· {shown}" if shown else "")
 
