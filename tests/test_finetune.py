@@ -348,6 +348,8 @@ def test_evaluate_keeps_what_the_report_s_intervals_resample(finetuned: Path, tm
     assert setting["labeled"]["documents"]["test"] == len(examples.labels)
     assert setting["evaluation"]["test tokens"] == examples.block_tokens.sum()
     assert setting["pretraining"]["steps"] == 20 and setting["fine-tuning seeds"]["test/"] == cfg_seed(finetuned)
+    trained = json.loads((finetuned / "pretrain/gru/metrics.json").read_text())
+    assert setting["pretraining"]["flops"] == trained["train/flops"] > 0  # the report's Setting prints it
     prompt = setting["evaluation"]["prompt"]
     assert prompt and prompt.split()[0] in (finetuned / "data/splits/sotu/test.jsonl").read_text()
     assert "\ufffd" not in Path(cfg.sample_file).read_text()

@@ -177,6 +177,7 @@ def setting(
         "pretraining": {
             "steps": trained.get(M.TRAIN_STEPS),
             "tokens": trained[M.TRAIN_TOKENS],
+            "flops": trained.get(M.TRAIN_FLOPS),  # absent from runs trained before lmlab counted FLOPs
             "seed": identity(pretrain_run).get("batches", {}).get("seed"),
             **hydra_trainer(pretrain_run),
         },

@@ -254,6 +254,9 @@ def setting_lines(families: dict[str, dict[str, Any]]) -> list[str]:
         if len(steps) == 1 and None not in next(iter(steps))
         else "; ".join(f"{name} {b.get('steps')} steps, {b.get('tokens'):,.0f} tokens" for name, b in budgets.items())
     )
+    flops = [f"{name} {b['flops']:.2e}" for name, b in budgets.items() if isinstance(b.get("flops"), int | float)]
+    if flops:
+        budget += f"; training FLOPs (forward + backward, counted from each architecture): {', '.join(flops)}"
     pretraining = next(iter(budgets.values()))
     device = ", ".join(f"{k} {pretraining[k]}" for k in ("accelerator", "devices", "precision") if k in pretraining)
     seeds = sorted({str(b.get("seed")) for b in budgets.values()})
