@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lmlab.report import PLOTS
 from tests.helpers.pipeline import edit_yaml, shrink_training, write_tiny_datasets
 from tests.helpers.project import ROOT, copy_project, dvc, env
 
@@ -97,11 +98,11 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
         assert (project / f"data/runs/finetune/{family}-scratch/checkpoints/best.ckpt").is_file()
     report = (project / "reports/comparison.md").read_text()
     assert all(f"| {family} |" in report for family in FAMILIES)
-    assert len(list((project / "reports").glob("*.png"))) == 4
+    assert sorted(p.name for p in (project / "reports").glob("*.png")) == sorted(PLOTS)
     plots = dvc("plots", "show", "--json", cwd=project)
     assert plots.returncode == 0, plots.stderr
     shown = json.loads(plots.stdout)["data"]
-    assert len(shown) == 4  # the top-level plots; each draws one line per family, none named in dvc.yaml
+    assert len(shown) == 5  # the top-level plots; each draws one line per family, none named in dvc.yaml
     for title, (plot,) in shown.items():
         assert {row["family"] for row in plot["content"]["data"]["values"]} == set(FAMILIES), title
 

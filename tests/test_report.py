@@ -51,8 +51,8 @@ def write_family(
     }
     (root / "metrics/curves" / family).mkdir(parents=True)
     (root / f"metrics/{family}.json").write_text(json.dumps(metrics))
-    rows = ["step,train/tokens,train/wall_seconds,val/loss,val/ppl,val/bpb,train/lr"]
-    rows += [f"{s},{s * 1024},{s / 10},{loss0 - s / 100},1,1,0.001" for s in (100, 200, 300)]
+    rows = ["step,train/tokens,train/flops,train/wall_seconds,val/loss,val/ppl,val/bpb,train/lr"]
+    rows += [f"{s},{s * 1024},{s * 1024 * 3e6},{s / 10},{loss0 - s / 100},1,1,0.001" for s in (100, 200, 300)]
     (root / "metrics/curves" / family / "pretrain.csv").write_text("\n".join(rows) + "\n")
     evaluated = root / "eval" / family
     evaluated.mkdir(parents=True)
@@ -65,7 +65,14 @@ def write_family(
         "corpus": {"name": "sotu", "tokens": {"train": 90_000, "test": 51_200}, "bytes": {"test": 204_800}},
         "labeled": {"name": "reviews", "classes": ["neg", "pos"], "documents": {"test": DOCS}},
         "tokenizer": "bpe8000",
-        "pretraining": {"steps": 300, "tokens": 307_200, "seed": 1337, "accelerator": "cpu", "precision": "32-true"},
+        "pretraining": {
+            "steps": 300,
+            "tokens": 307_200,
+            "flops": 307_200 * 3e6 * (1.5 if family == "transformer" else 1.0),
+            "seed": 1337,
+            "accelerator": "cpu",
+            "precision": "32-true",
+        },
         "fine-tuning seeds": {"test/": 1337, "scratch/test/": 1337},
         "evaluation": {"device": "cpu", "test tokens": 51_200, "test documents": DOCS, "prompt": "The year began"},
         "commit": "0123456789ab",
@@ -97,6 +104,10 @@ def test_report_has_a_row_per_family_the_verdicts_samples_and_plots(tmp_path: Pa
     assert "| majority class | — |" in text and "0.600 [" in text
     assert "The year began" in text and "a transformer sample" in text
     assert "## Setting" in text and "commit 0123456789ab" in text and "300 steps, 307,200 tokens per family" in text
+    assert (
+        "training FLOPs (forward + backward, counted from each architecture): gru 9.22e+11, transformer 1.38e+12"
+        in text
+    )
     for name in PLOTS:
         png = tmp_path / "reports" / name
         assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5_000, name

@@ -36,6 +36,8 @@ PLOTS = {
     "val_loss_vs_time.png": "Validation loss against training wall time",
     "accuracy.png": "Test accuracy and macro F1: fine-tuned from pretraining vs. from scratch",
     "throughput.png": "Training and inference throughput",
+    "val_loss_vs_flops.png": "Validation loss against training FLOPs",
+    "pareto.png": "Test bits per byte against training FLOPs and wall time (lower left is better)",
 }
 COLUMNS = [  # (header, metric key, format)
     ("params", M.PARAMS, "{:,.0f}"),
@@ -138,6 +140,8 @@ def report(cfg: ReportConfig) -> Path:
         curve_plot(families, M.TRAIN_WALL_SECONDS, "training wall time (s)", staging / "val_loss_vs_time.png")
         accuracy_plot(families, staging / "accuracy.png")
         throughput_plot(families, staging / "throughput.png")
+        curve_plot(families, M.TRAIN_FLOPS, "training FLOPs", staging / "val_loss_vs_flops.png", log_x=True)
+        pareto_plot(families, staging / "pareto.png")
         (staging / "comparison.md").write_text(markdown(families))
         write_json(staging / SUMMARY, summary(families))
         combine_curves(Path(cfg.metrics_dir) / "curves", list(families), staging / "curves")
@@ -277,9 +281,11 @@ def setting_lines(families: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def curve_plot(families: dict[str, dict[str, Any]], x: str, label: str, path: Path) -> None:
+def curve_plot(families: dict[str, dict[str, Any]], x: str, label: str, path: Path, log_x: bool = False) -> None:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
+    if log_x:
+        ax.set_xscale("log")
     colours = family_colours(list(families))
     for name, f in families.items():
         rows = [r for r in f["pretrain"] if x in r and M.VAL_LOSS in r]
@@ -343,6 +349,40 @@ def accuracy_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
     majority = next(iter(families.values()))["figures"].majority
     title = f"Test accuracy ({CONFIDENCE:.0%} intervals) and F1: pretrained vs. from scratch"
     bars(path, title, "score", groups, list(families), ("majority class", majority))
+
+
+def pareto_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
+    """Each family's test bpb (with its interval) against what its training cost: FLOPs (counted from the
+    architecture, `flops_per_token`) and wall time on this machine. The dashed line joins the families no
+    other beats on both axes (the Pareto front); a family without a FLOPs count is left out of that panel."""
+    fig = Figure(figsize=(10, 4.5))
+    colours = family_colours(list(families))
+    costs = {
+        "training FLOPs": lambda f: f["setting"]["pretraining"].get("flops"),
+        "training wall time (s)": lambda f: f["metrics"].get(M.TRAIN_WALL_SECONDS),
+    }
+    for ax, (label, cost) in zip(fig.subplots(1, 2), costs.items(), strict=True):
+        points = []
+        for name, f in families.items():
+            x, bpb = cost(f), INTERVALS[M.TEST_BPB](f["figures"])
+            if not isinstance(x, int | float) or bpb is None:
+                continue
+            error = [[bpb.estimate - bpb.low], [bpb.high - bpb.estimate]]
+            ax.errorbar(x, bpb.estimate, yerr=error, fmt="o", capsize=3, color=colours[name], label=name)
+            points.append((x, bpb.estimate))
+        front = [p for p in sorted(points) if not any(q[0] <= p[0] and q[1] < p[1] for q in points if q != p)]
+        if len(front) > 1:
+            ax.plot(*zip(*front, strict=True), linestyle="--", color="grey", alpha=0.6)
+        ax.set_xscale("log")
+        ax.set(xlabel=label, ylabel=f"test bits per byte ({CONFIDENCE:.0%} interval)")
+        ax.grid(alpha=0.3)
+    for ax in fig.axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+            break
+    fig.suptitle(PLOTS["pareto.png"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def throughput_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
