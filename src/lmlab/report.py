@@ -373,7 +373,8 @@ def pareto_plot(families: dict[str, dict[str, Any]], path: Path) -> None:
         front = [p for p in sorted(points) if not any(q[0] <= p[0] and q[1] < p[1] for q in points if q != p)]
         if len(front) > 1:
             ax.plot(*zip(*front, strict=True), linestyle="--", color="grey", alpha=0.6)
-        ax.set_xscale("log")
+        if points and max(x for x, _ in points) > 10 * min(x for x, _ in points):  # costs over a decade apart
+            ax.set_xscale("log")
         ax.set(xlabel=label, ylabel=f"test bits per byte ({CONFIDENCE:.0%} interval)")
         ax.grid(alpha=0.3)
     for ax in fig.axes:
