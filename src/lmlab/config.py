@@ -477,9 +477,8 @@ class GenerateConfig:
     seed: int | None = 1337
     device: str = "cpu"
     stop_at_document_end: bool = True
-    # CPU threads (0: torch's default). One sequence, one token at a time: each op is too small to split, so
-    # more threads only add synchronisation: 1-11% slower with two on an idle 2-core machine, 7-14x slower on
-    # a loaded one (docs/benchmarks.md, bench/generation.py)
+    # CPU threads (0: torch's default). One sequence, one token at a time: each op is too small to split, and
+    # more threads only add synchronisation (docs/benchmarks.md: 1.7 ms/token on one thread, 12-24 on two)
     threads: int = at_least(0, 1)
 
 
