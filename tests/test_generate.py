@@ -10,6 +10,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from lmlab.cli.generate import positional_prompt
 from lmlab.config import GenerateConfig, TokenizerConfig
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import tokenize
@@ -187,3 +188,9 @@ def test_the_cli_takes_the_prompt_as_an_argument_or_from_stdin(trained: tuple[Pa
     stdout, stderr, code = out["twice"]
     assert code == 2 and "the prompt is given twice" in stderr
     assert GenerateConfig().threads == 1
+
+
+def test_hydra_flags_and_their_values_are_not_the_prompt() -> None:
+    assert positional_prompt(["--cfg", "job", "family=gru"]) == (["--cfg", "job", "family=gru"], None)
+    assert positional_prompt(["Fellow citizens, I", "-cn", "generate"]) == (["-cn", "generate"], "Fellow citizens, I")
+    assert positional_prompt(["a", "b", "top_k=4"]) == (["top_k=4"], "a b")

@@ -32,6 +32,7 @@ from lmlab.models import FAMILIES, build_model
 from lmlab.pretrain import pretrain
 from lmlab.runs import fingerprint
 from lmlab.tasks.finite import NonFiniteLoss
+from lmlab.training import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
@@ -552,6 +553,31 @@ def test_wandb_logs_offline_into_the_run_folder(data_dir: Path, tmp_path: Path, 
 
     leaks = [p for p in run_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert not leaks, f"the API key was written to {leaks}"
+
+
+def test_pretraining_runs_record_their_corpus_but_not_the_labeled_set(tmp_path: Path) -> None:
+    """A changed labeled set (its split, its labels) re-tokenizes the corpus folder, but pretraining reads no
+    labels: its digest stays, so the finished pretraining runs resume instead of retraining."""
+    write_corpus(tmp_path)
+    folder = tmp_path / "tokenized" / "sotu-bpe8000"
+    before = Corpus.open(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["task"] = {"name": "reviews", "splits": {"train": {"documents": 3}}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    after = Corpus.open(folder)
+    assert after.digest(task=False) == before.digest(task=False)
+    assert after.digest() != before.digest()
+    meta["splits"]["train"]["tokens"] += 0  # the corpus's own counts are in both digests
+    meta["splits"]["val"]["bytes"] += 1
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert Corpus.open(folder).digest(task=False) != before.digest(task=False)
+
+
+def test_an_empty_wandb_mode_is_a_clear_error_unless_the_config_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "")
+    assert wandb_mode(LoggerConfig(mode="online")) == "online"
+    with pytest.raises(LmlabError, match="WANDB_MODE is set but empty"):
+        wandb_mode(LoggerConfig())
 
 
 def test_lightning_hydra_template_keys_callbacks_and_trainer_arguments(data_dir: Path, tmp_path: Path) -> None:

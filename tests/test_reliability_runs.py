@@ -30,7 +30,7 @@ from lmlab.config import (
 )
 from lmlab.errors import LmlabError
 from lmlab.pretrain import pretrain
-from lmlab.runs import RunFolder
+from lmlab.runs import RunFolder, Start
 from lmlab.tasks.finite import NonFiniteLoss
 from lmlab.training import AtomicCheckpointIO
 from tests.helpers.project import copy_project, env
@@ -84,6 +84,7 @@ BAD_VALUES = [
     ("logger", "mode", "onlin", "one of online"),
     ("trainer", "extra", {"max_epochs": 3}, "lmlab sets it; use trainer.max_steps"),
     ("trainer", "extra", {"profilr": "simple"}, "not a lightning.Trainer argument; it takes"),
+    ("trainer", "extra", {"enable_model_summary": True}, "lmlab sets it; use +callbacks.summary"),
 ]
 
 
@@ -289,3 +290,17 @@ def test_a_loss_gone_nan_before_the_first_checkpoint_says_there_is_none(data_dir
         pretrain(cfg, tmp_path / "run")
     assert "last.ckpt" not in str(err.value)
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_continuing_to_a_longer_budget_removes_only_the_later_states(tmp_path: Path) -> None:
+    """A wsd continuation from stable.ckpt (step 15) drops last.ckpt (step 20, the old cooldown's end, kept
+    aside) but keeps a best.ckpt from before the resumed step: evaluate and finetune read it."""
+    run = RunFolder(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    for name, step in (("stable", 15), ("best", 10), ("last", 20)):
+        torch.save({"global_step": step}, run.checkpoints / f"{name}.ckpt")
+    start = Start(run.checkpoints / "stable.ckpt", "abc", {"wandb_id": "abc", "fingerprint": "f"}, [], "copy")
+    run.begin(start, is_rank_zero=True)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["best.ckpt", "stable.ckpt"]
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.")]
+    assert sorted(p.name for p in (kept / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt", "stable.ckpt"]

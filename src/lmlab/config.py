@@ -311,6 +311,7 @@ LIGHTNING_ARGS_OF_OURS = {
     "default_root_dir": "hydra.run.dir",
     "enable_progress_bar": "nothing: the progress is lmlab's (a bar on a terminal, a line per validation otherwise)",
     "enable_checkpointing": "nothing: every run keeps best.ckpt and last.ckpt",
+    "enable_model_summary": "+callbacks.summary._target_=lightning.pytorch.callbacks.ModelSummary",
 }
 
 

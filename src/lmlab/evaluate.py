@@ -116,8 +116,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     examples.save(Path(cfg.examples_file))
     documents = {name: len(split) for name, split in splits.items()}
     write_json(Path(cfg.setting_file), setting(cfg, corpus, labeled, documents, trained, runs, examples, prompt))
+    write_json(Path(cfg.out), metrics)  # first: a W&B failure (no network) must not lose the figures
     log_evaluation(cfg, metrics, {"pretrain": pretrain_run, **{FINETUNE_JOBS[p]: run for p, run in runs.items()}})
-    write_json(Path(cfg.out), metrics)
     return metrics
 
 
@@ -219,7 +219,7 @@ def log_evaluation(cfg: EvaluateConfig, metrics: dict[str, Any], runs: dict[str,
     so the W&B UI compares what the report compares; its config names the W&B runs it evaluated. A run of its
     own: resuming the training runs would write into their folders, which are other stages' outputs."""
     ids = {job: RunFolder(folder).read_record().get("wandb_id", "") for job, folder in runs.items()}
-    config = {"evaluate": config_dict(cfg), "runs": ids, "family": cfg.family}
+    config = {"evaluate": config_dict(cfg), "runs": ids, "model": {"family": cfg.family}}  # compare's family key
     tags = [cfg.family, cfg.data.name, cfg.tokenizer.name]
     name = run_name(cfg.logger, "evaluate", cfg.family)
     folder, run_id = Path(cfg.wandb_dir), secrets.token_hex(4)

@@ -47,7 +47,7 @@ def identity(cfg: PretrainConfig, corpus: Corpus) -> dict[str, Any]:
     return {
         "data": cfg.data.name,
         "tokenizer": cfg.tokenizer.name,
-        "corpus": corpus.digest(),
+        "corpus": corpus.digest(task=False),
         **{key: full[key] for key in ("model", "batches", "optim")},
         "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
         "code": code_version("lmlab.pretrain"),

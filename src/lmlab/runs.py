@@ -278,11 +278,8 @@ class RunFolder:
         """The loadable checkpoint of this run with the highest step at or before `step`, and that step."""
         found: list[tuple[int, Path]] = []
         for path in self.checkpoints.glob("*.ckpt"):
-            try:
-                at = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-            except Exception:  # a damaged file is no candidate
-                continue
-            if at <= step:
+            at = checkpoint_step(path)
+            if at is not None and at <= step:  # a damaged file is no candidate
                 found.append((at, path))
         if not found:
             return None
@@ -315,9 +312,13 @@ class RunFolder:
             return
         if start.keep_previous:
             self.keep_previous(copy=start.keep_previous == "copy")
-        if start.keep_previous == "copy":  # later states of the old budget, kept aside, must not be resumed
+        if start.keep_previous == "copy" and start.checkpoint is not None:
+            # the old budget's later states (kept aside) must not be resumed; a best.ckpt from before the resumed
+            # step is shared history, which the continued run keeps (evaluate and finetune read it)
+            resumed = checkpoint_step(start.checkpoint)
             for path in self.checkpoints.glob("*.ckpt"):
-                if start.checkpoint is None or not path.samefile(start.checkpoint):
+                step = checkpoint_step(path)
+                if not path.samefile(start.checkpoint) and (step is None or step > resumed):
                     path.unlink()
         if start.checkpoint is None:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
@@ -353,11 +354,19 @@ class RunFolder:
 def train_held(cfg: Any, run_dir: Path, train: Callable[[Any, RunFolder], dict[str, Any]]) -> dict[str, Any]:
     """A training verb (pretrain, finetune): its whole config checked before anything on disk changes, then
     `train` in the run folder held by rank zero (DDP's other ranks work inside that hold)."""
-    check_values(cfg)
     apply_lht_keys(cfg)
+    check_values(cfg)
     run = RunFolder(run_dir)
     with run.held(rank_zero_only.rank == 0):
         return train(cfg, run)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The optimizer step a checkpoint holds, or None when it does not load."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:  # a truncated zip, a pickle of objects, an empty file, no global_step
+        return None
 
 
 def unreadable(path: Path) -> str | None:

@@ -73,6 +73,8 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     itself does. Without an account nothing leaves the machine: offline.
     """
     mode = cfg.mode or os.environ.get("WANDB_MODE")
+    if mode == "":  # W&B itself refuses it when it reads its settings, with a validation traceback
+        raise LmlabError("WANDB_MODE is set but empty: unset it (`unset WANDB_MODE`) or give online or offline")
     if mode is None and os.environ.get("WANDB_SWEEP_ID"):
         mode = "online"
     if mode is None:
@@ -301,8 +303,8 @@ LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
 
 def precision_args(cfg: TrainerConfig) -> dict[str, Any]:
     """`precision=` for the Trainer, or for mixed precision a `CachedAutocast` plugin (Lightning takes one)."""
-    if cfg.precision not in ("bf16-mixed", "16-mixed"):
-        return {"precision": cfg.precision}
+    if cfg.precision not in ("bf16-mixed", "16-mixed") or cfg.strategy.startswith("fsdp"):
+        return {"precision": cfg.precision}  # FSDP takes only its own precision plugin, which Lightning builds
     gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     return {"plugins": [CachedAutocast(cfg.precision, "cuda" if gpu else "cpu")]}
 
@@ -362,7 +364,7 @@ def make_trainer(
             enable_model_summary=False,
             enable_progress_bar=False,  # StepProgress counts steps of max_steps, also when piped
         )
-    except MisconfigurationException as err:  # e.g. accelerator=gpu on a machine without one
+    except (MisconfigurationException, TypeError, ValueError) as err:  # e.g. accelerator=gpu on a machine without one
         raise LmlabError(
             f"trainer settings (accelerator={cfg.accelerator}, devices={cfg.devices}, strategy={cfg.strategy}, "
             f"precision={cfg.precision}) do not work here: {err}"

@@ -14,16 +14,28 @@ from lmlab.config import GenerateConfig
 from lmlab.errors import LmlabError
 from lmlab.generate import stream_text
 
+# Hydra's flags that take the next argument as their value
+HYDRA_FLAGS_WITH_VALUE = {
+    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+    "--info", "-i", "--experimental-rerun",
+}  # fmt: skip
+
 
 def positional_prompt(args: list[str]) -> tuple[list[str], str | None]:
     """The Hydra overrides among `args`, and the prompt given beside them: the arguments that are neither an
-    override (key=value) nor a flag, joined by spaces, or stdin for `-`."""
+    override (key=value) nor a flag (nor a flag's value), joined by spaces, or stdin for `-`: the way to give a
+    prompt whose first word holds `=` or starts with `-`."""
     overrides, words = [], []
+    takes_value = False
     for arg in args:
-        if arg == "-":
+        if takes_value:  # the value of a Hydra flag such as `--cfg job`
+            overrides.append(arg)
+            takes_value = False
+        elif arg == "-":
             words.append(sys.stdin.read().rstrip("\n"))
         elif "=" in arg.split(" ", 1)[0] or arg.startswith("-"):
             overrides.append(arg)
+            takes_value = arg in HYDRA_FLAGS_WITH_VALUE
         else:
             words.append(arg)
     if words and any(arg.lstrip("+").startswith("prompt=") for arg in overrides):

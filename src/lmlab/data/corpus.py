@@ -117,14 +117,16 @@ class Corpus:
     def tokens(self, split: str) -> np.ndarray:
         return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
 
-    def digest(self) -> str:
+    def digest(self, task: bool = True) -> str:
         """What a training run's identity records of its data (`lmlab.runs.RunFolder.plan`): `meta.json` (every
         split's token, document and byte counts, the labeled set's), the tokenizer (trained on the train split)
         and the labels. A re-split or re-tokenized corpus of the same name changes it, so the run retrains
         instead of resuming weights trained on other data; reading these small files keeps a start fast where
         hashing every token file of a large corpus would not."""
         digest = hashlib.sha256()
-        for path in [self.folder / "meta.json", self.tokenizer_file, *sorted(self.folder.glob("task/*.labels.npy"))]:
+        meta = {k: v for k, v in self.meta.items() if task or k != "task"}  # `task`: pretraining reads no labels
+        digest.update(json.dumps(meta, sort_keys=True).encode())
+        for path in [self.tokenizer_file, *(sorted(self.folder.glob("task/*.labels.npy")) if task else [])]:
             if path.is_file():
                 digest.update(path.name.encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()[:16]
