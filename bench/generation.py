@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lmlab.models import FAMILIES, State, build_model, family_config, map_state
+from lmlab.models import FAMILIES, build_model, family_config, state_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 TAIL = 64  # tokens timed at the end of each length
@@ -37,12 +37,6 @@ def model_for(family: str, longest: int) -> torch.nn.Module:
         spec["context"] = max(spec["context"], longest)
     torch.manual_seed(0)
     return build_model(family_config(spec), 8000).eval()
-
-
-def state_bytes(state: State) -> int:
-    sizes: list[int] = []
-    map_state(lambda t: sizes.append(t.numel() * t.element_size()) or t, state)
-    return sum(sizes)
 
 
 @torch.inference_mode()

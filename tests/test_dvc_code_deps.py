@@ -12,8 +12,16 @@ from lmlab.runs import code_modules
 from tests.helpers.project import ROOT
 
 
+DVC_FILES = ("dvc.yaml", "synth/dvc.yaml")  # the main study, the synthetic tasks
+
+
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """Every stage of every pipeline, named as `dvc repro` takes it."""
+    found = {}
+    for file in DVC_FILES:
+        for name, stage in yaml.safe_load((ROOT / file).read_text())["stages"].items():
+            found[name if file == "dvc.yaml" else f"{file}:{name}"] = stage
+    return found
 
 
 def verb_of(stage: dict) -> str:

@@ -368,6 +368,49 @@ class PretrainConfig:
     keep_replaced: bool = True
 
 
+SYNTH_TASKS = ("mqar", "counting")
+
+
+@dataclass
+class SynthTaskConfig:
+    """A synthetic task (`lmlab.data.synthetic`): examples made from `seed`, nothing downloaded."""
+
+    kind: str = one_of(SYNTH_TASKS, "mqar")
+    seq_len: int = at_least(2, 64)  # training length
+    vocab_size: int = at_least(4, 256)  # mqar (counting's vocabulary is its bits and answers)
+    pairs: int = at_least(1, 4)  # mqar: key-value pairs per example
+    power_a: float = above(0.0, 0.01)  # mqar: query gaps ~ gap^(a-1) (1: uniform)
+    noise: bool = True  # mqar: random tokens between the queries (false: zeros)
+    modulus: int = at_least(2, 2)  # counting: count ones modulo this (2: parity)
+    train_examples: int = at_least(1, 100_000)
+    val_examples: int = at_least(1, 1000)
+    # validation at these multiples of seq_len; beyond 1, accuracy at the answers past seq_len (extrapolation)
+    lengths: list[int] = field(default_factory=lambda: [1])
+    batch_size: int = at_least(1, 64)  # examples per device and step
+    val_batch_size: int = at_least(1, 250)
+    seed: int = 1337
+
+
+@dataclass
+class SynthConfig:
+    """`lmlab synth`: one family trained on one synthetic task through pretraining's Lightning path."""
+
+    task: SynthTaskConfig = field(default_factory=SynthTaskConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: Any = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str = "synth"
+    resume: str = "auto"
+    metrics_file: str | None = None
+    seed: int | None = None  # = task.seed
+    tags: list[str] = field(default_factory=list)
+    ckpt_path: str | None = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    keep_replaced: bool = True
+
+
 @dataclass
 class FinetuneTaskConfig:
     """Text classification on the labeled set, ULMFiT-style (Howard & Ruder, 2018)."""
@@ -461,6 +504,9 @@ class ReportConfig:
     metrics_dir: str = "metrics"  # <family>.json and curves/<family>/*.csv from `lmlab evaluate`
     samples_dir: str = "data/eval"
     out_dir: str = "reports"
+    # comparison: the main study (comparison.md); synth: the synthetic tasks (<out_dir>/synth/synth.md)
+    study: str = one_of(("comparison", "synth"), "comparison")
+    synth_dir: str = "synth/metrics"  # mqar/<family>-<width>.json and parity/<family>.json from `lmlab synth`
 
 
 @dataclass
@@ -487,9 +533,9 @@ def apply_lht_keys(cfg: Any) -> None:
     """Carry the lightning-hydra-template keys (`seed`, `ckpt_path`) to the keys they stand for, before the
     run's identity is computed from those."""
     if cfg.seed is not None:
-        cfg.batches.seed = cfg.seed
-        if hasattr(cfg, "finetune"):
-            cfg.finetune.seed = cfg.seed
+        for owner in ("batches", "finetune", "task"):
+            if hasattr(cfg, owner):
+                getattr(cfg, owner).seed = cfg.seed
     if cfg.ckpt_path is not None:
         if cfg.resume not in ("auto", cfg.ckpt_path):
             raise LmlabError(f"ckpt_path={cfg.ckpt_path!r} and resume={cfg.resume!r}: give one of them")
@@ -513,6 +559,7 @@ SCHEMAS = {  # verb -> the schema its conf/<verb>.yaml names in its defaults (`<
     "split": SplitStageConfig,
     "tokenize": TokenizeConfig,
     "pretrain": PretrainConfig,
+    "synth": SynthConfig,
     "generate": GenerateConfig,
     "finetune": FinetuneConfig,
     "evaluate": EvaluateConfig,

@@ -44,6 +44,22 @@ TEST_ACC, TEST_F1 = "test/acc", "test/f1"
 MAJORITY_TEST_ACC = "majority/test/acc"  # the baseline predicting the train split's most frequent class
 SCRATCH_TEST_ACC, SCRATCH_TEST_F1 = "scratch/test/acc", "scratch/test/f1"
 
+# ----- synthetic tasks (`lmlab synth`): loss and accuracy at the answer positions only -----
+VAL_ACC = "val/acc"  # at the training length
+STATE_BYTES = "model/state_bytes"  # what the model carries per sequence after the training length (KV cache too)
+
+
+def val_acc_at(factor: int) -> str:
+    """Accuracy at the answers beyond the training length, in sequences `factor` times as long (1: all of them,
+    `VAL_ACC`)."""
+    return VAL_ACC if factor == 1 else f"val/acc_{factor}x"
+
+
+def synth_curve(factors: list[int]) -> tuple[str, ...]:
+    """The val_curve.csv columns of a synthetic-task run evaluated at these multiples of its length."""
+    return (STEP, TRAIN_TOKENS, TRAIN_FLOPS, TRAIN_WALL_SECONDS, VAL_LOSS, *map(val_acc_at, factors), TRAIN_LR)
+
+
 # ----- inference -----
 INFER_TOKENS_PER_SEC = "infer/tokens_per_sec"
 INFER_MS_PER_TOKEN = "infer/ms_per_generated_token"

@@ -34,6 +34,8 @@ VAL_FIGURES = (
     ("bpb", M.VAL_BPB, "{:.3f}"),
     ("val loss", M.FINETUNE_VAL_LOSS, "{:.4f}"),
     ("val acc", M.FINETUNE_VAL_ACC, "{:.3f}"),
+    ("val acc", M.VAL_ACC, "{:.3f}"),
+    *((f"{f}x", M.val_acc_at(f), "{:.3f}") for f in (2, 4, 8)),
 )
 
 

@@ -93,6 +93,12 @@ def accuracy_difference(correct_a: np.ndarray, correct_b: np.ndarray) -> Interva
     return bootstrap((correct_a, correct_b), difference_of_means, "paired bootstrap over test documents")
 
 
+def answer_accuracy(correct: np.ndarray, answers: np.ndarray) -> Interval:
+    """Accuracy over the answers of many examples (each example's correct answers and its answer count): a
+    bootstrap over examples, since one example's answers share its context."""
+    return bootstrap((correct, answers), ratio_of_sums, "bootstrap over validation examples")
+
+
 def mean_loss(nats: np.ndarray, tokens: np.ndarray) -> Interval:
     """Nats per token over blocks of test text (each block's summed nats and its token count): a block
     bootstrap, since neighbouring tokens' losses are not independent."""

@@ -34,6 +34,7 @@ VERBS = {
     "split": "cut documents into data/splits/<dataset>/{train,val,test}.jsonl",
     "tokenize": "train sentencepiece on the corpus train split and encode every split",
     "pretrain": "train one model family (model=<name>, one of conf/model/) on the tokenized corpus",
+    "synth": "train one family on a synthetic task: task=mqar (associative recall) or task=parity, made from a seed",
     "generate": "sample text from a pretraining checkpoint (family=..., prompt=..., temperature=...)",
     "finetune": "train a text classifier on the labeled set from a family's pretraining checkpoint (or from scratch)",
     "evaluate": "test one family: perplexity, bits per byte, accuracy, F1, speed, memory -> metrics/<family>.json",

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmlab.config import check_values
 from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State, carried, detach_state, map_state
+from lmlab.models.base import LanguageModel, ModelConfig, State, carried, detach_state, map_state, state_bytes
 from lmlab.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetLM
 from lmlab.models.mamba2 import Mamba2Config, Mamba2LM
 from lmlab.models.minrnn import MinGRUConfig, MinGRULM, MinLSTMConfig, MinLSTMLM
@@ -34,6 +34,7 @@ __all__ = [
     "detach_state",
     "family_config",
     "map_state",
+    "state_bytes",
 ]
 
 

@@ -43,6 +43,14 @@ def detach_state(state: State) -> State:
     return map_state(torch.Tensor.detach, state)
 
 
+def state_bytes(state: State) -> int:
+    """The bytes a state holds: what a model carries from token to token (a KV cache grows with the length
+    read, a recurrent state does not). Generation's memory benchmark and the synthetic tasks' state size."""
+    sizes: list[int] = []
+    map_state(lambda t: sizes.append(t.numel() * t.element_size()) or t, state)
+    return sum(sizes)
+
+
 def weight_flops(*modules: nn.Module | None) -> int:
     """Forward FLOPs per token of the weights in `modules` that multiply every token once (linear layers,
     recurrent matrices, convolution kernels): 2 per weight, a multiply and an add (Kaplan et al. 2020's 2N).

@@ -1,0 +1,201 @@
+"""`lmlab report study=synth`: the synthetic tasks side by side, from the metrics files `lmlab synth` wrote.
+
+Reads ``<synth_dir>/mqar/<family>-<width>.json`` and ``<synth_dir>/parity/<family>.json`` (either may be
+absent); writes ``<out_dir>/synth/synth.md`` with the accuracy against state size for recall (Zoology's
+Figure 2) and the accuracy against sequence length for parity, every accuracy with its 95% interval (a
+bootstrap over validation examples), and a verdict that follows the interval. Written to a staging folder
+and moved into place whole.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from lmlab import metrics as M
+from lmlab.colours import family_colours
+from lmlab.config import ReportConfig
+from lmlab.data.atomic import NUMBER, read_json, staged_dir
+from lmlab.errors import LmlabError
+
+SOLVED = 0.99  # an accuracy whose whole interval lies at or above this solves the task
+PLOTS = {
+    "mqar_accuracy_vs_state.png": "Associative recall: accuracy against the state a family carries",
+    "parity_accuracy_vs_length.png": "Parity: accuracy at and beyond the training length",
+}
+REQUIRED = {"task": str, "family": str, "width": int, "seq_len": int, M.VAL_ACC: NUMBER, M.STATE_BYTES: int}
+OPTIONAL = {
+    "lengths": list,
+    "pairs": int,
+    "modulus": int,
+    M.PARAMS: int,
+    M.TRAIN_STEPS: int,
+    "lr": NUMBER,
+    "intervals": dict,
+}
+REBUILD = "run `dvc repro synth/dvc.yaml` (or `lmlab synth` for that run) to write it again"
+
+
+def load(folder: Path) -> list[dict[str, Any]]:
+    runs = [read_json(path, REBUILD, REQUIRED, OPTIONAL) for path in sorted(folder.glob("*.json"))]
+    for run in runs:
+        for key, value in run.get("intervals", {}).items():
+            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, NUMBER) for v in value)):
+                raise LmlabError(f"{folder}: {run['family']}'s intervals.{key} is not [low, high]: {REBUILD}")
+    return runs
+
+
+def interval(run: dict[str, Any], key: str) -> tuple[float, float, float]:
+    """The accuracy and its interval; an interval that was not written is the point itself."""
+    value = float(run[key])
+    low, high = run.get("intervals", {}).get(key, [value, value])
+    return value, float(low), float(high)
+
+
+def verdict(low: float, high: float, chance: float | None = None) -> str:
+    if low >= SOLVED:
+        return "solved"
+    if chance is not None and low <= chance <= high:
+        return "at chance"
+    return "partly"
+
+
+def shown(value: float, low: float, high: float) -> str:
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def synth_report(cfg: ReportConfig) -> Path:
+    root = Path(cfg.synth_dir)
+    mqar, parity = load(root / "mqar"), load(root / "parity")
+    if not mqar and not parity:
+        raise LmlabError(f"no synthetic-task metrics in {root}/mqar or {root}/parity: run `dvc repro synth/dvc.yaml`")
+    out = Path(cfg.out_dir) / "synth"
+    colours = family_colours(sorted({run["family"] for run in mqar + parity}))
+    lines = ["# Synthetic tasks", ""]
+    with staged_dir(out) as staging:
+        if mqar:
+            lines += mqar_section(mqar)
+            mqar_plot(mqar, colours, staging / "mqar_accuracy_vs_state.png")
+        if parity:
+            lines += parity_section(parity)
+            parity_plot(parity, colours, staging / "parity_accuracy_vs_length.png")
+        (staging / "synth.md").write_text("\n".join(lines) + "\n")
+    return out / "synth.md"
+
+
+def mqar_section(runs: list[dict[str, Any]]) -> list[str]:
+    first = runs[0]
+    lines = [
+        "## Associative recall (MQAR)",
+        "",
+        f"{first.get('pairs', '?')} key-value pairs in {first['seq_len']} tokens; accuracy at the answer "
+        f"positions of the validation examples with its 95% interval (bootstrap over examples); "
+        f"'solved': the whole interval at or above {SOLVED}. State: what the family carries after the "
+        "sequence (a Transformer's KV cache of it).",
+        "",
+        "![accuracy against state size](mqar_accuracy_vs_state.png)",
+        "",
+        "| family | width | params | state KB | accuracy | verdict |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for run in sorted(runs, key=lambda r: (r["family"], r["width"])):
+        value, low, high = interval(run, M.VAL_ACC)
+        lines.append(
+            f"| {run['family']} | {run['width']} | {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} "
+            f"| {shown(value, low, high)} | {verdict(low, high)} |"
+        )
+    return [*lines, ""]
+
+
+def lengths_of(run: dict[str, Any]) -> list[int]:
+    """The multiples of the training length a run was validated at (`task.lengths`)."""
+    return [f for f in run.get("lengths", [1]) if M.val_acc_at(f) in run]
+
+
+def parity_section(runs: list[dict[str, Any]]) -> list[str]:
+    first = runs[0]
+    modulus = first.get("modulus", 2)
+    chance = 1 / modulus
+    factors = sorted({f for run in runs for f in lengths_of(run)})
+    lines = [
+        "## Parity (state tracking)" if modulus == 2 else f"## Counting modulo {modulus} (state tracking)",
+        "",
+        f"Trained at {first['seq_len']} tokens; at 1x every answer counts, at kx only the answers past the training "
+        f"length. Chance is {chance:.3f}: 'at chance' when the interval holds it, 'solved' when it lies at or "
+        f"above {SOLVED}.",
+        "",
+        "![accuracy against length](parity_accuracy_vs_length.png)",
+        "",
+        "| family | state KB | " + " | ".join(f"{f}x" for f in factors) + " |",
+        "|---|---:|" + "---|" * len(factors),
+    ]
+    for run in sorted(runs, key=lambda r: r["family"]):
+        cells = []
+        for factor in factors:
+            key = M.val_acc_at(factor)
+            if key not in run:
+                cells.append("")
+                continue
+            value, low, high = interval(run, key)
+            cells.append(f"{shown(value, low, high)} {verdict(low, high, chance)}")
+        lines.append(f"| {run['family']} | {run[M.STATE_BYTES] / 1024:,.1f} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
+    by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_family[run["family"]].append(run)
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for family, items in sorted(by_family.items()):
+        items.sort(key=lambda r: r[M.STATE_BYTES])
+        xs = [r[M.STATE_BYTES] / 1024 for r in items]
+        points = [interval(r, M.VAL_ACC) for r in items]
+        ax.errorbar(
+            xs,
+            [v for v, _, _ in points],
+            yerr=[[v - lo for v, lo, _ in points], [hi - v for v, _, hi in points]],
+            marker="o",
+            capsize=3,
+            color=colours[family],
+            label=family,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("state after the sequence (KB, log scale)")
+    ax.set_ylabel("recall accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(PLOTS[path.name], fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for run in sorted(runs, key=lambda r: r["family"]):
+        factors = lengths_of(run)
+        points = [interval(run, M.val_acc_at(f)) for f in factors]
+        ax.errorbar(
+            [f * run["seq_len"] for f in factors],
+            [v for v, _, _ in points],
+            yerr=[[v - lo for v, lo, _ in points], [hi - v for v, _, hi in points]],
+            marker="o",
+            capsize=3,
+            color=colours[run["family"]],
+            label=run["family"],
+        )
+    chance = 1 / runs[0].get("modulus", 2)
+    ax.axhline(chance, color="grey", linestyle=":", label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length (training length first)")
+    ax.set_ylabel("accuracy (beyond the training length past 1x)")
+    ax.set_ylim(min(0.0, chance - 0.05), 1.02)
+    ax.set_title(PLOTS[path.name], fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
