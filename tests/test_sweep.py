@@ -321,10 +321,11 @@ def test_runs_under_wandb_agent_log_online_unless_told_otherwise(monkeypatch: py
 # ----- 4. the shipped sweep files -----
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_sweep_file_composes(path: Path) -> None:
-    """Every parameter (each listed value, both ends of each distribution) composes with conf/pretrain.yaml."""
+    """Every parameter (each listed value, both ends of each distribution) composes with its verb's config."""
     config = load_config(path)
-    assert check(config, path, ROOT / "conf") == "pretrain"
-    assert config["metric"]["name"] in ("val/bpb", "val/loss")
+    verb = check(config, path, ROOT / "conf")
+    assert verb in ("pretrain", "synth")
+    assert config["metric"]["name"] in {"pretrain": ("val/bpb", "val/loss"), "synth": ("val/acc",)}[verb]
     assert "${args_no_hyphens}" in config["command"]
     assert "hydra.run.dir=outputs/sweeps/${oc.env:WANDB_SWEEP_ID}/${oc.env:WANDB_RUN_ID}" in config["command"]
 

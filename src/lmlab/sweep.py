@@ -44,7 +44,7 @@ with warnings.catch_warnings():  # sweeps 0.3 configures its pydantic model the 
     import sweeps
     from sweeps import RunState, SweepRun
 
-VERBS = ("pretrain", "finetune")  # the `lmlab` verbs a trial can run: each trains one configuration
+VERBS = ("pretrain", "finetune", "synth")  # the `lmlab` verbs a trial can run: each trains one configuration
 # Agent macros that pass the parameters to a Hydra app: `key=value`, or `++key=value` (set even if absent).
 ARG_MACROS = {"args_no_hyphens": "", "args_override_hydra": "++"}
 PLAIN_MACROS = ("env", "interpreter", "program")
@@ -146,6 +146,11 @@ def check(config: dict[str, Any], path: Path, conf: Path) -> str:
         raise LmlabError(
             f"{path}: metric {metric['name']!r} is not one lmlab pretrain reports; use one of "
             f"{', '.join(M.PRETRAIN_SUMMARY)}"
+        )
+    if verb == "synth" and metric["name"] not in (M.VAL_LOSS, M.VAL_ACC) and not metric["name"].startswith("val/acc_"):
+        raise LmlabError(
+            f"{path}: metric {metric['name']!r} is not one lmlab synth reports; use {M.VAL_ACC}, {M.VAL_LOSS} "
+            "or the accuracy beyond the training length (val/acc_2x for task.lengths holding 2)"
         )
     fixed = [item for item in command[command.index(verb) + 1 :] if not item.startswith("${")]
     composes(verb, fixed, {name: probes(name, spec) for name, spec in params.items()}, conf, path)
