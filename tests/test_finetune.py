@@ -325,7 +325,16 @@ def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(
     assert metrics["test/bpb"] > 0 and metrics["infer/tokens_per_sec"] > 0 and metrics["infer/peak_memory_mb"] > 0
     assert metrics["model/params"] == json.loads((finetuned / "pretrain/gru/metrics.json").read_text())["model/params"]
     assert metrics["model/non_embedding_params"] == metrics["model/params"] - metrics["model/embedding_params"] > 0
-    assert sorted(p.name for p in Path(cfg.curves_dir).iterdir()) == ["finetune.csv", "pretrain.csv", "scratch.csv"]
+    curves = Path(cfg.curves_dir)
+    assert sorted(p.name for p in curves.iterdir()) == sorted(
+        f"{name}.csv" for name in ("finetune", "pretrain", "scratch", "position", "length", "generation")
+    )
+    # the length figures (lmlab.long_context): the gru reads on past its training window
+    with (curves / "length.csv").open() as f:
+        assert [int(row["factor"]) for row in csv.DictReader(f)] == [1, 2, 4]
+    assert metrics["test/loss_4x"] > 0
+    with (curves / "generation.csv").open() as f:
+        assert len({row["state_bytes"] for row in csv.DictReader(f)}) == 1  # a recurrent state: constant
     assert Path(cfg.sample_file).read_text().strip()
 
 

@@ -481,6 +481,10 @@ class EvaluateConfig:
     max_tokens: int | None = at_least(1, None)  # cap on test tokens (None: the whole split)
     speed_tokens: int = at_least(1, 65536)  # tokens timed for inference throughput
     generate_tokens: int = at_least(1, 64)  # tokens timed for generation latency, and the sample's length
+    # long context (`lmlab.long_context`): windows of 4x the training window for loss by position and past the
+    # training length, and the lengths generation cost is measured at (each >= 32)
+    position_windows: int = at_least(1, 256)
+    generation_lengths: list[int] = field(default_factory=lambda: [64, 256, 1024, 4096])
     prompt: str = ""  # the sample's prompt; empty: the test split's first document, its first prompt_tokens
     prompt_tokens: int = at_least(1, 16)
     seed: int = 1337

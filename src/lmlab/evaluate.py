@@ -49,6 +49,16 @@ from lmlab.data.lm import EvalWindows
 from lmlab.errors import LmlabError
 from lmlab.examples import Examples
 from lmlab.generate import encode_prompt, generate
+from lmlab.long_context import (
+    FACTORS,
+    TAIL,
+    beyond_training,
+    by_position,
+    generation_profile,
+    stretched,
+    window_losses,
+    write_rows,
+)
 from lmlab.models import LanguageModel, carried
 from lmlab.runs import RunFolder, open_corpus
 from lmlab.tasks.finetune import classification_metrics, summarize
@@ -78,14 +88,17 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     }
     started = time.perf_counter()
     log.info(
-        "evaluating %s: test loss over %s tokens, inference speed, generation, then the classifiers on the test "
-        "documents",
+        "evaluating %s: test loss over %s tokens, inference speed, loss by position and past the training window, "
+        "generation against length, then the classifiers on the test documents",
         cfg.family,
         f"{min(corpus.splits['test'].tokens, cfg.max_tokens or corpus.splits['test'].tokens):,}",
     )
     block_nats, block_tokens = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
     metrics |= M.lm_figures("test", block_nats.sum() / max(block_tokens.sum(), 1), corpus.tokens_per_byte("test"))
     metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)
+    trained_window = lm.model.window(identity(pretrain_run)["batches"]["bptt"])
+    lengths = length_figures(lm.model, corpus, trained_window, cfg)
+    metrics |= {M.test_loss_at(row["factor"]): row["loss"] for row in lengths[M.LENGTH_FILE]}
     sp = spm.SentencePieceProcessor(model_file=str(corpus.tokenizer_file))
     prompt = cfg.prompt or document_start(corpus, sp, cfg.prompt_tokens)
     sample, latency = sample_and_latency(lm.model, sp, prompt, cfg)
@@ -112,6 +125,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     log.info("evaluated %s in %.1fs: %s", cfg.family, time.perf_counter() - started, headline(metrics))
 
     write_curves(Path(cfg.curves_dir), pretrain_run, runs)
+    for name, rows in lengths.items():
+        write_rows(Path(cfg.curves_dir) / f"{name}.csv", rows)
     write_atomic(Path(cfg.sample_file), (sample + "\n").encode())
     examples.save(Path(cfg.examples_file))
     documents = {name: len(split) for name, split in splits.items()}
@@ -119,6 +134,27 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     write_json(Path(cfg.out), metrics)  # first: a W&B failure (no network) must not lose the figures
     log_evaluation(cfg, metrics, {"pretrain": pretrain_run, **{FINETUNE_JOBS[p]: run for p, run in runs.items()}})
     return metrics
+
+
+def length_figures(
+    model: LanguageModel, corpus: Corpus, window: int, cfg: EvaluateConfig
+) -> dict[str, list[dict[str, float]]]:
+    """Loss by position and past the training window (test windows of FACTORS[-1] x `window`, each from a
+    fresh state), and generation cost against length: the rows of each curve file."""
+    bad = [n for n in cfg.generation_lengths if n < TAIL]
+    if bad:
+        raise LmlabError(f"generation_lengths={cfg.generation_lengths}: each must be at least {TAIL} (tokens timed)")
+    longest = FACTORS[-1] * window
+    reader = stretched(model, longest)
+    if reader is not None:
+        nats = window_losses(reader, corpus.tokens("test"), longest, cfg.position_windows, cfg.batch_size, cfg.device)
+    else:  # learned positions: the part of the window the table covers
+        nats = window_losses(model, corpus.tokens("test"), window, cfg.position_windows, cfg.batch_size, cfg.device)
+    return {
+        M.POSITION_FILE: by_position(nats),
+        M.LENGTH_FILE: beyond_training(nats, window),
+        M.GENERATION_FILE: generation_profile(model, sorted(cfg.generation_lengths), cfg.device),
+    }
 
 
 def document_start(corpus: Corpus, sp: spm.SentencePieceProcessor, tokens: int) -> str:

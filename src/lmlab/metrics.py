@@ -27,6 +27,13 @@ PARAMS = "model/params"
 EMBEDDING_PARAMS = "model/embedding_params"
 NON_EMBEDDING_PARAMS = "model/non_embedding_params"  # the backbone: what the families differ in
 
+
+def test_loss_at(factor: int) -> str:
+    """Test loss over windows `factor` times the training window, each read from a fresh state
+    (`lmlab.long_context`)."""
+    return f"test/loss_{factor}x"
+
+
 # ----- classifier -----
 FINETUNE_TRAIN_LOSS = "finetune/train/loss"
 FINETUNE_TRAIN_LR = "finetune/train/lr"
@@ -75,6 +82,10 @@ FINETUNE_CURVE = (STEP, FINETUNE_VAL_LOSS, FINETUNE_VAL_ACC, FINETUNE_VAL_F1, TR
 PRETRAIN_CURVE_FILE = "pretrain"
 FINETUNE_CURVE_FILES = {TEST: "finetune", SCRATCH_TEST: "scratch"}
 CURVE_FILES = (PRETRAIN_CURVE_FILE, *FINETUNE_CURVE_FILES.values())
+# ... and the length measurements it makes itself (`lmlab.long_context`): loss by position (position_from,
+# position_to, loss), past the training window (factor, tokens, loss, low, high), generation (length,
+# ms_per_token, state_bytes)
+POSITION_FILE, LENGTH_FILE, GENERATION_FILE = "position", "length", "generation"
 
 # What `lmlab pretrain` reports: metrics.json keys and val_curve.csv columns (what a sweep may optimise).
 PRETRAIN_SUMMARY = (

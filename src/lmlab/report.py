@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # not pyplot: files only, no display backe
 from omegaconf import OmegaConf
 
 from lmlab import metrics as M
+from lmlab import report_lengths as lengths
 from lmlab.colours import family_colours
 from lmlab.comparison import figures, pretraining_verdict
 from lmlab.config import ReportConfig
@@ -31,13 +32,14 @@ from lmlab.errors import LmlabError
 from lmlab.examples import Examples
 from lmlab.stats import CONFIDENCE, Interval
 
-PLOTS = {
+PLOTS = {  # every plot `report` draws, the length section's included
     "val_loss_vs_tokens.png": "Validation loss against training tokens",
     "val_loss_vs_time.png": "Validation loss against training wall time",
     "accuracy.png": "Test accuracy and macro F1: fine-tuned from pretraining vs. from scratch",
     "throughput.png": "Training and inference throughput",
     "val_loss_vs_flops.png": "Validation loss against training FLOPs",
     "pareto.png": "Test bits per byte against training FLOPs and wall time (lower left is better)",
+    **lengths.PLOTS,
 }
 COLUMNS = [  # (header, metric key, format)
     ("params", M.PARAMS, "{:,.0f}"),
@@ -101,6 +103,7 @@ def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
         families[family] = {
             "metrics": metrics,
             "pretrain": read_curve(curves / f"{M.PRETRAIN_CURVE_FILE}.csv"),
+            **{name: read_curve(curves / f"{name}.csv") for name in lengths.CURVES},
             "sample": sample.read_text().strip() if sample.is_file() else "",
             "setting": setting,
             "figures": figures(examples, test[0] / test[1], setting["labeled"].get("classes", [])),
@@ -142,6 +145,7 @@ def report(cfg: ReportConfig) -> Path:
         throughput_plot(families, staging / "throughput.png")
         curve_plot(families, M.TRAIN_FLOPS, "training FLOPs", staging / "val_loss_vs_flops.png", log_x=True)
         pareto_plot(families, staging / "pareto.png")
+        lengths.plots(families, staging)
         (staging / "comparison.md").write_text(markdown(families))
         write_json(staging / SUMMARY, summary(families))
         combine_curves(Path(cfg.metrics_dir) / "curves", list(families), staging / "curves")
@@ -225,6 +229,7 @@ def markdown(families: dict[str, dict[str, Any]]) -> str:
         "",
         *(pretraining_verdict(name, f["figures"]) for name, f in families.items()),
         "",
+        *lengths.section(families),
         "## Plots",
         "",
         *(f"![{title}]({name})\n" for name, title in PLOTS.items()),

@@ -49,7 +49,16 @@ def shrink_training(root: Path) -> None:
     settings = yaml.safe_load(tiny.read_text())
     settings["trainer"].update(max_steps=4, val_every=2, log_every=1)
     tiny.write_text("# @package _global_\n" + yaml.safe_dump(settings))
-    edit_yaml(root / "conf/evaluate.yaml", batch_size=2, window=8, speed_tokens=64, generate_tokens=4, threads=1)
+    edit_yaml(
+        root / "conf/evaluate.yaml",
+        batch_size=2,
+        window=8,
+        speed_tokens=64,
+        generate_tokens=4,
+        threads=1,
+        position_windows=8,
+        generation_lengths=[32, 64],
+    )
 
 
 def write_tiny_datasets(root: Path, tmp_path: Path) -> None:
