@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmlab.errors import LmlabError
 from lmlab.long_context import (
     beyond_training,
     by_position,
@@ -58,6 +59,8 @@ def test_windows_start_from_a_fresh_state_and_positions_line_up() -> None:
     spans = beyond_training(nats, 4)
     assert [r["factor"] for r in spans] == [1, 2, 4]
     assert spans[0]["loss"] == pytest.approx(nats[:, :4].mean()) and spans[0]["low"] <= spans[0]["loss"]
+    assert spans[2]["loss"] == pytest.approx(nats[:, 4:16].mean())  # past the training window only
+    assert (spans[1]["position_from"], spans[1]["position_to"]) == (4, 8)
     assert by_position(np.zeros((0, 16))) == [] and beyond_training(np.zeros((0, 16)), 4) == []
 
 
@@ -73,4 +76,6 @@ def test_the_kv_cache_grows_with_length_and_a_recurrent_state_does_not() -> None
         assert len(sizes) == 1, (family, sizes)
     learned = generation_profile(tiny("transformer", context=64, heads=2, positions="learned"), lengths)
     assert [r["length"] for r in learned] == [32, 64]  # its table ends at 64
-    assert all(r["ms_per_token"] > 0 for r in transformer)
+    for lengths in ([16, 64], [32, 48], []):  # each timed span is the 32 tokens before its length, apart
+        with pytest.raises(LmlabError, match="generation_lengths"):
+            generation_profile(tiny("lstm"), lengths)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from lmlab import metrics as M
@@ -20,7 +21,7 @@ from lmlab.checkpoints import load_language_model
 from lmlab.config import SynthTaskConfig
 from lmlab.data.synthetic import IGNORE, counting, mqar, power_law_positions
 from lmlab.errors import LmlabError
-from lmlab.tasks.synth import ExampleBatches, answer_counts, make_examples
+from lmlab.tasks.synth import VAL, ExampleBatches, answer_counts, make_examples, scored
 from tests.helpers.project import copy_files, copy_project, dvc, env
 
 # LSTM on parity at 16 tokens: solved in ~150 steps at lr 3e-3 (docs/diagnostics.md); small sets, one thread
@@ -129,7 +130,7 @@ def test_batches_resume_where_they_stopped_and_ranks_split_each_global_batch() -
 def accuracy_of(run_dir: Path, task: SynthTaskConfig, factor: int) -> float:
     """The accuracy of the run's last checkpoint over the whole validation set, computed here."""
     model = load_language_model(run_dir / "checkpoints/last.ckpt").model
-    examples = make_examples(task, task.val_examples, factor * task.seq_len, (1, factor))
+    examples = make_examples(task, task.val_examples, factor * task.seq_len, (VAL, factor))
     correct, answers = answer_counts(model, examples, task.seq_len if factor > 1 else 0, 64)
     return correct.sum() / answers.sum()
 
@@ -218,3 +219,21 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     ]
     assert "Running stage" not in dvc("repro", "synth/dvc.yaml", cwd=root).stdout
     assert not (root / "data/runs/pretrain").exists()
+
+
+def test_scoring_counts_the_answers_from_the_given_position_on() -> None:
+    """The beyond-the-training-length mask, against logits whose predictions are known."""
+    targets = torch.full((2, 12), IGNORE)
+    targets[:, [2, 6, 9]] = torch.tensor([[3, 4, 5], [6, 7, 1]])  # 6: the first position past
+    predicted = targets.clamp(min=0).clone()
+    predicted[0, 2] = 0  # wrong inside the training length (6), right past it
+    predicted[1, 9] = 0  # right inside, wrong past it
+
+    def model(inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return F.one_hot(predicted, 8).float() * 10, None
+
+    _, correct, answers = scored(model, torch.zeros(2, 12, dtype=torch.long), targets)
+    assert correct.tolist() == [2, 2] and answers.tolist() == [3, 3]
+    _, correct, answers = scored(model, torch.zeros(2, 12, dtype=torch.long), targets, after=6)
+    assert correct.tolist() == [2, 1] and answers.tolist() == [2, 2]
+    assert (targets[:, 9] != IGNORE).all()  # the caller's targets are left as they were

@@ -388,7 +388,7 @@ class SynthTaskConfig:
     lengths: list[int] = field(default_factory=lambda: [1])
     batch_size: int = at_least(1, 64)  # examples per device and step
     val_batch_size: int = at_least(1, 250)
-    seed: int = 1337
+    seed: int = at_least(0, 1337)
 
 
 @dataclass

@@ -6,6 +6,9 @@
 - Classifier (the fine-tuning run's best checkpoint, and the from-scratch
   baseline's): ``test/acc``, ``test/f1`` (macro), per-class precision and
   recall, the confusion matrix, and ``scratch/test/*`` for the baseline.
+- Length (`lmlab.long_context`): loss by position in test windows read from a
+  fresh state, loss past the training window (2x, 4x), and generation ms/token
+  and state bytes against length.
 - Speed: inference tokens/s (forward passes over test windows), generation
   latency per token (one sequence, state or KV cache), and peak memory of
   that inference (CUDA: the allocator's peak; CPU: parameters plus the peak
@@ -51,9 +54,9 @@ from lmlab.examples import Examples
 from lmlab.generate import encode_prompt, generate
 from lmlab.long_context import (
     FACTORS,
-    TAIL,
     beyond_training,
     by_position,
+    check_lengths,
     generation_profile,
     stretched,
     window_losses,
@@ -70,6 +73,7 @@ RUN_RECORD = "the run writes it when it starts: run it again (`dvc repro` resume
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    check_lengths(cfg.generation_lengths)  # before minutes of measuring
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
@@ -98,7 +102,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)
     trained_window = lm.model.window(identity(pretrain_run)["batches"]["bptt"])
     lengths = length_figures(lm.model, corpus, trained_window, cfg)
-    metrics |= {M.test_loss_at(row["factor"]): row["loss"] for row in lengths[M.LENGTH_FILE]}
+    metrics |= {M.length_loss(row["factor"]): row["loss"] for row in lengths[M.LENGTH_FILE]}
     sp = spm.SentencePieceProcessor(model_file=str(corpus.tokenizer_file))
     prompt = cfg.prompt or document_start(corpus, sp, cfg.prompt_tokens)
     sample, latency = sample_and_latency(lm.model, sp, prompt, cfg)
@@ -141,9 +145,6 @@ def length_figures(
 ) -> dict[str, list[dict[str, float]]]:
     """Loss by position and past the training window (test windows of FACTORS[-1] x `window`, each from a
     fresh state), and generation cost against length: the rows of each curve file."""
-    bad = [n for n in cfg.generation_lengths if n < TAIL]
-    if bad:
-        raise LmlabError(f"generation_lengths={cfg.generation_lengths}: each must be at least {TAIL} (tokens timed)")
     longest = FACTORS[-1] * window
     reader = stretched(model, longest)
     if reader is not None:

@@ -3,8 +3,9 @@
 - Loss by position (Kaplan et al. 2020, Fig. 7): test text cut into windows of `FACTORS[-1]` times the
   training window, each read from a fresh state; the mean loss at every position, in log2 buckets. A model
   that uses what it has read keeps improving across the window; an LSTM's curve flattens after ~100 tokens.
-- Loss at 1x, 2x and 4x the training window: the mean over each window's first k x window positions, with a
-  bootstrap interval over windows. Recurrent families run on; a Transformer with rotary positions is rebuilt
+- Loss at 1x the training window (its positions 0 .. W-1), and at 2x and 4x: the positions past the training
+  window up to k x W (W .. kW-1), what no training window reached, as the synthetic tasks' kx accuracies;
+  each with a bootstrap interval over windows. Recurrent families run on; a Transformer with rotary positions is rebuilt
   with a longer context (same weights: its position tables are computed, not learned) and degrades; one with
   learned positions has no rows there, and gets no figure.
 - Generation against length: one sequence, one token at a time from an empty state, the ms per token over
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from lmlab import stats
 from lmlab.data.atomic import write_atomic
 from lmlab.data.lm import window_batch
+from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, build_model, state_bytes
 
 log = logging.getLogger(__name__)
@@ -88,18 +90,35 @@ def by_position(nats: np.ndarray) -> list[dict[str, float]]:
 
 
 def beyond_training(nats: np.ndarray, window: int) -> list[dict[str, float]]:
-    """The loss over each window's first k x `window` positions for every k in FACTORS that fits, with its
-    interval (a bootstrap over windows)."""
+    """For every k in FACTORS that fits: the loss at the training window's positions (k = 1) or at the positions
+    past it up to k x `window` (W .. kW-1), with its interval (a bootstrap over windows)."""
     rows = []
     for factor in FACTORS:
-        span = factor * window
-        if span > nats.shape[1] or len(nats) == 0:
+        begin, end = (0, window) if factor == 1 else (window, factor * window)
+        if end > nats.shape[1] or len(nats) == 0:
             continue
-        interval = stats.mean_loss(nats[:, :span].sum(1), np.full(len(nats), span))
+        interval = stats.mean_loss(nats[:, begin:end].sum(1), np.full(len(nats), end - begin))
         rows.append(
-            {"factor": factor, "tokens": span, "loss": interval.estimate, "low": interval.low, "high": interval.high}
+            {
+                "factor": factor,
+                "position_from": begin,
+                "position_to": end,
+                "loss": interval.estimate,
+                "low": interval.low,
+                "high": interval.high,
+            }
         )
     return rows
+
+
+def check_lengths(lengths: list[int]) -> None:
+    """Generation lengths each time the `TAIL` tokens before them: at least that long, and that far apart."""
+    ordered = sorted(lengths)
+    if not ordered or ordered[0] < TAIL or any(b - a < TAIL for a, b in zip(ordered, ordered[1:], strict=False)):
+        raise LmlabError(
+            f"generation_lengths={lengths}: give one or more lengths of at least {TAIL} tokens, each at least "
+            f"{TAIL} apart (the {TAIL} tokens before a length are timed), e.g. [64, 256, 1024, 4096]"
+        )
 
 
 @torch.inference_mode()
@@ -107,12 +126,14 @@ def generation_profile(model: LanguageModel, lengths: list[int], device: str = "
     """One sequence generated greedily from an empty state to the longest length; at each length the ms per
     token over the `TAIL` tokens before it, and the state's bytes there. Lengths a learned position table
     does not reach are left out."""
+    check_lengths(lengths)
     model.eval()
     longer = stretched(model, max(lengths))
     if longer is None:
         lengths = [n for n in lengths if n <= (model.max_positions or n)]
-    model = longer or model
-    starts = {n - TAIL + 1 for n in lengths}  # lengths below TAIL time every token before them
+    else:
+        model = longer
+    starts = {n - TAIL + 1 for n in lengths}  # `check_lengths`: the timed spans do not overlap
     state = model.init_state(1, device)
     token = torch.zeros(1, 1, dtype=torch.long, device=device)
     rows, started = [], time.perf_counter()
@@ -125,7 +146,7 @@ def generation_profile(model: LanguageModel, lengths: list[int], device: str = "
         token = logits[:, -1].argmax(-1, keepdim=True)
         if position in lengths:
             sync()
-            ms = (time.perf_counter() - started) * 1000 / min(TAIL, position)
+            ms = (time.perf_counter() - started) * 1000 / TAIL
             rows.append({"length": position, "ms_per_token": ms, "state_bytes": state_bytes(state)})
     return rows
 

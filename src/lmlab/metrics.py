@@ -28,9 +28,9 @@ EMBEDDING_PARAMS = "model/embedding_params"
 NON_EMBEDDING_PARAMS = "model/non_embedding_params"  # the backbone: what the families differ in
 
 
-def test_loss_at(factor: int) -> str:
-    """Test loss over windows `factor` times the training window, each read from a fresh state
-    (`lmlab.long_context`)."""
+def length_loss(factor: int) -> str:
+    """Test loss in windows read from a fresh state: over the training window's positions (1), or over the
+    positions past it up to `factor` times its length (`lmlab.long_context`)."""
     return f"test/loss_{factor}x"
 
 
@@ -62,6 +62,12 @@ def val_acc_at(factor: int) -> str:
     return VAL_ACC if factor == 1 else f"val/acc_{factor}x"
 
 
+def factor_of(name: str) -> int | None:
+    """The k of a `val_acc_at(k)` name past 1x, or None for any other name."""
+    middle = name.removeprefix("val/acc_").removesuffix("x")
+    return int(middle) if name.startswith("val/acc_") and name.endswith("x") and middle.isdigit() else None
+
+
 def synth_curve(factors: list[int]) -> tuple[str, ...]:
     """The val_curve.csv columns of a synthetic-task run evaluated at these multiples of its length."""
     return (STEP, TRAIN_TOKENS, TRAIN_FLOPS, TRAIN_WALL_SECONDS, VAL_LOSS, *map(val_acc_at, factors), TRAIN_LR)
@@ -83,8 +89,8 @@ PRETRAIN_CURVE_FILE = "pretrain"
 FINETUNE_CURVE_FILES = {TEST: "finetune", SCRATCH_TEST: "scratch"}
 CURVE_FILES = (PRETRAIN_CURVE_FILE, *FINETUNE_CURVE_FILES.values())
 # ... and the length measurements it makes itself (`lmlab.long_context`): loss by position (position_from,
-# position_to, loss), past the training window (factor, tokens, loss, low, high), generation (length,
-# ms_per_token, state_bytes)
+# position_to, loss), at and past the training window (factor, position_from, position_to, loss, low, high),
+# generation (length, ms_per_token, state_bytes)
 POSITION_FILE, LENGTH_FILE, GENERATION_FILE = "position", "length", "generation"
 
 # What `lmlab pretrain` reports: metrics.json keys and val_curve.csv columns (what a sweep may optimise).

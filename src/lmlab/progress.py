@@ -35,13 +35,19 @@ VAL_FIGURES = (
     ("val loss", M.FINETUNE_VAL_LOSS, "{:.4f}"),
     ("val acc", M.FINETUNE_VAL_ACC, "{:.3f}"),
     ("val acc", M.VAL_ACC, "{:.3f}"),
-    *((f"{f}x", M.val_acc_at(f), "{:.3f}") for f in (2, 4, 8)),
 )
 
 
 def figures(metrics: dict[str, Any], chosen: tuple[tuple[str, str, str], ...]) -> str:
+    """The chosen figures present and finite; with the validation figures, any synthetic-task accuracy past the
+    training length (`lmlab.metrics.val_acc_at`) as "<k>x"."""
+    beyond = []
+    if chosen is VAL_FIGURES:
+        for key in sorted(metrics, key=lambda k: (len(k), k)):
+            if (factor := M.factor_of(key)) is not None:
+                beyond.append((f"{factor}x", key, "{:.3f}"))
     shown = []
-    for label, key, form in chosen:
+    for label, key, form in (*chosen, *beyond):
         if key in metrics and math.isfinite(value := float(metrics[key])):
             shown.append(f"{label} {form.format(value)}")
     return ", ".join(shown)

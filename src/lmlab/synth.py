@@ -24,7 +24,7 @@ from lmlab import stats
 from lmlab.config import SynthConfig, SynthTaskConfig
 from lmlab.data.atomic import write_json
 from lmlab.errors import LmlabError
-from lmlab.models import build_model, family_config, state_bytes
+from lmlab.models import LanguageModel, ModelConfig, build_model, family_config, state_bytes
 from lmlab.runs import RunFolder, code_version, train_held
 from lmlab.tasks import optim
 from lmlab.tasks.synth import SynthData, SynthTask, answer_counts, make_examples, vocab_size
@@ -60,7 +60,7 @@ def check_task(cfg: SynthConfig) -> None:
         )
 
 
-def fitted_model_config(cfg: SynthConfig) -> Any:
+def fitted_model_config(cfg: SynthConfig) -> ModelConfig:
     """The family's config for this task: a model with a length limit (a transformer's `context`) is given the
     longest sequence validation feeds, so that it is measured past its training length instead of refused;
     rotary positions go on there, a learned table's rows beyond the training length stay untrained."""
@@ -153,7 +153,7 @@ def train_in(cfg: SynthConfig, run: RunFolder) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def carried_state_bytes(model: torch.nn.Module, length: int) -> int:
+def carried_state_bytes(model: LanguageModel, length: int) -> int:
     """Bytes of the state after reading `length` tokens from the start (a transformer's KV cache of them)."""
     was_training = model.training
     model.eval()
@@ -162,12 +162,16 @@ def carried_state_bytes(model: torch.nn.Module, length: int) -> int:
     return state_bytes(state)
 
 
-def intervals(model: torch.nn.Module, data: SynthData, task: SynthTaskConfig) -> dict[str, list[float]]:
-    """Each accuracy's 95% interval: a bootstrap over the validation examples (`lmlab.stats.answer_accuracy`)."""
+def intervals(model: LanguageModel, data: SynthData, task: SynthTaskConfig) -> dict[str, list[float]]:
+    """Each accuracy's 95% interval: a bootstrap over the validation examples (`lmlab.stats.answer_accuracy`),
+    from a pass of the final model in float32 (under a mixed-precision trainer the logged figure was measured
+    in that precision, and may sit at the interval's edge). A length with no answers has none."""
     data.setup("validate")  # a run resumed at its end did not make the examples yet
     found = {}
     for factor, examples in zip(task.lengths, data.vals, strict=True):
         correct, answers = answer_counts(model, examples, task.seq_len if factor > 1 else 0, task.val_batch_size)
+        if answers.sum() == 0:
+            continue
         interval = stats.answer_accuracy(correct, answers)
         found[M.val_acc_at(factor)] = [interval.low, interval.high]
     return found

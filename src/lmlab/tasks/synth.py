@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lmlab import metrics as M
 from lmlab.config import OptimConfig, SynthTaskConfig
-from lmlab.data.synthetic import IGNORE, Examples, counting, mqar
+from lmlab.data.synthetic import IGNORE, TaskExamples, counting, counting_vocab_size, mqar
 from lmlab.models import LanguageModel
 from lmlab.tasks.finite import require_finite
 from lmlab.tasks.pretrain import PretrainTask
@@ -29,7 +29,7 @@ from lmlab.tasks.pretrain import PretrainTask
 TRAIN, VAL = 0, 1  # seed streams: the training set and each validation length draw different examples
 
 
-def make_examples(task: SynthTaskConfig, examples: int, seq_len: int, stream: tuple[int, ...]) -> Examples:
+def make_examples(task: SynthTaskConfig, examples: int, seq_len: int, stream: tuple[int, ...]) -> TaskExamples:
     seed = [task.seed, *stream]
     if task.kind == "mqar":
         return mqar(examples, task.vocab_size, seq_len, task.pairs, seed, task.power_a, task.noise)
@@ -37,7 +37,7 @@ def make_examples(task: SynthTaskConfig, examples: int, seq_len: int, stream: tu
 
 
 def vocab_size(task: SynthTaskConfig) -> int:
-    return task.vocab_size if task.kind == "mqar" else max(2, task.modulus)
+    return task.vocab_size if task.kind == "mqar" else counting_vocab_size(task.modulus)
 
 
 class SynthTask(PretrainTask):
@@ -65,8 +65,10 @@ class SynthTask(PretrainTask):
         nats, _, answers = counts[0]
         loss = nats / max(answers, 1)
         require_finite(self, M.VAL_LOSS, loss, "before checkpointing it")
+        # a length with no answer past the training length (MQAR's queries cluster early) has no accuracy there
         figures = {
-            M.val_acc_at(f): correct / max(n, 1) for f, (_, correct, n) in zip(self.lengths, counts, strict=True)
+            M.val_acc_at(f): correct / n if n else float("nan")
+            for f, (_, correct, n) in zip(self.lengths, counts, strict=True)
         }
         self.log_dict(
             {
@@ -101,7 +103,7 @@ def scored(
 
 @torch.no_grad()
 def answer_counts(
-    model: LanguageModel, examples: Examples, after: int, batch_size: int
+    model: LanguageModel, examples: TaskExamples, after: int, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Correct answers and answers per example over a whole set (in eval mode), from position `after` on."""
     was_training = model.training
@@ -126,9 +128,10 @@ def answer_counts(
 class ExampleBatches(IterableDataset):
     """Training batches for one rank, forever: global batch ``i`` is examples ``i*B*W .. (i+1)*B*W - 1`` of an
     endless sequence of seeded permutations of the set (one per epoch); rank ``r`` takes its ``B`` of them. A
-    pure function of the batch index, so a resumed run continues with the batches an uninterrupted one sees."""
+    pure function of the batch index, so a run resumed at the same world size continues with the batches an
+    uninterrupted one sees (at another, the global batch and so the order differ)."""
 
-    def __init__(self, examples: Examples, batch_size: int, seed: int, rank: int, world: int, start: int) -> None:
+    def __init__(self, examples: TaskExamples, batch_size: int, seed: int, rank: int, world: int, start: int) -> None:
         self.examples, self.batch_size, self.seed = examples, batch_size, seed
         self.rank, self.world, self.start = rank, world, start
         self._orders: dict[int, np.ndarray] = {}
@@ -153,8 +156,8 @@ class SynthData(L.LightningDataModule):
     def __init__(self, task: SynthTaskConfig, accumulate: int) -> None:
         super().__init__()
         self.task, self.accumulate = task, accumulate
-        self.train: Examples | None = None
-        self.vals: list[Examples] = []
+        self.train: TaskExamples | None = None
+        self.vals: list[TaskExamples] = []
 
     def setup(self, stage: str) -> None:
         if self.train is None:
@@ -182,7 +185,7 @@ class ExampleSlices(IterableDataset):
     """Rank ``r``'s share of a validation set (every ``world``-th example from ``r``), in batches; an iterable,
     so that Lightning does not shard it a second time."""
 
-    def __init__(self, examples: Examples, batch_size: int, rank: int, world: int) -> None:
+    def __init__(self, examples: TaskExamples, batch_size: int, rank: int, world: int) -> None:
         self.inputs, self.targets = examples.inputs[rank::world], examples.targets[rank::world]
         self.batch_size = batch_size
 
