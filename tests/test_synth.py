@@ -24,7 +24,7 @@ from lmlab.errors import LmlabError
 from lmlab.tasks.synth import VAL, ExampleBatches, answer_counts, make_examples, scored
 from tests.helpers.project import copy_files, copy_project, dvc, env
 
-# LSTM on parity at 16 tokens: solved in ~150 steps at lr 3e-3 (docs/diagnostics.md); small sets, one thread
+# LSTM on parity at 16 tokens, small sets: the literature's check (docs/diagnostics.md), in seconds
 PARITY = [
     "task=parity",
     "model=lstm",

@@ -13,7 +13,7 @@ from lmlab.metrics import GENERATION_FILE, LENGTH_FILE, POSITION_FILE
 
 PLOTS = {
     "loss_by_position.png": "Test loss by position in windows read from a fresh state",
-    "loss_vs_length.png": "Test loss over 1x, 2x and 4x the training window",
+    "loss_vs_length.png": "Test loss at the training window and past it (2x, 4x)",
     "generation_vs_length.png": "Generation: ms per token and state size against length",
 }
 CURVES = (POSITION_FILE, LENGTH_FILE, GENERATION_FILE)
@@ -46,12 +46,13 @@ def section(families: dict[str, dict[str, Any]]) -> list[str]:
     return [
         "## Length: how far each family uses its context, past the training window, and what generation costs",
         "",
-        "Test text in windows of 4x the training window, each read from a fresh state. **loss kx**: nats per "
-        "token over each window's first k x training-window tokens (bootstrap interval over windows); a "
-        "Transformer with rotary positions is run past its context with the same weights, one with learned "
-        "positions has no figure there (—). **gen ms/tok @n**: one sequence generated token by token, the ms "
-        "per token just before length n; **state KB @n**: what the family carries there (a KV cache grows "
-        "with n, a recurrent state does not).",
+        "Test text in windows of 4x the training window, each read from a fresh state. **loss 1x**: nats per "
+        "token at the training window's positions; **loss kx**: at the positions past it, up to k times its "
+        "length (what no training window reached); bootstrap intervals over windows. A Transformer with rotary "
+        "positions is run past its context with the same weights, one with learned positions has no figure "
+        "there (—). **gen ms/tok @n**: one sequence generated token by token, the ms per token just before "
+        "length n; **state KB @n**: what the family carries there (a KV cache grows with n, a recurrent state "
+        "does not).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

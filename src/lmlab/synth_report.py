@@ -9,6 +9,7 @@ and moved into place whole.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -87,24 +88,24 @@ def synth_report(cfg: ReportConfig) -> Path:
 
 
 def mqar_section(runs: list[dict[str, Any]]) -> list[str]:
-    first = runs[0]
     lines = [
         "## Associative recall (MQAR)",
         "",
-        f"{first.get('pairs', '?')} key-value pairs in {first['seq_len']} tokens; accuracy at the answer "
-        f"positions of the validation examples with its 95% interval (bootstrap over examples); "
+        "Key-value pairs, then each key again; accuracy at the answer positions of the validation examples "
+        "with its 95% interval (bootstrap over examples); "
         f"'solved': the whole interval at or above {SOLVED}. State: what the family carries after the "
         "sequence (a Transformer's KV cache of it).",
         "",
         "![accuracy against state size](mqar_accuracy_vs_state.png)",
         "",
-        "| family | width | params | state KB | accuracy | verdict |",
-        "|---|---:|---:|---:|---|---|",
+        "| family | width | length | pairs | params | state KB | accuracy | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
-    for run in sorted(runs, key=lambda r: (r["family"], r["width"])):
+    for run in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r.get("pairs", 0), r["width"])):
         value, low, high = interval(run, M.VAL_ACC)
         lines.append(
-            f"| {run['family']} | {run['width']} | {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} "
+            f"| {run['family']} | {run['width']} | {run['seq_len']} | {run.get('pairs', '')} "
+            f"| {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} "
             f"| {shown(value, low, high)} | {verdict(low, high)} |"
         )
     return [*lines, ""]
@@ -116,23 +117,21 @@ def lengths_of(run: dict[str, Any]) -> list[int]:
 
 
 def parity_section(runs: list[dict[str, Any]]) -> list[str]:
-    first = runs[0]
-    modulus = first.get("modulus", 2)
-    chance = 1 / modulus
     factors = sorted({f for run in runs for f in lengths_of(run)})
     lines = [
-        "## Parity (state tracking)" if modulus == 2 else f"## Counting modulo {modulus} (state tracking)",
+        "## Parity and counting (state tracking)",
         "",
-        f"Trained at {first['seq_len']} tokens; at 1x every answer counts, at kx only the answers past the training "
-        f"length. Chance is {chance:.3f}: 'at chance' when the interval holds it, 'solved' when it lies at or "
-        f"above {SOLVED}.",
+        "The count of ones modulo m at every position of random bits (m = 2: parity), trained at the length "
+        "given; at 1x every answer counts, at kx only the answers past the training length. 'at chance' when "
+        f"the interval holds 1/m, 'solved' when it lies at or above {SOLVED}.",
         "",
         "![accuracy against length](parity_accuracy_vs_length.png)",
         "",
-        "| family | state KB | " + " | ".join(f"{f}x" for f in factors) + " |",
-        "|---|---:|" + "---|" * len(factors),
+        "| family | m | length | state KB | " + " | ".join(f"{f}x" for f in factors) + " |",
+        "|---|---:|---:|---:|" + "---|" * len(factors),
     ]
-    for run in sorted(runs, key=lambda r: r["family"]):
+    for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
+        chance = 1 / run.get("modulus", 2)
         cells = []
         for factor in factors:
             key = M.val_acc_at(factor)
@@ -140,18 +139,33 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
                 cells.append("")
                 continue
             value, low, high = interval(run, key)
-            cells.append(f"{shown(value, low, high)} {verdict(low, high, chance)}")
-        lines.append(f"| {run['family']} | {run[M.STATE_BYTES] / 1024:,.1f} | " + " | ".join(cells) + " |")
+            cells.append(
+                "no answers" if math.isnan(value) else f"{shown(value, low, high)} {verdict(low, high, chance)}"
+            )
+        lines.append(
+            f"| {run['family']} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return [*lines, ""]
 
 
+def setting_of(run: dict[str, Any], runs: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
+    """The run's values of the keys the runs differ in ("T=128, pairs=8"), to tell its line apart."""
+    differ = [k for k in keys if len({r.get(k) for r in runs}) > 1]
+    return ", ".join(f"{LABELS[k]}={run.get(k)}" for k in differ)
+
+
+LABELS = {"seq_len": "T", "pairs": "pairs", "modulus": "m"}
+
+
 def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
-    by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        by_family[run["family"]].append(run)
+        lines[run["family"], setting_of(run, runs, ("seq_len", "pairs"))].append(run)
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
-    for family, items in sorted(by_family.items()):
+    for (family, setting), items in sorted(lines.items()):
         items.sort(key=lambda r: r[M.STATE_BYTES])
         xs = [r[M.STATE_BYTES] / 1024 for r in items]
         points = [interval(r, M.VAL_ACC) for r in items]
@@ -162,7 +176,7 @@ def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -
             marker="o",
             capsize=3,
             color=colours[family],
-            label=family,
+            label=f"{family} ({setting})" if setting else family,
         )
     ax.set_xscale("log")
     ax.set_xlabel("state after the sequence (KB, log scale)")
@@ -177,7 +191,8 @@ def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -
 def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
-    for run in sorted(runs, key=lambda r: r["family"]):
+    for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
+        setting = setting_of(run, runs, ("seq_len", "modulus"))
         factors = lengths_of(run)
         points = [interval(run, M.val_acc_at(f)) for f in factors]
         ax.errorbar(
@@ -187,14 +202,14 @@ def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path)
             marker="o",
             capsize=3,
             color=colours[run["family"]],
-            label=run["family"],
+            label=f"{run['family']} ({setting})" if setting else run["family"],
         )
-    chance = 1 / runs[0].get("modulus", 2)
-    ax.axhline(chance, color="grey", linestyle=":", label="chance")
+    for chance in sorted({1 / r.get("modulus", 2) for r in runs}):
+        ax.axhline(chance, color="grey", linestyle=":", label="chance" if chance == 0.5 else f"chance {chance:.2f}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sequence length (training length first)")
     ax.set_ylabel("accuracy (beyond the training length past 1x)")
-    ax.set_ylim(min(0.0, chance - 0.05), 1.02)
+    ax.set_ylim(0.0, 1.02)
     ax.set_title(PLOTS[path.name], fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
