@@ -50,7 +50,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     print(
-        f"one sequence, one thread, ms/token over the {TAIL} tokens before each length (median of {args.repeats}) | state KB"
+        f"one sequence, one thread, ms/token over the {TAIL} tokens before each length "
+        f"(median of {args.repeats}) | state KB"
     )
     print(f"{'family':12s}" + "".join(f"{f'L={n}':>20s}" for n in lengths))
     for family in families:
