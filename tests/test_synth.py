@@ -237,3 +237,32 @@ def test_scoring_counts_the_answers_from_the_given_position_on() -> None:
     _, correct, answers = scored(model, torch.zeros(2, 12, dtype=torch.long), targets, after=6)
     assert correct.tolist() == [2, 1] and answers.tolist() == [2, 2]
     assert (targets[:, 9] != IGNORE).all()  # the caller's targets are left as they were
+
+
+def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: Path) -> None:
+    """Recall at or below 1/pairs (a context value at random) is no recall, however far above 1/vocab it lies;
+    parity is at chance when its interval holds 1/2."""
+    from lmlab.config import ReportConfig
+    from lmlab.synth_report import synth_report
+
+    def run(task: str, family: str, acc: float, low: float, high: float, **extra: object) -> None:
+        folder = tmp_path / "metrics" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        metrics = {"task": task, "family": family, "width": 64, "seq_len": 64, M.STATE_BYTES: 1024, **extra}
+        metrics |= {M.VAL_ACC: acc, "intervals": {M.VAL_ACC: [low, high]}}
+        name = f"{family}-64" if task == "mqar" else family
+        (folder / f"{name}.json").write_text(json.dumps(metrics))
+
+    run("mqar", "transformer", 0.996, 0.992, 0.999, pairs=4, lr=0.001, **{M.TRAIN_STEPS: 12000})
+    run("mqar", "mamba2", 0.26, 0.255, 0.27, pairs=4)
+    run("mqar", "gru", 0.25, 0.24, 0.26, pairs=4)
+    run("mqar", "rnn", 0.009, 0.006, 0.012, pairs=4)
+    run("parity", "lstm", 1.0, 1.0, 1.0, lengths=[1])
+    run("parity", "transformer", 0.51, 0.49, 0.53, lengths=[1])
+    report = synth_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
+    table = [line.split(" | ") for line in report.read_text().splitlines() if line.startswith("| ")]
+    rows = {cells[0] + cells[1]: " | ".join(cells) for cells in table}
+    assert rows["| transformer64"].endswith("| 0.001, 12,000 | 0.996 [0.992, 0.999] | solved |")
+    assert rows["| mamba264"].endswith("| partly |")
+    assert rows["| gru64"].endswith("| no recall |") and rows["| rnn64"].endswith("| no recall |")
+    assert rows["| lstm2"].endswith("solved |") and rows["| transformer2"].endswith("at chance |")

@@ -64,6 +64,30 @@ def verdict(low: float, high: float, chance: float | None = None) -> str:
     return "partly"
 
 
+def recall_verdict(low: float, pairs: int | None) -> str:
+    """MQAR's verdict. A model that learns only the format names one of the context's `pairs` values at random
+    (accuracy 1/pairs) without binding any key to its value: an interval reaching down to that is no recall."""
+    if low >= SOLVED:
+        return "solved"
+    if pairs and low <= 1 / pairs:
+        return "no recall"
+    return "partly"
+
+
+RECIPE_CAVEAT = (
+    "A verdict holds for the run's learning rate and steps: recurrent models recall and track state only in a "
+    "narrow learning-rate window, which differs by family (docs/diagnostics.md: Mamba-2 solves this recall at "
+    "lr 3e-3 and not at 1e-3), so read a failure as what a family cannot do only at its best rate "
+    "(sweeps/mqar_lr.yaml, sweeps/parity_lr.yaml)."
+)
+
+
+def recipe(run: dict[str, Any]) -> str:
+    """The learning rate and steps a run was trained with: a verdict holds for them."""
+    lr = f"{run['lr']:g}" if "lr" in run else "?"
+    return f"{lr}, {run[M.TRAIN_STEPS]:,}" if M.TRAIN_STEPS in run else lr
+
+
 def shown(value: float, low: float, high: float) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
@@ -93,20 +117,22 @@ def mqar_section(runs: list[dict[str, Any]]) -> list[str]:
         "",
         "Key-value pairs, then each key again; accuracy at the answer positions of the validation examples "
         "with its 95% interval (bootstrap over examples); "
-        f"'solved': the whole interval at or above {SOLVED}. State: what the family carries after the "
-        "sequence (a Transformer's KV cache of it).",
+        f"'solved': the whole interval at or above {SOLVED}; 'no recall': it reaches down to 1/pairs, the "
+        "accuracy of naming one of the context's values at random (the format learnt, no key bound to its "
+        "value). State: what the family carries after the sequence (a Transformer's KV cache of it). "
+        f"{RECIPE_CAVEAT}",
         "",
         "![accuracy against state size](mqar_accuracy_vs_state.png)",
         "",
-        "| family | width | length | pairs | params | state KB | accuracy | verdict |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| family | width | length | pairs | params | state KB | lr, steps | accuracy | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for run in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r.get("pairs", 0), r["width"])):
         value, low, high = interval(run, M.VAL_ACC)
         lines.append(
             f"| {run['family']} | {run['width']} | {run['seq_len']} | {run.get('pairs', '')} "
-            f"| {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} "
-            f"| {shown(value, low, high)} | {verdict(low, high)} |"
+            f"| {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} | {recipe(run)} "
+            f"| {shown(value, low, high)} | {recall_verdict(low, run.get('pairs'))} |"
         )
     return [*lines, ""]
 
@@ -123,12 +149,12 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
         "",
         "The count of ones modulo m at every position of random bits (m = 2: parity), trained at the length "
         "given; at 1x every answer counts, at kx only the answers past the training length. 'at chance' when "
-        f"the interval holds 1/m, 'solved' when it lies at or above {SOLVED}.",
+        f"the interval holds 1/m, 'solved' when it lies at or above {SOLVED}. {RECIPE_CAVEAT}",
         "",
         "![accuracy against length](parity_accuracy_vs_length.png)",
         "",
-        "| family | m | length | state KB | " + " | ".join(f"{f}x" for f in factors) + " |",
-        "|---|---:|---:|---:|" + "---|" * len(factors),
+        "| family | m | length | state KB | lr, steps | " + " | ".join(f"{f}x" for f in factors) + " |",
+        "|---|---:|---:|---:|---|" + "---|" * len(factors),
     ]
     for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
         chance = 1 / run.get("modulus", 2)
@@ -143,9 +169,8 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
                 "no answers" if math.isnan(value) else f"{shown(value, low, high)} {verdict(low, high, chance)}"
             )
         lines.append(
-            f"| {run['family']} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {run['family']} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} "
+            f"| {recipe(run)} | " + " | ".join(cells) + " |"
         )
     return [*lines, ""]
 
@@ -178,6 +203,8 @@ def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -
             color=colours[family],
             label=f"{family} ({setting})" if setting else family,
         )
+    for pairs in sorted({r["pairs"] for r in runs if "pairs" in r}):
+        ax.axhline(1 / pairs, color="grey", linestyle=":", label=f"1/pairs ({pairs}): a context value at random")
     ax.set_xscale("log")
     ax.set_xlabel("state after the sequence (KB, log scale)")
     ax.set_ylabel("recall accuracy")
