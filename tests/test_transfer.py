@@ -46,9 +46,15 @@ def test_the_report_says_from_which_budget_pretraining_pays(tmp_path: Path) -> N
     write_study(tmp_path, "gru", {30: 0.80, 300: 0.70}, scratch=0.70)
     report = transfer_report(config(tmp_path))
     text = report.read_text()
-    assert "- **lstm**: pretraining pays from 3,000 steps (3,072,000 tokens) on" in text
-    assert "- **transformer**: pretraining does not pay at any budget up to 3,000 steps" in text
-    assert "- **gru**: pretraining beats from scratch at 30 steps only" in text
+    assert (
+        "- **lstm**: pretraining pays from 3,000 steps (3,072,000 tokens) on "
+        "(collapsed at 30; no significant difference at 300; beats at 3,000)" in text
+    )
+    assert (
+        "- **transformer**: pretraining does not pay at any budget up to 3,000 steps "
+        "(trails at 30; no significant difference at 300, 3,000)" in text
+    )
+    assert "- **gru**: pretraining pays at some budgets, not from one on (beats at 30; " in text
     lstm = text[text.index("## lstm") : text.index("## transformer")]
     assert "| 0 (from scratch) | 0 | — | 0.700 [" in lstm
     assert "| 30 | 30,720 |" in lstm and "(collapsed)" in lstm

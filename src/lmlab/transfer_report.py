@@ -67,24 +67,29 @@ def scratch_of(budgets: dict[int, dict[str, Any]]) -> Figures:
     return next(iter(budgets.values()))["figures"]
 
 
-def pays(f: Figures) -> bool:
-    """The pretrained classifier beats the from-scratch one: the paired interval lies above zero and neither
-    classifier collapsed (`pretraining_verdict` says "beats" exactly then)."""
-    return f.gain is not None and not f.collapsed and f.gain.low > 0
+def outcome(f: Figures) -> str:
+    """A budget's verdict in a word, as `pretraining_verdict` words it in full."""
+    if f.collapsed:
+        return "collapsed"
+    if f.gain is None or not f.gain.excludes_zero():
+        return "no significant difference"
+    return "beats" if f.gain.estimate > 0 else "trails"
 
 
 def headline(family: str, budgets: dict[int, dict[str, Any]]) -> str:
-    """From which budget on the pretrained classifier beats the from-scratch one at every larger budget too."""
-    beats = [steps for steps, e in budgets.items() if pays(e["figures"])]
-    largest = max(budgets)
-    if not beats and all(e["figures"].collapsed for e in budgets.values()):
-        return f"- **{family}**: no verdict at any budget: a classifier collapsed at each (see its table)"
-    if not beats:
-        return f"- **{family}**: pretraining does not pay at any budget up to {largest:,} steps"
-    first = min(beats)
-    if all(steps in beats for steps in budgets if steps >= first):
-        return f"- **{family}**: pretraining pays from {first:,} steps ({tokens_of(budgets[first]):,.0f} tokens) on"
-    return f"- **{family}**: pretraining beats from scratch at {', '.join(f'{s:,}' for s in beats)} steps only"
+    """From which budget on the pretrained classifier beats the from-scratch one at every larger budget too,
+    then the budgets at each outcome."""
+    outcomes = {steps: outcome(e["figures"]) for steps, e in budgets.items()}
+    beats = [steps for steps, word in outcomes.items() if word == "beats"]
+    if beats and all(outcomes[steps] == "beats" for steps in budgets if steps >= min(beats)):
+        first = min(beats)
+        verdict = f"pretraining pays from {first:,} steps ({tokens_of(budgets[first]):,.0f} tokens) on"
+    elif beats:
+        verdict = "pretraining pays at some budgets, not from one on"
+    else:
+        verdict = f"pretraining does not pay at any budget up to {max(budgets):,} steps"
+    at = {word: ", ".join(f"{s:,}" for s, w in outcomes.items() if w == word) for word in outcomes.values()}
+    return f"- **{family}**: {verdict} ({'; '.join(f'{word} at {steps}' for word, steps in at.items())})"
 
 
 def markdown(studies: dict[str, dict[int, dict[str, Any]]]) -> str:
