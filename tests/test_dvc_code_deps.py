@@ -11,7 +11,7 @@ import yaml
 from lmlab.runs import code_modules
 from tests.helpers.project import ROOT
 
-DVC_FILES = ("dvc.yaml", "synth/dvc.yaml")  # the main study, the synthetic tasks
+DVC_FILES = ("dvc.yaml", "synth/dvc.yaml", "transfer/dvc.yaml")  # the main study, synthetic tasks, transfer
 
 
 def stages() -> dict[str, dict]:

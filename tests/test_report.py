@@ -12,72 +12,22 @@ import pytest
 from lmlab.colours import family_colours
 from lmlab.config import ReportConfig
 from lmlab.errors import LmlabError
-from lmlab.examples import Examples
 from lmlab.report import COLUMNS, PLOTS, report
+from tests.helpers.evaluations import write_evaluation
 from tests.helpers.project import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-DOCS = 1000  # test documents: a 4-point gain on 1,000 is significant, a 1-point one is not
-
-
-def predictions(labels: np.ndarray, acc: float, seed: int) -> np.ndarray:
-    """Predictions right for a random `acc` share of the documents, wrong (the other class) for the rest."""
-    right = np.random.default_rng(seed).permutation(len(labels)) < round(acc * len(labels))
-    return np.where(right, labels, 1 - labels)
-
-
 def write_family(
     root: Path, family: str, acc: float, scratch_acc: float, loss0: float, collapsed: bool = False
 ) -> None:
-    """What `lmlab evaluate` writes for a family, with per-example records that give `acc` and `scratch_acc`."""
-    labels = (np.arange(DOCS) % 5 < 3).astype(np.int64)  # 60% class 1: the majority baseline scores 0.600
-    pretrained = np.ones(DOCS, np.int64) if collapsed else predictions(labels, acc, 1)
-    scratch = predictions(labels, scratch_acc, 2)
-    metrics = {
-        "model/params": 1_400_000,
-        "train/wall_seconds": 31.5,
-        "train/tokens_per_sec": 12_000.0,
-        "infer/tokens_per_sec": 40_000.0,
-        "infer/ms_per_generated_token": 1.5,
-        "val/ppl": 300.0,
-        "test/ppl": 320.0,
-        "test/bpb": 1.8,
-        "test/acc": float(np.mean(pretrained == labels)),
-        "test/f1": acc - 0.05,
-        "scratch/test/acc": float(np.mean(scratch == labels)),
-        "scratch/test/f1": scratch_acc - 0.05,
-    }
+    """What `lmlab evaluate` writes for a family (`write_evaluation`), and its pretraining curve."""
+    write_evaluation(root / f"metrics/{family}.json", root / "eval" / family, family, acc, scratch_acc, collapsed)
     (root / "metrics/curves" / family).mkdir(parents=True)
-    (root / f"metrics/{family}.json").write_text(json.dumps(metrics))
     rows = ["step,train/tokens,train/flops,train/wall_seconds,val/loss,val/ppl,val/bpb,train/lr"]
     rows += [f"{s},{s * 1024},{s * 1024 * 3e6},{s / 10},{loss0 - s / 100},1,1,0.001" for s in (100, 200, 300)]
     (root / "metrics/curves" / family / "pretrain.csv").write_text("\n".join(rows) + "\n")
-    evaluated = root / "eval" / family
-    evaluated.mkdir(parents=True)
-    (evaluated / "sample.txt").write_text(f"a {family} sample\n")
-    block_nats = np.random.default_rng(3).gamma(50, 0.12, size=200) * 256  # about 6 nats per token
-    Examples(block_nats, np.full(200, 256), labels, 1, {"test/": pretrained, "scratch/test/": scratch}).save(
-        evaluated / "examples.npz"
-    )
-    setting = {
-        "corpus": {"name": "sotu", "tokens": {"train": 90_000, "test": 51_200}, "bytes": {"test": 204_800}},
-        "labeled": {"name": "reviews", "classes": ["neg", "pos"], "documents": {"test": DOCS}},
-        "tokenizer": "bpe8000",
-        "pretraining": {
-            "steps": 300,
-            "tokens": 307_200,
-            "flops": 307_200 * 3e6 * (1.5 if family == "transformer" else 1.0),
-            "seed": 1337,
-            "accelerator": "cpu",
-            "precision": "32-true",
-        },
-        "fine-tuning seeds": {"test/": 1337, "scratch/test/": 1337},
-        "evaluation": {"device": "cpu", "test tokens": 51_200, "test documents": DOCS, "prompt": "The year began"},
-        "commit": "0123456789ab",
-    }
-    (evaluated / "setting.json").write_text(json.dumps(setting))
 
 
 def config(root: Path, families: list[str] | None = None) -> ReportConfig:

@@ -508,9 +508,12 @@ class ReportConfig:
     metrics_dir: str = "metrics"  # <family>.json and curves/<family>/*.csv from `lmlab evaluate`
     samples_dir: str = "data/eval"
     out_dir: str = "reports"
-    # comparison: the main study (comparison.md); synth: the synthetic tasks (<out_dir>/synth/synth.md)
-    study: str = one_of(("comparison", "synth"), "comparison")
+    # comparison: the main study (comparison.md); synth: the synthetic tasks (<out_dir>/synth/synth.md);
+    # transfer: fine-tuned accuracy against pretraining budget (<out_dir>/transfer/transfer.md)
+    study: str = one_of(("comparison", "synth", "transfer"), "comparison")
     synth_dir: str = "synth/metrics"  # mqar/<family>-<width>.json and parity/<family>.json from `lmlab synth`
+    transfer_dir: str = "transfer/metrics"  # <family>-<steps>.json from `lmlab evaluate`
+    transfer_eval_dir: str = "data/transfer/eval"  # <family>-<steps>/{examples.npz,setting.json}
 
 
 @dataclass

@@ -87,28 +87,35 @@ def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
     """Each family's metrics, curves and sample; a missing or damaged file names the stage that makes it."""
     families: dict[str, dict[str, Any]] = {}
     for family in family_names(cfg):
-        path = Path(cfg.metrics_dir) / f"{family}.json"
         rebuild = f"run `dvc repro evaluate@{family}` (or `lmlab evaluate family={family}`)"
-        metrics = read_json(path, rebuild, REQUIRED, SHOWN)
-        if M.SCRATCH_TEST_ACC in metrics:  # the baseline's figures come as a pair, as its verdict reads them
-            check_keys(metrics, path, rebuild, {M.SCRATCH_TEST_F1: NUMBER})
-        curves = Path(cfg.metrics_dir) / "curves" / family
         evaluated = Path(cfg.samples_dir) / family
-        sample = evaluated / "sample.txt"
-        setting = read_json(evaluated / "setting.json", rebuild, SETTING)
-        examples = Examples.load(evaluated / "examples.npz", rebuild)
-        test = (setting["corpus"].get("tokens", {}).get("test"), setting["corpus"].get("bytes", {}).get("test"))
-        if not all(isinstance(n, int) and n > 0 for n in test):
-            raise LmlabError(f"{evaluated / 'setting.json'} lacks the test split's tokens and bytes: {rebuild}")
+        curves = Path(cfg.metrics_dir) / "curves" / family
         families[family] = {
-            "metrics": metrics,
+            **read_evaluation(Path(cfg.metrics_dir) / f"{family}.json", evaluated, rebuild),
             "pretrain": read_curve(curves / f"{M.PRETRAIN_CURVE_FILE}.csv"),
             **{name: read_curve(curves / f"{name}.csv") for name in lengths.CURVES},
-            "sample": sample.read_text().strip() if sample.is_file() else "",
-            "setting": setting,
-            "figures": figures(examples, test[0] / test[1], setting["labeled"].get("classes", [])),
         }
     return families
+
+
+def read_evaluation(path: Path, evaluated: Path, rebuild: str) -> dict[str, Any]:
+    """What one `lmlab evaluate` wrote: its metrics file `path`, and from the folder `evaluated` the Setting,
+    the sample and the per-example record, made into the figures with their intervals (`comparison.figures`)."""
+    metrics = read_json(path, rebuild, REQUIRED, SHOWN)
+    if M.SCRATCH_TEST_ACC in metrics:  # the baseline's figures come as a pair, as its verdict reads them
+        check_keys(metrics, path, rebuild, {M.SCRATCH_TEST_F1: NUMBER})
+    sample = evaluated / "sample.txt"
+    setting = read_json(evaluated / "setting.json", rebuild, SETTING)
+    examples = Examples.load(evaluated / "examples.npz", rebuild)
+    test = (setting["corpus"].get("tokens", {}).get("test"), setting["corpus"].get("bytes", {}).get("test"))
+    if not all(isinstance(n, int) and n > 0 for n in test):
+        raise LmlabError(f"{evaluated / 'setting.json'} lacks the test split's tokens and bytes: {rebuild}")
+    return {
+        "metrics": metrics,
+        "sample": sample.read_text().strip() if sample.is_file() else "",
+        "setting": setting,
+        "figures": figures(examples, test[0] / test[1], setting["labeled"].get("classes", [])),
+    }
 
 
 SUMMARY = "summary.json"  # the pipeline's DVC metrics file: `dvc exp show` columns <family>.bpb, <family>.acc

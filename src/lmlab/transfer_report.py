@@ -1,0 +1,161 @@
+"""`lmlab report study=transfer`: when does pretraining pay? Fine-tuned accuracy against the pretraining budget.
+
+Reads what `lmlab evaluate` wrote for each family pretrained for each number of steps (`dvc repro
+transfer/dvc.yaml`): ``<transfer_dir>/<family>-<steps>.json`` and
+``<transfer_eval_dir>/<family>-<steps>/{examples.npz,setting.json}``. Each evaluation holds the classifier
+fine-tuned from that budget's checkpoint and the family's one from-scratch classifier, on the same test
+documents, so the difference at every budget is a paired bootstrap (`lmlab.comparison`). Writes
+``<out_dir>/transfer/transfer.md`` (a table per family and a verdict per budget that follows its interval) and
+``transfer_accuracy.png`` (the transfer curve), staged and moved into place whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from lmlab import metrics as M
+from lmlab.colours import family_colours
+from lmlab.comparison import Figures, pretraining_verdict
+from lmlab.config import ReportConfig
+from lmlab.data.atomic import staged_dir
+from lmlab.errors import LmlabError
+from lmlab.report import read_evaluation
+
+PLOT = "transfer_accuracy.png"
+NAME = re.compile(r"(?P<family>\w+)-(?P<steps>\d+)\.json")
+
+
+def load(cfg: ReportConfig) -> dict[str, dict[int, dict[str, Any]]]:
+    """family -> pretraining steps -> its evaluation, from every ``<family>-<steps>.json``."""
+    root = Path(cfg.transfer_dir)
+    studies: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for path in sorted(root.glob("*.json")):
+        name = NAME.fullmatch(path.name)
+        if name is None:
+            raise LmlabError(f"{path}: not a transfer evaluation (<family>-<steps>.json); remove it")
+        family, steps = name["family"], int(name["steps"])
+        rebuild = f"run `dvc repro transfer/dvc.yaml:evaluate@{family}-{steps}`"
+        evaluation = read_evaluation(path, Path(cfg.transfer_eval_dir) / path.stem, rebuild)
+        if evaluation["figures"].gain is None:
+            raise LmlabError(f"{path}: no from-scratch classifier was evaluated beside it: {rebuild}")
+        studies[family][steps] = evaluation
+    if not studies:
+        raise LmlabError(f"no transfer evaluations in {root}: run `dvc repro transfer/dvc.yaml`")
+    return {family: dict(sorted(budgets.items())) for family, budgets in sorted(studies.items())}
+
+
+def transfer_report(cfg: ReportConfig) -> Path:
+    studies = load(cfg)
+    out = Path(cfg.out_dir) / "transfer"
+    with staged_dir(out) as staging:
+        plot(studies, staging / PLOT)
+        (staging / "transfer.md").write_text(markdown(studies))
+    return out / "transfer.md"
+
+
+def tokens_of(evaluation: dict[str, Any]) -> float:
+    return float(evaluation["setting"]["pretraining"]["tokens"])
+
+
+def scratch_of(budgets: dict[int, dict[str, Any]]) -> Figures:
+    """The family's from-scratch figures (the same classifier in every budget's evaluation)."""
+    return next(iter(budgets.values()))["figures"]
+
+
+def outcome(f: Figures) -> str:
+    """A budget's verdict in a word, as `pretraining_verdict` words it in full."""
+    if f.collapsed:
+        return "collapsed"
+    if f.gain is None or not f.gain.excludes_zero():
+        return "no significant difference"
+    return "beats" if f.gain.estimate > 0 else "trails"
+
+
+def headline(family: str, budgets: dict[int, dict[str, Any]]) -> str:
+    """From which budget on the pretrained classifier beats the from-scratch one at every larger budget too,
+    then the budgets at each outcome."""
+    outcomes = {steps: outcome(e["figures"]) for steps, e in budgets.items()}
+    beats = [steps for steps, word in outcomes.items() if word == "beats"]
+    if beats and all(outcomes[steps] == "beats" for steps in budgets if steps >= min(beats)):
+        first = min(beats)
+        verdict = f"pretraining pays from {first:,} steps ({tokens_of(budgets[first]):,.0f} tokens) on"
+    elif beats:
+        verdict = "pretraining pays at some budgets, not from one on"
+    else:
+        verdict = f"pretraining does not pay at any budget up to {max(budgets):,} steps"
+    at = {word: ", ".join(f"{s:,}" for s, w in outcomes.items() if w == word) for word in outcomes.values()}
+    return f"- **{family}**: {verdict} ({'; '.join(f'{word} at {steps}' for word, steps in at.items())})"
+
+
+def markdown(studies: dict[str, dict[int, dict[str, Any]]]) -> str:
+    majority = scratch_of(next(iter(studies.values()))).majority
+    lines = [
+        "# When does pretraining pay?",
+        "",
+        "Each family pretrained for a number of steps, then fine-tuned on the labeled set with the main study's "
+        "recipe, against the same recipe from random initialisation (0 steps) on the same test documents. "
+        "Brackets: 95% intervals, a bootstrap over test documents (paired for the difference): *beats* or "
+        "*trails* only where the interval of the difference excludes zero; a classifier that predicts one "
+        f"class for at least 95% of test documents is collapsed and gets no verdict. Majority class: "
+        f"{majority.show()}.",
+        "",
+        f"![fine-tuned accuracy against pretraining tokens]({PLOT})",
+        "",
+        *(headline(family, budgets) for family, budgets in studies.items()),
+        "",
+    ]
+    for family, budgets in studies.items():
+        first = scratch_of(budgets)
+        scratch = first.accuracy[M.SCRATCH_TEST].show() + (" (collapsed)" if M.SCRATCH_TEST in first.collapsed else "")
+        lines += [
+            f"## {family}",
+            "",
+            "| pretraining steps | tokens | LM test ppl | accuracy | pretrained − scratch (points) |",
+            "|---:|---:|---:|---|---|",
+            f"| 0 (from scratch) | 0 | — | {scratch} | — |",
+        ]
+        for steps, evaluation in budgets.items():
+            f: Figures = evaluation["figures"]
+            collapsed = " (collapsed)" if M.TEST in f.collapsed else ""
+            gain = f.gain.map(lambda x: 100 * x).show(1) if f.gain else "—"
+            lines.append(
+                f"| {steps:,} | {tokens_of(evaluation):,.0f} | {f.ppl.show(1)} | "
+                f"{f.accuracy[M.TEST].show()}{collapsed} | {gain} |"
+            )
+        lines += ["", *(pretraining_verdict(f"{steps:,} steps", e["figures"]) for steps, e in budgets.items()), ""]
+    return "\n".join(lines)
+
+
+def plot(studies: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
+    """Accuracy against pretraining tokens (log), one line per family with its from-scratch level as a band."""
+    colours = family_colours(list(studies))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for family, budgets in studies.items():
+        points = [budgets[steps]["figures"].accuracy[M.TEST] for steps in budgets]
+        ax.errorbar(
+            [tokens_of(e) for e in budgets.values()],
+            [p.estimate for p in points],
+            yerr=[[p.estimate - p.low for p in points], [p.high - p.estimate for p in points]],
+            marker="o",
+            capsize=3,
+            color=colours[family],
+            label=f"{family}, pretrained",
+        )
+        scratch = scratch_of(budgets).accuracy[M.SCRATCH_TEST]
+        ax.axhline(scratch.estimate, color=colours[family], linestyle="--", label=f"{family}, from scratch")
+        ax.axhspan(scratch.low, scratch.high, color=colours[family], alpha=0.1)
+    majority = scratch_of(next(iter(studies.values()))).majority
+    ax.axhline(majority.estimate, color="grey", linestyle=":", label="majority class")
+    ax.set_xscale("log")
+    ax.set(xlabel="pretraining tokens (log scale)", ylabel="test accuracy after fine-tuning")
+    ax.set_title("Fine-tuned accuracy against pretraining budget", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
