@@ -195,8 +195,8 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     copy_files(root, ("synth/dvc.yaml", "synth/params.yaml"))
     params = yaml.safe_load((root / "synth/params.yaml").read_text())
     params["families"] = ["lstm", "transformer"]
-    params["mqar"] |= {"widths": [16, 32], "steps": 4}
-    params["parity"] |= {"width": 16, "steps": 4}
+    params["mqar"] |= {"widths": [16, 32], "steps": 4, "lrs": [0.001]}
+    params["parity"] |= {"width": 16, "steps": 4, "lrs": [0.003, 0.01]}
     (root / "synth/params.yaml").write_text(yaml.safe_dump(params))
     for task in ("mqar", "parity"):
         path = root / f"conf/task/{task}.yaml"
@@ -212,7 +212,10 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     report = (root / "reports/synth/synth.md").read_text()
     for family in ("lstm", "transformer"):
         assert f"| {family} | 16 |" in report and f"| {family} | 32 |" in report
-        assert json.loads((root / f"synth/metrics/parity/{family}.json").read_text())["lengths"] == [1, 2, 4]
+        for lr in (0.003, 0.01):  # one run per learning rate, one row in the report: the better
+            metrics = json.loads((root / f"synth/metrics/parity/{family}-lr{lr}.json").read_text())
+            assert metrics["lengths"] == [1, 2, 4] and metrics["lr"] == lr
+        assert sum(line.startswith(f"| {family} | 2 | 16 |") for line in report.splitlines()) == 1
     assert sorted(p.name for p in (root / "reports/synth").glob("*.png")) == [
         "mqar_accuracy_vs_state.png",
         "parity_accuracy_vs_length.png",
@@ -241,7 +244,8 @@ def test_scoring_counts_the_answers_from_the_given_position_on() -> None:
 
 def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: Path) -> None:
     """Recall at or below 1/pairs (a context value at random) is no recall, however far above 1/vocab it lies;
-    parity is at chance when its interval holds 1/2."""
+    parity is at chance when its interval holds 1/2. Runs that differ only in learning rate show as one row:
+    the best at the training length, the other rates beside it."""
     from lmlab.config import ReportConfig
     from lmlab.synth_report import synth_report
 
@@ -250,19 +254,23 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
         folder.mkdir(parents=True, exist_ok=True)
         metrics = {"task": task, "family": family, "width": 64, "seq_len": 64, M.STATE_BYTES: 1024, **extra}
         metrics |= {M.VAL_ACC: acc, "intervals": {M.VAL_ACC: [low, high]}}
-        name = f"{family}-64" if task == "mqar" else family
+        name = f"{family}-64-lr{extra.get('lr')}" if task == "mqar" else f"{family}-lr{extra.get('lr')}"
         (folder / f"{name}.json").write_text(json.dumps(metrics))
 
     run("mqar", "transformer", 0.996, 0.992, 0.999, pairs=4, lr=0.001, **{M.TRAIN_STEPS: 12000})
+    run("mqar", "transformer", 0.231, 0.22, 0.24, pairs=4, lr=0.003, **{M.TRAIN_STEPS: 12000})
     run("mqar", "mamba2", 0.26, 0.255, 0.27, pairs=4)
     run("mqar", "gru", 0.25, 0.24, 0.26, pairs=4)
     run("mqar", "rnn", 0.009, 0.006, 0.012, pairs=4)
     run("parity", "lstm", 1.0, 1.0, 1.0, lengths=[1])
-    run("parity", "transformer", 0.51, 0.49, 0.53, lengths=[1])
+    run("parity", "transformer", 0.51, 0.49, 0.53, lengths=[1], lr=0.003)
+    run("parity", "transformer", 0.505, 0.49, 0.52, lengths=[1], lr=0.01)
     report = synth_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
     table = [line.split(" | ") for line in report.read_text().splitlines() if line.startswith("| ")]
     rows = {cells[0] + cells[1]: " | ".join(cells) for cells in table}
-    assert rows["| transformer64"].endswith("| 0.001, 12,000 | 0.996 [0.992, 0.999] | solved |")
+    assert rows["| transformer64"].endswith("| 0.001, 12,000 steps; 0.003: 0.231 | 0.996 [0.992, 0.999] | solved |")
     assert rows["| mamba264"].endswith("| partly |")
     assert rows["| gru64"].endswith("| no recall |") and rows["| rnn64"].endswith("| no recall |")
     assert rows["| lstm2"].endswith("solved |") and rows["| transformer2"].endswith("at chance |")
+    assert "| 0.003; 0.01: 0.505 | 0.510 [0.490, 0.530] at chance |" in rows["| transformer2"]
+    assert sum(line.startswith("| transformer |") for line in report.read_text().splitlines()) == 2  # a row each
