@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmlab import runs
 from lmlab.runs import code_modules
 from tests.helpers.project import ROOT
 
@@ -52,3 +53,13 @@ def test_code_modules_follow_imports_through_packages() -> None:
     assert "lmlab/report.py" not in names and "lmlab/data/fetch.py" not in names
     download = {path.name for path in code_modules("lmlab.cli.download")}
     assert {"fetch.py", "archive.py", "atomic.py", "sources.py"} <= download and "recurrent.py" not in download
+
+
+def test_code_version_leaves_out_the_config_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    package = ROOT / "src" / "lmlab"
+    monkeypatch.setattr(runs, "code_modules", lambda module: [package / "config.py", package / "runs.py"])
+    with_schema = runs.code_version("lmlab.pretrain")
+    monkeypatch.setattr(runs, "code_modules", lambda module: [package / "runs.py"])
+    assert runs.code_version("lmlab.pretrain") == with_schema
+    monkeypatch.setattr(runs, "code_modules", lambda module: [package / "stats.py", package / "runs.py"])
+    assert runs.code_version("lmlab.pretrain") != with_schema
