@@ -19,8 +19,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
+from lmlab.config import register_configs, typed
 from lmlab.errors import LmlabError
 from lmlab.generate import generate
 from lmlab.models import FAMILIES, LanguageModel, State, build_model, carried, detach_state, family_config, map_state
@@ -32,6 +34,9 @@ NAMES = list(FAMILIES)
 # The shipped sizes (conf/model/<family>.yaml) give every family about this many parameters with the default
 # 8000-token vocabulary, 1,024,000 of them the tied 8000 x 128 embedding: comparisons are at equal size.
 MATCHED_PARAMS, MATCHED_TOLERANCE, DEFAULT_VOCAB = 1_420_000, 0.01, 8000
+# The larger scales (conf/scale/<scale>.yaml, conf/scale_model/<scale>_<family>.yaml): every family within this
+# share of the Transformer's count (Mamba-2's blocks come in whole numbers), which falls in the scale's range.
+SCALES, SCALE_TOLERANCE = {"small": (10e6, 30e6), "base": (80e6, 120e6)}, 0.03
 # Logits of carried-state forms must agree with one pass this closely (normalised logits, float32).
 ATOL = 1e-4
 # `flops_per_token` must agree with torch's FLOP counter this closely (relative).
@@ -408,6 +413,32 @@ def test_shipped_size_matches_the_other_families(family: str) -> None:
     assert 0 < model.num_params - model.num_embedding_params  # the non-embedding count is reported too
 
 
+def scaled_params(scale: str, family: str) -> int:
+    """The family's parameter count as `lmlab pretrain scale=<scale> model=<family>` composes it (meta tensors)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = typed(compose(config_name="pretrain", overrides=[f"scale={scale}", f"model={family}"]))
+    with torch.device("meta"):
+        return build_model(cfg.model, DEFAULT_VOCAB).num_params
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_each_scale_gives_every_family_the_transformers_size(scale: str) -> None:
+    register_configs()
+    counts = {family: scaled_params(scale, family) for family in NAMES}
+    low, high = SCALES[scale]
+    assert low <= counts["transformer"] <= high, counts
+    off = {
+        f: n / counts["transformer"] - 1
+        for f, n in counts.items()
+        if abs(n / counts["transformer"] - 1) > SCALE_TOLERANCE
+    }
+    assert not off, off
+    assert (
+        scaled_params("tiny", "lstm")
+        == build_model(yaml.safe_load((ROOT / "conf/model/lstm.yaml").read_text()), DEFAULT_VOCAB).num_params
+    )  # tiny: the model files as they are
+
+
 def test_unknown_family_names_the_choices() -> None:
     with pytest.raises(LmlabError, match="model.family='mamba'") as caught:
         build_model({"family": "mamba"}, VOCAB)
@@ -418,7 +449,7 @@ def test_every_family_a_study_names_is_in_the_table() -> None:
     """The pipeline and the sweep files choose families from the table; every family has its config file."""
     assert {path.stem for path in (ROOT / "conf" / "model").glob("*.yaml")} == set(FAMILIES)
     named = {
-        "conf/pipeline.yaml": yaml.safe_load((ROOT / "conf" / "pipeline.yaml").read_text())["families"],
+        "conf/dvc/pipeline.yaml": yaml.safe_load((ROOT / "conf" / "dvc" / "pipeline.yaml").read_text())["families"],
         "params.yaml": yaml.safe_load((ROOT / "params.yaml").read_text())["families"],
     }
     for path in sorted((ROOT / "sweeps").glob("*.yaml")):
@@ -428,4 +459,4 @@ def test_every_family_a_study_names_is_in_the_table() -> None:
         named[f"sweeps/{path.name}"] = [*values, *fixed]
     for where, families in named.items():
         assert set(families) <= set(FAMILIES), f"{where} names {set(families) - set(FAMILIES)}, not in FAMILIES"
-    assert named["conf/pipeline.yaml"] == named["params.yaml"]
+    assert named["conf/dvc/pipeline.yaml"] == named["params.yaml"]

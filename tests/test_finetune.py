@@ -36,7 +36,7 @@ from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
 from tests.helpers.wandb_offline import wandb_records
 
-PIPELINE = yaml.safe_load((ROOT / "conf" / "pipeline.yaml").read_text())
+PIPELINE = yaml.safe_load((ROOT / "conf" / "dvc" / "pipeline.yaml").read_text())
 TOKENIZER = TokenizerConfig(type="bpe", vocab_size=320, byte_fallback=True, num_threads=1)
 
 

@@ -17,10 +17,12 @@ from lmlab.report import PLOTS
 from tests.helpers.pipeline import edit_yaml, shrink_training, write_tiny_datasets
 from tests.helpers.project import ROOT, copy_project, dvc, env
 
-FAMILIES = yaml.safe_load((ROOT / "conf" / "pipeline.yaml").read_text())["families"]  # what `make run` runs
+PIPELINE = yaml.safe_load((ROOT / "conf" / "dvc" / "pipeline.yaml").read_text())
+FAMILIES, (SEED,) = PIPELINE["families"], PIPELINE["seeds"]  # what `make run` runs: one seed
 DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
-PRETRAIN_STAGES = [f"pretrain@{family}" for family in FAMILIES]
-LATER_STAGES = [f"{stage}@{family}" for stage in ("finetune", "evaluate") for family in FAMILIES] + ["report"]
+PRETRAIN_STAGES = [f"pretrain@{family}-{SEED}" for family in FAMILIES]
+LATER_STAGES = [f"{stage}@{family}-{SEED}" for stage in ("finetune", "evaluate") for family in FAMILIES] + ["report"]
+RUNS, METRICS = f"data/runs/seed{SEED}", f"metrics/seed{SEED}"  # each seed's runs and figures
 
 
 @pytest.fixture
@@ -37,10 +39,14 @@ EXP_VIEW = ["--drop", ".*", "--keep", r"Experiment$|tokenizer\.vocab_size|.*\.(b
 
 def write_params(root: Path, vocab_size: int) -> None:
     params = {
+        **yaml.safe_load((ROOT / "params.yaml").read_text()),  # budget and the rest as make run's
         "data": "tiny",
         "task_data": "tiny_reviews",
         "tokenizer": {"type": "bpe", "vocab_size": vocab_size},
         "families": list(FAMILIES),
+        "seeds": [SEED],
+        "scale": "tiny",
+        "trainer": "cpu",
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
@@ -53,8 +59,8 @@ def repro(root: Path, *targets: str) -> list[str]:
     console = (result.stdout + result.stderr).splitlines()
     noise = [line for line in console if line.startswith("wandb:") or "GPU available" in line or "USDT" in line]
     assert not noise, noise[:10]
-    ran = re.findall(r"Running stage '([\w@]+)'", result.stdout)
-    for family in (stage.removeprefix("pretrain@") for stage in ran if stage.startswith("pretrain@")):
+    ran = re.findall(r"Running stage '([\w@-]+)'", result.stdout)
+    for family in (stage.removeprefix("pretrain@").rsplit("-", 1)[0] for stage in ran if stage.startswith("pretrain@")):
         assert any(re.search(rf"pretrain {family} step \d+/\d+: .*val loss", line) for line in console), family
     if any(stage.startswith("finetune@") for stage in ran):
         assert any("LM adaptation first:" in line for line in console), console[-40:]
@@ -79,23 +85,23 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
         assert len(labels) == meta["task"]["splits"][split]["documents"] > 0
     assert (project / "data/raw/tiny/source.json").exists()
     for family in FAMILIES:
-        metrics = json.loads((project / f"metrics/pretrain/{family}.json").read_text())
+        metrics = json.loads((project / f"{METRICS}/pretrain/{family}.json").read_text())
         assert metrics["train/steps"] == 4 and metrics["val/loss"] > 0
         assert metrics["train/tokens"] == 4 * 4 * (8 if family != "transformer" else 64)  # debug=tiny: batches 4 x 8
-        run = project / f"data/runs/pretrain/{family}"
+        run = project / f"{RUNS}/pretrain/{family}"
         assert (run / "checkpoints/last.ckpt").is_file() and (run / ".hydra/config.yaml").is_file()
         assert list(run.glob("wandb/offline-run-*/run-*.wandb"))  # the default logger: W&B, offline
     for verb in ("pretrain", "finetune", "evaluate", "report"):  # each stage writes into its own folders
         assert not (project / "outputs" / verb).exists()
     for family in FAMILIES:
-        metrics = json.loads((project / f"metrics/{family}.json").read_text())
+        metrics = json.loads((project / f"{METRICS}/{family}.json").read_text())
         for key in ("test/ppl", "test/bpb", "test/acc", "test/f1", "scratch/test/acc", "scratch/test/f1"):
             assert isinstance(metrics[key], float), (family, key)
         assert (
             metrics["model/params"]
-            == json.loads((project / f"metrics/pretrain/{family}.json").read_text())["model/params"]
+            == json.loads((project / f"{METRICS}/pretrain/{family}.json").read_text())["model/params"]
         )
-        assert (project / f"data/runs/finetune/{family}-scratch/checkpoints/best.ckpt").is_file()
+        assert (project / f"{RUNS}/finetune/{family}-scratch/checkpoints/best.ckpt").is_file()
     report = (project / "reports/comparison.md").read_text()
     assert all(f"| {family} |" in report for family in FAMILIES)
     assert sorted(p.name for p in (project / "reports").glob("*.png")) == sorted(PLOTS)
@@ -126,7 +132,7 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
 
     # `wandb sync` marks each uploaded run with a file beside its log, inside the stage outputs: .dvcignore
     # keeps the pipeline up to date
-    for log in project.glob("data/runs/*/*/wandb/offline-run-*/run-*.wandb"):
+    for log in project.glob(f"{RUNS}/*/*/wandb/offline-run-*/run-*.wandb"):
         log.with_name(log.name + ".synced").write_text("")
     status = dvc("status", "--json", cwd=project)
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
@@ -143,27 +149,31 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
     # one family's config: only its stage; the pipeline replaces the old run (keep_replaced=false: DVC's cache
     # holds it) instead of moving it aside as a run by hand does
     edit_yaml(project / "conf/model/gru.yaml", output_dropout=0.2)
-    assert repro(project, *PRETRAIN_STAGES) == ["pretrain@gru"]
-    config = yaml.safe_load((project / "data/runs/pretrain/gru/.hydra/config.yaml").read_text())
+    gru = f"pretrain@gru-{SEED}"
+    assert repro(project, *PRETRAIN_STAGES) == [gru]
+    config = yaml.safe_load((project / f"{RUNS}/pretrain/gru/.hydra/config.yaml").read_text())
     assert config["model"]["output_dropout"] == 0.2 and config["trainer"]["max_steps"] == 4
-    assert not list(project.glob("data/runs/pretrain/gru.*"))
+    assert not list(project.glob(f"{RUNS}/pretrain/gru.*"))
 
-    # a split param: the split, the tokens and every pretraining run
+    # a split param: the split, the tokens and the pretraining runs on them (one of them, to save the time)
     config = project / "conf/data/tiny.yaml"
     config.write_text(config.read_text().replace("seed: 7", "seed: 8"))
-    assert sorted(repro(project, *PRETRAIN_STAGES)) == sorted(["split_corpus", "tokenize", *PRETRAIN_STAGES])
+    assert sorted(repro(project, gru)) == sorted(["split_corpus", "tokenize", gru])
+    assert sorted(json.loads(dvc("status", "--json", *PRETRAIN_STAGES, cwd=project).stdout)) == sorted(
+        set(PRETRAIN_STAGES) - {gru}
+    )
 
     write_params(project, vocab_size=140)
-    assert sorted(repro(project, *PRETRAIN_STAGES)) == sorted(["tokenize", *PRETRAIN_STAGES])
+    assert sorted(repro(project, gru)) == sorted(["tokenize", gru])
     assert json.loads((project / "data/tokenized/tiny-bpe140/meta.json").read_text())["vocab_size"] == 140
-    assert json.loads((project / "metrics/pretrain/gru.json").read_text())["model/embedding_params"] == 140 * 32
+    assert json.loads((project / f"{METRICS}/pretrain/gru.json").read_text())["model/embedding_params"] == 140 * 32
 
     # a DVC remote (docs: README, "Sharing data and checkpoints"): push, lose the local copies, pull them back
     remote = project.parent / "remote"
     for args in (("remote", "add", "-d", "shared", str(remote)), ("push",)):
         result = dvc(*args, cwd=project)
         assert result.returncode == 0, result.stdout + result.stderr
-    last = project / "data/runs/pretrain/gru/checkpoints/last.ckpt"
+    last = project / f"{RUNS}/pretrain/gru/checkpoints/last.ckpt"
     before = last.read_bytes()
     shutil.rmtree(project / ".dvc/cache")
     shutil.rmtree(project / "data/runs")
@@ -171,5 +181,5 @@ def test_repro_builds_every_stage_then_reruns_only_what_changed(project: Path) -
     pulled = dvc("pull", cwd=project)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert last.read_bytes() == before
-    status = dvc("status", "--with-deps", "--json", *PRETRAIN_STAGES, cwd=project)  # the stages last reproduced
+    status = dvc("status", "--with-deps", "--json", gru, cwd=project)  # the stage last reproduced
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr

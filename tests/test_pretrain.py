@@ -507,6 +507,35 @@ def test_a_last_step_between_validations_is_validated_and_checkpointed(data_dir:
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 12
 
 
+def test_a_flops_or_tokens_budget_chooses_each_familys_steps(data_dir: Path, tmp_path: Path) -> None:
+    """budget.match=flops: each family trains until its counted training FLOPs reach the budget, so the
+    costlier family per token takes fewer steps; match=tokens: the same tokens for every family."""
+    flops = {}
+    for family in ("gru", "transformer"):
+        cfg = tiny_config(data_dir, family, max_steps=1000, val_every=1000)
+        per_step = cfg.batches.batch_size * window(cfg)
+        cfg.budget = replace(cfg.budget, match="flops", flops=2e8)
+        metrics = pretrain(cfg, tmp_path / family)
+        step_flops = metrics["train/flops"] / metrics["train/steps"]
+        assert 2e8 <= metrics["train/flops"] < 2e8 + step_flops, family  # the budget, rounded up to a step
+        assert metrics["train/steps"] < 1000 and metrics["train/tokens"] == metrics["train/steps"] * per_step
+        flops[family] = step_flops / per_step
+    steps = {f: json.loads((tmp_path / f / "metrics.json").read_text())["train/steps"] for f in flops}
+    assert (steps["gru"] < steps["transformer"]) == (flops["gru"] > flops["transformer"]), (steps, flops)
+
+    cfg = tiny_config(data_dir, "gru", max_steps=1000, val_every=1000)
+    cfg.budget = replace(cfg.budget, match="tokens", tokens=1000)
+    assert pretrain(cfg, tmp_path / "tokens")["train/tokens"] == math.ceil(1000 / 32) * 32  # batches of 4 x 8
+    before = sorted(p.name for p in (tmp_path / "tokens").rglob("*")), (tmp_path / "tokens/run.json").read_text()
+    cfg.budget = replace(cfg.budget, tokens=0)
+    with pytest.raises(LmlabError, match=r"budget.match=tokens needs budget.tokens > 0"):
+        pretrain(cfg, tmp_path / "tokens")
+    assert before == (
+        sorted(p.name for p in (tmp_path / "tokens").rglob("*")),
+        (tmp_path / "tokens/run.json").read_text(),
+    )
+
+
 # ----- 5. W&B -----
 SECRET = "0123456789abcdef-very-secret-key-4567890"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,38 @@ def test_report_has_a_row_per_family_the_verdicts_samples_and_plots(tmp_path: Pa
         png = tmp_path / "reports" / name
         assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5_000, name
         assert f"]({name})" in text
+
+
+def test_several_seeds_give_t_intervals_over_the_seeds_and_a_verdict_from_their_spread(tmp_path: Path) -> None:
+    """The pipeline's seed<k>/ folders: each figure is the seeds' mean with a t-interval over them; a gain every
+    seed shows is a verdict, one the seeds disagree on is not, whatever each seed's bootstrap said."""
+    gains = {"gru": (0.74, 0.75, 0.73), "transformer": (0.74, 0.66, 0.71)}  # against 0.70 from scratch
+    for i, seed in enumerate((1, 2, 3)):
+        for family, accs in gains.items():
+            seeded = tmp_path / "metrics" / f"seed{seed}"
+            write_evaluation(
+                seeded / f"{family}.json", tmp_path / f"eval/seed{seed}/{family}", family, accs[i], 0.70, seed=seed
+            )
+            (seeded / "curves" / family).mkdir(parents=True)
+            rows = ["step,train/tokens,val/loss", *(f"{s},{s * 1024},{7.0 + seed - s / 100}" for s in (100, 200))]
+            (seeded / "curves" / family / "pretrain.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "params.yaml").write_text("families: [gru, transformer]\nseeds: [1, 2, 3]\n")
+    text = report(config(tmp_path)).read_text()
+    # gains 4, 5, 3 points: mean 4.0, t(2) 4.303 x sd 1.0 / sqrt(3) = 2.48 either side
+    assert "gru: pretrained beats from scratch by 4.0 [1.5, 6.5] accuracy points" in text, text
+    assert "transformer: no significant difference between pretrained and from scratch (0.3 [" in text
+    gru = next(line for line in text.splitlines() if line.startswith("| gru"))
+    assert "0.740 [0.715, 0.765]" in gru and "0.700 [0.700, 0.700]" in gru  # accuracy over the seeds
+    assert "3 seeds: the mean and a t-interval over the seeds" in text and "pretraining 1, 2, 3" in text
+    combined = (tmp_path / "reports/curves/pretrain.csv").read_text().splitlines()
+    assert combined[1] == "gru,100,102400,8" and len(combined) == 5  # the seeds' mean: 7 + (1 + 2 + 3) / 3 - 1
+
+    shutil.rmtree(tmp_path / "eval/seed2/transformer")
+    with pytest.raises(LmlabError, match=r"eval/seed2/transformer/setting.json.*dvc repro evaluate@transformer-2"):
+        report(config(tmp_path))
+    (tmp_path / "params.yaml").write_text("families: [gru]\nseeds: [1, 1]\n")
+    with pytest.raises(LmlabError, match=r"seeds=\[1, 1\] names a seed twice"):
+        report(config(tmp_path))
 
 
 def test_every_compared_figure_carries_its_interval(tmp_path: Path) -> None:

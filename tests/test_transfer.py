@@ -16,7 +16,7 @@ from lmlab.errors import LmlabError
 from lmlab.transfer_report import PLOT, transfer_report
 from tests.helpers.evaluations import write_evaluation
 from tests.helpers.pipeline import shrink_training, write_tiny_datasets
-from tests.helpers.project import copy_files, copy_project, dvc
+from tests.helpers.project import ROOT, copy_files, copy_project, dvc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,7 +92,8 @@ def test_the_transfer_pipeline_reproduces_after_the_main_data_stages(tmp_path: P
     write_tiny_datasets(root, tmp_path)
     shrink_training(root)
     params = {"data": "tiny", "task_data": "tiny_reviews", "tokenizer": {"type": "bpe", "vocab_size": 120}}
-    (root / "params.yaml").write_text(yaml.safe_dump({**params, "families": ["lstm"]}))
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())  # seeds, scale, trainer, budget as make run's
+    (root / "params.yaml").write_text(yaml.safe_dump({**shipped, **params, "families": ["lstm"]}))
     copy_files(root, ("transfer/dvc.yaml", "transfer/params.yaml"))
     (root / "transfer/params.yaml").write_text(yaml.safe_dump({"families": ["lstm"], "steps": [2, 4]}))
 

@@ -7,10 +7,13 @@ applied to what `lmlab evaluate` kept per example (`lmlab.examples`). The report
 - Pretrained minus from scratch: a paired bootstrap (the same documents in every resample); the verdict says
   "beats" or "trails" only when its interval excludes zero, and a collapsed classifier is flagged instead of
   being read as evidence about its backbone.
+- Several seeds (`over_seeds`): each figure's mean and t-interval over the seeds' estimates, the difference
+  paired by seed (each seed's pretrained and from-scratch runs share its data order).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lmlab import metrics as M
@@ -28,6 +31,8 @@ class Figures:
     accuracy: dict[str, Interval] = field(default_factory=dict)  # classifier prefix (M.TEST, ...) -> accuracy
     collapsed: dict[str, tuple[str, float]] = field(default_factory=dict)  # prefix -> (class, share) if collapsed
     gain: Interval | None = None  # pretrained minus from-scratch accuracy, paired
+    seeds: int = 1
+    collapsed_seeds: dict[str, int] = field(default_factory=dict)  # prefix -> in how many seeds it collapsed
 
 
 def figures(examples: Examples, tokens_per_byte: float, classes: list[str]) -> Figures:
@@ -43,8 +48,36 @@ def figures(examples: Examples, tokens_per_byte: float, classes: list[str]) -> F
         top, share = examples.top_share(prefix)
         if examples.collapsed(prefix):
             out.collapsed[prefix] = (classes[top], share)
+            out.collapsed_seeds[prefix] = 1
     if M.TEST in examples.predictions and M.SCRATCH_TEST in examples.predictions:
         out.gain = stats.accuracy_difference(examples.correct(M.TEST), examples.correct(M.SCRATCH_TEST))
+    return out
+
+
+def over_seeds(runs: list[Figures], loss_to: Callable[[float, str], float]) -> Figures:
+    """One family's figures over its seeds: each estimate's mean with a t-interval over the seeds (the
+    bootstrap intervals of one seed are left behind: the seeds' spread holds the training noise they lack).
+    `loss_to(loss, key)` is the seed's loss mapped to ppl or bpb (`metrics.lm_figures`). A classifier collapsed
+    in any seed is flagged, with the seed count and its largest share."""
+    if len(runs) == 1:
+        return runs[0]
+    losses = [f.loss.estimate for f in runs]
+    spread = stats.over_seeds
+    out = Figures(
+        loss=spread(losses),
+        ppl=spread([loss_to(x, M.TEST_PPL) for x in losses]),
+        bpb=spread([loss_to(x, M.TEST_BPB) for x in losses]),
+        majority=runs[0].majority,  # the same labeled test set in every seed
+        seeds=len(runs),
+    )
+    for prefix in runs[0].accuracy:
+        out.accuracy[prefix] = spread([f.accuracy[prefix].estimate for f in runs])
+        hits = [f.collapsed[prefix] for f in runs if prefix in f.collapsed]
+        if hits:
+            out.collapsed[prefix] = max(hits, key=lambda hit: hit[1])
+            out.collapsed_seeds[prefix] = len(hits)
+    if all(f.gain is not None for f in runs):
+        out.gain = spread([f.gain.estimate for f in runs if f.gain is not None])
     return out
 
 
@@ -56,7 +89,9 @@ def pretraining_verdict(family: str, f: Figures) -> str:
     if f.gain is None:
         return f"- {family}: no from-scratch baseline was evaluated"
     flags = [
-        f"{CLASSIFIERS[prefix]} collapsed (it predicts {name!r} for {share:.0%} of test documents; the majority "
+        f"{CLASSIFIERS[prefix]} collapsed"
+        + (f" in {f.collapsed_seeds[prefix]} of {f.seeds} seeds" if f.seeds > 1 else "")
+        + f" (it predicts {name!r} for {share:.0%} of test documents; the majority "
         f"baseline scores {f.majority.estimate:.3f})"
         for prefix, (name, share) in f.collapsed.items()
     ]

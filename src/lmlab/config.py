@@ -189,7 +189,9 @@ class PathsConfig:
     """Where each stage writes; the layout is the contract between stages."""
 
     data_dir: str = "data"
-    runs_dir: str = "data/runs"  # training runs: <verb>/<family>[-scratch]/ (the pipeline's; by hand: outputs/)
+    runs_dir: str = (
+        "data/runs/seed1337"  # the pipeline's runs of one seed: <verb>/<family>[-scratch]/ (by hand: outputs/)
+    )
 
     def raw(self, dataset: str) -> Path:
         return Path(self.data_dir) / "raw" / dataset
@@ -345,6 +347,16 @@ class LoggerConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """What every family of a comparison is given the same amount of (`lmlab.budget`): params (matched sizes,
+    trainer.max_steps each), tokens (`tokens` training tokens each) or flops (`flops` training FLOPs each)."""
+
+    match: str = one_of(("params", "tokens", "flops"), "params")
+    tokens: float = at_least(0, 0.0)  # match=tokens: training tokens per family (0: not set)
+    flops: float = at_least(0, 0.0)  # match=flops: training FLOPs per family, forward + backward (0: not set)
+
+
+@dataclass
 class PretrainConfig:
     data: DatasetConfig = field(default_factory=DatasetConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -353,6 +365,7 @@ class PretrainConfig:
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     name: str = "default"  # experiment name: the W&B group
     resume: str = "auto"  # auto (last checkpoint of this run folder, if its config matches) | never | <path>
@@ -488,8 +501,11 @@ class EvaluateConfig:
     prompt: str = ""  # the sample's prompt; empty: the test split's first document, its first prompt_tokens
     prompt_tokens: int = at_least(1, 16)
     seed: int = 1337
-    device: str = "cpu"
+    device: str = "auto"  # auto: the GPU where there is one, else the CPU; or cpu, cuda, cuda:1, ...
     threads: int = at_least(0, 0)
+    # where the figures go (`out` and the rest, in conf/evaluate.yaml): the pipeline gives each seed its own
+    metrics_dir: str = "metrics"
+    eval_dir: str = "data/eval"
     out: str = MISSING  # metrics/<family>.json
     curves_dir: str = MISSING  # per-step curves (csv) for plots
     sample_file: str = MISSING  # a generated sample, for the report
@@ -504,6 +520,9 @@ class EvaluateConfig:
 @dataclass
 class ReportConfig:
     families: list[str] | None = None  # None: the `families` list of params_file (the pipeline's)
+    # each seed's evaluations are in seed<k>/ of metrics_dir and samples_dir; None: the `seeds` list of
+    # params_file; [] (or a params_file without seeds): directly in them, as one `lmlab evaluate` by hand
+    seeds: list[int] | None = None
     params_file: str = "params.yaml"
     metrics_dir: str = "metrics"  # <family>.json and curves/<family>/*.csv from `lmlab evaluate`
     samples_dir: str = "data/eval"

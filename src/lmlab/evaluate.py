@@ -74,6 +74,7 @@ RUN_RECORD = "the run writes it when it starts: run it again (`dvc repro` resume
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     check_lengths(cfg.generation_lengths)  # before minutes of measuring
+    cfg.device = resolved_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
@@ -138,6 +139,13 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     write_json(Path(cfg.out), metrics)  # first: a W&B failure (no network) must not lose the figures
     log_evaluation(cfg, metrics, {"pretrain": pretrain_run, **{FINETUNE_JOBS[p]: run for p, run in runs.items()}})
     return metrics
+
+
+def resolved_device(device: str) -> str:
+    """`auto`: the GPU where there is one, so that the pipeline evaluates on the machine its trainer used."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def length_figures(

@@ -15,10 +15,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lmlab import budget
 from lmlab import metrics as M
 from lmlab.config import PretrainConfig
 from lmlab.data.atomic import write_json
 from lmlab.data.corpus import Corpus
+from lmlab.errors import LmlabError
 from lmlab.models import build_model, family_config
 from lmlab.runs import STABLE_CHECKPOINT, Extension, RunFolder, code_version, open_corpus, train_held
 from lmlab.tasks import optim
@@ -77,14 +79,7 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
     corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
     L.seed_everything(cfg.batches.seed, workers=True, verbose=False)
     model = build_model(cfg.model, corpus.vocab_size)
-    # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
-    given_id = os.environ.get("WANDB_RUN_ID")
-    start = run.plan(
-        cfg.resume, identity(cfg, corpus), secrets.token_hex(4), given_id, extension(cfg, corpus), cfg.keep_replaced
-    )
     window = model.window(cfg.batches.bptt)
-    if cfg.trainer.compile:
-        model.compile()
     task = PretrainTask(
         model,
         window,
@@ -94,6 +89,16 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
         corpus.tokens_per_byte("val"),
         corpus={"name": cfg.data.name, "tokenizer": cfg.tokenizer.name, "folder": str(corpus.folder)},
     )
+    # budget.match=tokens|flops: this family's steps, before the schedule (and so the run's identity) is fixed
+    per_rank = cfg.batches.batch_size * window
+    task.max_steps = cfg.trainer.max_steps = budget.steps(cfg.budget, cfg.trainer, per_rank, task.train_flops_per_token)
+    # `wandb agent` and `lmlab sweep` name each trial's run in WANDB_RUN_ID (in a sweep W&B ignores any other id)
+    given_id = os.environ.get("WANDB_RUN_ID")
+    start = run.plan(
+        cfg.resume, identity(cfg, corpus), secrets.token_hex(4), given_id, extension(cfg, corpus), cfg.keep_replaced
+    )
+    if cfg.trainer.compile:
+        model.compile()
     data = PretrainData(corpus, cfg.batches, model.stateful, window, cfg.trainer.accumulate)
 
     tags = [cfg.model.family, cfg.data.name, cfg.tokenizer.name, *cfg.tags]
@@ -104,16 +109,23 @@ def train_in(cfg: PretrainConfig, run: RunFolder) -> dict[str, Any]:
         stable = optim.cooldown_start(cfg.optim, cfg.trainer.max_steps)
         callbacks.append(CheckpointAt(stable, run.checkpoints / STABLE_CHECKPOINT))
     trainer = make_trainer(cfg.trainer, run.path, logger, callbacks, label=f"pretrain {cfg.model.family}")
+    if cfg.budget.match != "params" and trainer.world_size != budget.ranks(cfg.trainer):
+        raise LmlabError(
+            f"budget.match={cfg.budget.match} counted {budget.ranks(cfg.trainer)} processes from "
+            f"trainer.devices={cfg.trainer.devices!r}, but the trainer started {trainer.world_size}: give "
+            "trainer.devices as a number"
+        )
     run.begin(start, trainer.is_global_zero)
     if logger is not None:
         logger.log_hyperparams({M.PARAMS: model.num_params})
     if trainer.is_global_zero:
         log.info(
-            "pretraining %s (%s parameters) on %s for %d steps, %s, run folder %s%s",
+            "pretraining %s (%s parameters) on %s for %d steps%s, %s, run folder %s%s",
             cfg.model.family,
             f"{model.num_params:,}",
             corpus.folder,
             cfg.trainer.max_steps,
+            budget.spent(cfg.budget),
             device_line(trainer),
             run.path,
             f", resuming from {start.checkpoint}" if start.checkpoint else "",

@@ -24,8 +24,9 @@ from omegaconf import OmegaConf
 
 from lmlab import metrics as M
 from lmlab import report_lengths as lengths
+from lmlab import stats
 from lmlab.colours import family_colours
-from lmlab.comparison import figures, pretraining_verdict
+from lmlab.comparison import figures, over_seeds, pretraining_verdict
 from lmlab.config import ReportConfig
 from lmlab.data.atomic import NUMBER, check_keys, read_json, write_json
 from lmlab.errors import LmlabError
@@ -70,32 +71,90 @@ COLLAPSE_MARKED = {M.TEST_ACC: M.TEST, M.SCRATCH_TEST_ACC: M.SCRATCH_TEST}
 SETTING = {"corpus": dict, "labeled": dict, "tokenizer": str, "pretraining": dict, "evaluation": dict, "commit": str}
 
 
+def pipeline_params(cfg: ReportConfig, needed: str) -> dict[str, Any]:
+    """params_file's values; a missing file is an error naming `needed`, the setting that would do without it."""
+    params = Path(cfg.params_file)
+    if not params.is_file():
+        raise LmlabError(f"{needed}=null reads them from {params}, which does not exist; give {needed}=[...]")
+    return dict(OmegaConf.to_container(OmegaConf.load(params)) or {})
+
+
 def family_names(cfg: ReportConfig) -> list[str]:
-    if cfg.families is not None:
-        names = list(cfg.families)
-    else:
-        params = Path(cfg.params_file)
-        if not params.is_file():
-            raise LmlabError(f"families=null reads them from {params}, which does not exist; give families=[...]")
-        names = list(OmegaConf.load(params).get("families") or [])
+    names = (
+        list(cfg.families) if cfg.families is not None else list(pipeline_params(cfg, "families").get("families") or [])
+    )
     if not names:
         raise LmlabError("no families to report: give families=[gru,transformer,...] (or list them in params.yaml)")
     return names
 
 
+def seed_folders(cfg: ReportConfig) -> list[str]:
+    """Each seed's folder in metrics_dir and samples_dir (the pipeline's `seed<k>`), or the two folders
+    themselves ("") where there are no seeds: one `lmlab evaluate` by hand."""
+    if cfg.seeds is not None:
+        seeds = list(cfg.seeds)
+    else:  # the pipeline's; without a params file, the evaluations of `lmlab evaluate` by hand
+        seeds = pipeline_params(cfg, "seeds").get("seeds") or [] if Path(cfg.params_file).is_file() else []
+    if len(set(seeds)) != len(seeds):
+        raise LmlabError(f"seeds={list(seeds)} names a seed twice: give each once")
+    return [f"seed{seed}" for seed in seeds] or [""]
+
+
 def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
-    """Each family's metrics, curves and sample; a missing or damaged file names the stage that makes it."""
-    families: dict[str, dict[str, Any]] = {}
-    for family in family_names(cfg):
-        rebuild = f"run `dvc repro evaluate@{family}` (or `lmlab evaluate family={family}`)"
-        evaluated = Path(cfg.samples_dir) / family
-        curves = Path(cfg.metrics_dir) / "curves" / family
-        families[family] = {
-            **read_evaluation(Path(cfg.metrics_dir) / f"{family}.json", evaluated, rebuild),
-            "pretrain": read_curve(curves / f"{M.PRETRAIN_CURVE_FILE}.csv"),
-            **{name: read_curve(curves / f"{name}.csv") for name in lengths.CURVES},
-        }
-    return families
+    """Each family's metrics, curves and sample, over its seeds (`combined`); a missing or damaged file names
+    the stage that makes it."""
+    seeds = seed_folders(cfg)
+    return {family: combined([load_run(cfg, family, seed) for seed in seeds]) for family in family_names(cfg)}
+
+
+def load_run(cfg: ReportConfig, family: str, seed: str) -> dict[str, Any]:
+    """One family's evaluation at one seed (its folder `seed`, "" for none)."""
+    stage = f"evaluate@{family}-{seed.removeprefix('seed')}" if seed else f"evaluate@{family}"
+    rebuild = f"run `dvc repro {stage}` (or `lmlab evaluate family={family}`)"
+    metrics_dir = Path(cfg.metrics_dir) / seed
+    curves = metrics_dir / "curves" / family
+    return {
+        **read_evaluation(metrics_dir / f"{family}.json", Path(cfg.samples_dir) / seed / family, rebuild),
+        **{kind: read_curve(curves / f"{kind}.csv") for kind in (*M.CURVE_FILES, *lengths.CURVES)},
+    }
+
+
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A family over its seeds: the figures with t-intervals over the seeds (`comparison.over_seeds`), the
+    other metrics and every curve their mean over the seeds (the length table's intervals again a t-interval
+    over the seeds' losses), the first seed's sample; `settings` keeps each seed's Setting."""
+    first = runs[0]
+    if len(runs) == 1:
+        return {**first, "settings": [first["setting"]]}
+    numbers = [
+        key for key, v in first["metrics"].items() if all(isinstance(r["metrics"].get(key), int | float) for r in runs)
+    ]
+    tokens_per_byte = first["tokens_per_byte"]
+    curves = {kind: mean_curve([r[kind] for r in runs]) for kind in (*M.CURVE_FILES, *lengths.CURVES)}
+    for row, *seeds in zip(curves[M.LENGTH_FILE], *(r[M.LENGTH_FILE] for r in runs), strict=False):
+        spread = stats.over_seeds([seed["loss"] for seed in seeds])
+        row.update(low=spread.low, high=spread.high)
+    return {
+        **first,
+        **curves,
+        "metrics": {**first["metrics"], **{key: sum(r["metrics"][key] for r in runs) / len(runs) for key in numbers}},
+        "figures": over_seeds(
+            [r["figures"] for r in runs], lambda loss, key: M.lm_figures("test", loss, tokens_per_byte)[key]
+        ),
+        "settings": [r["setting"] for r in runs],
+    }
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Row by row (the seeds' runs log at the same steps and lengths), each column's mean over the seeds
+    that have it; as many rows as the shortest curve."""
+    rows = []
+    for seeds in zip(*curves, strict=False):
+        keys = dict.fromkeys(key for row in seeds for key in row)
+        rows.append(
+            {key: sum(row[key] for row in seeds if key in row) / sum(key in row for row in seeds) for key in keys}
+        )
+    return rows
 
 
 def read_evaluation(path: Path, evaluated: Path, rebuild: str) -> dict[str, Any]:
@@ -115,6 +174,7 @@ def read_evaluation(path: Path, evaluated: Path, rebuild: str) -> dict[str, Any]
         "sample": sample.read_text().strip() if sample.is_file() else "",
         "setting": setting,
         "figures": figures(examples, test[0] / test[1], setting["labeled"].get("classes", [])),
+        "tokens_per_byte": test[0] / test[1],
     }
 
 
@@ -155,7 +215,7 @@ def report(cfg: ReportConfig) -> Path:
         lengths.plots(families, staging)
         (staging / "comparison.md").write_text(markdown(families))
         write_json(staging / SUMMARY, summary(families))
-        combine_curves(Path(cfg.metrics_dir) / "curves", list(families), staging / "curves")
+        combine_curves(families, staging / "curves")
         out.mkdir(parents=True, exist_ok=True)
         for item in staging.iterdir():
             if item.is_dir():
@@ -166,16 +226,13 @@ def report(cfg: ReportConfig) -> Path:
     return out / "comparison.md"
 
 
-def combine_curves(curves_dir: Path, families: list[str], out: Path) -> None:
-    """``<kind>.csv`` of every family's ``<curves_dir>/<family>/<kind>.csv`` rows, each with its family."""
+def combine_curves(families: dict[str, dict[str, Any]], out: Path) -> None:
+    """``<kind>.csv`` of every family's curve rows (their mean over the seeds), each with its family."""
     out.mkdir()
     for kind in M.CURVE_FILES:
-        rows: list[dict[str, str]] = []
-        for family in families:
-            path = curves_dir / family / f"{kind}.csv"
-            if path.is_file():
-                with path.open(newline="") as f:
-                    rows += [{"family": family, **row} for row in csv.DictReader(f)]
+        rows = [
+            {"family": name, **{k: f"{v:g}" for k, v in row.items()}} for name, f in families.items() for row in f[kind]
+        ]
         fields = list(dict.fromkeys(key for row in rows for key in row))
         with (out / f"{kind}.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields or ["family"])
@@ -206,8 +263,8 @@ def markdown(families: dict[str, dict[str, Any]]) -> str:
         "",
         "One row per family, all trained on the same data, tokenizer, steps and schedule "
         "(made by `lmlab report` from `metrics/<family>.json`; `dvc repro` rebuilds it). "
-        f"Brackets: {CONFIDENCE:.0%} intervals (one seed: a bootstrap over test documents for accuracy, "
-        "over blocks of test text for ppl and bpb); overlapping intervals are no evidence of a difference.",
+        f"Brackets: {CONFIDENCE:.0%} intervals ({how_intervals(families)}); overlapping intervals are no "
+        "evidence of a difference.",
         "",
         *setting_lines(families),
         "",
@@ -232,7 +289,8 @@ def markdown(families: dict[str, dict[str, Any]]) -> str:
         "## Does pretraining pay?",
         "",
         "Fine-tuned from the pretrained model minus the same recipe from scratch, on the same test documents "
-        "(a paired bootstrap): *beats* or *trails* only where the interval excludes zero.",
+        f"({'a t-interval over the seeds of the paired difference' if seeds_of(families) > 1 else 'a paired bootstrap'}"
+        "): *beats* or *trails* only where the interval excludes zero.",
         "",
         *(pretraining_verdict(name, f["figures"]) for name, f in families.items()),
         "",
@@ -259,6 +317,20 @@ def prompt_of(families: dict[str, dict[str, Any]]) -> str:
     return str(next(iter(families.values()))["setting"]["evaluation"].get("prompt", ""))
 
 
+def seeds_of(families: dict[str, dict[str, Any]]) -> int:
+    return len(next(iter(families.values()))["settings"])
+
+
+def how_intervals(families: dict[str, dict[str, Any]]) -> str:
+    seeds = seeds_of(families)
+    if seeds > 1:
+        return (
+            f"{seeds} seeds: the mean and a t-interval over the seeds, which holds the training noise as well; "
+            "the other columns and the curves are means over the seeds"
+        )
+    return "one seed: a bootstrap over test documents for accuracy, over blocks of test text for ppl and bpb"
+
+
 def setting_lines(families: dict[str, dict[str, Any]]) -> list[str]:
     """What every figure was measured on: data, tokenizer, budget, device, seeds, code."""
     first = next(iter(families.values()))["setting"]
@@ -275,8 +347,9 @@ def setting_lines(families: dict[str, dict[str, Any]]) -> list[str]:
         budget += f"; training FLOPs (forward + backward, counted from each architecture): {', '.join(flops)}"
     pretraining = next(iter(budgets.values()))
     device = ", ".join(f"{k} {pretraining[k]}" for k in ("accelerator", "devices", "precision") if k in pretraining)
-    seeds = sorted({str(b.get("seed")) for b in budgets.values()})
-    tuning = sorted({str(s) for f in families.values() for s in f["setting"].get("fine-tuning seeds", {}).values()})
+    settings = [setting for f in families.values() for setting in f["settings"]]
+    seeds = sorted({str(setting["pretraining"].get("seed")) for setting in settings})
+    tuning = sorted({str(s) for setting in settings for s in setting.get("fine-tuning seeds", {}).values()})
     splits = ", ".join(f"{split} {n:,}" for split, n in corpus.get("tokens", {}).items())
     documents = ", ".join(f"{split} {n:,}" for split, n in labeled.get("documents", {}).items())
     return [
@@ -286,7 +359,8 @@ def setting_lines(families: dict[str, dict[str, Any]]) -> list[str]:
         f"- **labeled set** {labeled.get('name')} (classes {', '.join(map(str, labeled.get('classes', [])))}): "
         f"documents per split {documents}",
         f"- **pretraining budget**: {budget}" + (f"; {device}" if device else ""),
-        f"- **seeds**: pretraining {', '.join(seeds)}; fine-tuning {', '.join(tuning)} (one seed per run)",
+        f"- **seeds**: pretraining {', '.join(seeds)}; fine-tuning {', '.join(tuning)} (one seed per run; "
+        f"{seeds_of(families)} per family)",
         f"- **evaluation**: the first {evaluation.get('test tokens', 0):,} test tokens, "
         f"{evaluation.get('test documents', 0):,} test documents, on {evaluation.get('device')}",
         f"- **code**: commit {first['commit']}",

@@ -26,6 +26,7 @@ def write_evaluation(
     scratch_acc: float,
     collapsed: bool = False,
     steps: int = 300,
+    seed: int = 1337,
 ) -> None:
     """The metrics file and the evaluation folder (sample, per-example record, Setting) of a family pretrained
     `steps` steps, with per-example records that give `acc` and `scratch_acc`."""
@@ -62,11 +63,11 @@ def write_evaluation(
             "steps": steps,
             "tokens": steps * 1024,
             "flops": steps * 1024 * 3e6 * (1.5 if family == "transformer" else 1.0),
-            "seed": 1337,
+            "seed": seed,
             "accelerator": "cpu",
             "precision": "32-true",
         },
-        "fine-tuning seeds": {"test/": 1337, "scratch/test/": 1337},
+        "fine-tuning seeds": {"test/": seed, "scratch/test/": seed},
         "evaluation": {"device": "cpu", "test tokens": 51_200, "test documents": DOCS, "prompt": "The year began"},
         "commit": "0123456789ab",
     }
