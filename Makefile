@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo; awk '/^## Results/{on=1} /^## Plots/{on=0} on && !/^- \*\*/' reports/comparison.md
-	@echo "report: $(CURDIR)/reports/comparison.md (plots beside it; metrics/<family>.json; \`dvc plots show\` for curves)"
+	@echo "report: $(CURDIR)/reports/comparison.md (plots beside it; metrics/seed<k>/<family>.json; \`dvc plots show\` for curves)"
 
 test: setup
 	$(BIN)/ruff check src tests bench

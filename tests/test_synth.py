@@ -274,3 +274,9 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     assert rows["| lstm2"].endswith("solved |") and rows["| transformer2"].endswith("at chance |")
     assert "| 0.003; 0.01: 0.505 | 0.510 [0.490, 0.530] at chance |" in rows["| transformer2"]
     assert sum(line.startswith("| transformer |") for line in report.read_text().splitlines()) == 2  # a row each
+
+    # a second file of one setting at one rate (a renamed copy): which of them is the run is not the report's guess
+    copy = tmp_path / "metrics/parity/transformer-old.json"
+    copy.write_text((tmp_path / "metrics/parity/transformer-lr0.01.json").read_text())
+    with pytest.raises(LmlabError, match=r"transformer-lr0.01.json and .*transformer-old.json are runs of one setting"):
+        synth_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))

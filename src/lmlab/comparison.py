@@ -84,9 +84,21 @@ def over_seeds(runs: list[Figures], loss_to: Callable[[float, str], float]) -> F
 CLASSIFIERS = {M.TEST: "the pretrained classifier", M.SCRATCH_TEST: "the from-scratch classifier"}
 
 
+def outcome(f: Figures) -> str:
+    """Pretrained against from scratch in a word: "no baseline", "collapsed" (no verdict), "no significant
+    difference", "beats" or "trails" (`stats.verdict`'s reading of the difference's interval)."""
+    if f.gain is None:
+        return "no baseline"
+    if f.collapsed:
+        return "collapsed"
+    if not f.gain.excludes_zero():
+        return "no significant difference"
+    return "beats" if f.gain.estimate > 0 else "trails"
+
+
 def pretraining_verdict(family: str, f: Figures) -> str:
     """One line: does fine-tuning from this family's pretrained model beat the same recipe from scratch?"""
-    if f.gain is None:
+    if outcome(f) == "no baseline":
         return f"- {family}: no from-scratch baseline was evaluated"
     flags = [
         f"{CLASSIFIERS[prefix]} collapsed"
@@ -96,7 +108,7 @@ def pretraining_verdict(family: str, f: Figures) -> str:
         for prefix, (name, share) in f.collapsed.items()
     ]
     both = f"pretrained {f.accuracy[M.TEST].show()} vs from scratch {f.accuracy[M.SCRATCH_TEST].show()} accuracy"
-    if flags:
+    if outcome(f) == "collapsed":
         return f"- {family}: **no verdict**: " + "; ".join(flags) + f". {both}."
     points = f.gain.map(lambda x: 100 * x)
     return f"- {family}: {stats.verdict(points, 'pretrained', 'from scratch', ' accuracy points', 1)}; {both}"

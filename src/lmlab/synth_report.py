@@ -41,7 +41,7 @@ REBUILD = "run `dvc repro synth/dvc.yaml` (or `lmlab synth` for that run) to wri
 
 
 def load(folder: Path) -> list[dict[str, Any]]:
-    runs = [read_json(path, REBUILD, REQUIRED, OPTIONAL) for path in sorted(folder.glob("*.json"))]
+    runs = [{**read_json(path, REBUILD, REQUIRED, OPTIONAL), "path": path} for path in sorted(folder.glob("*.json"))]
     for run in runs:
         for key, value in run.get("intervals", {}).items():
             if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, NUMBER) for v in value)):
@@ -56,10 +56,11 @@ def interval(run: dict[str, Any], key: str) -> tuple[float, float, float]:
     return value, float(low), float(high)
 
 
-def verdict(low: float, high: float, chance: float | None = None) -> str:
+def parity_verdict(low: float, high: float, chance: float) -> str:
+    """Parity's verdict: "at chance" when the interval holds the accuracy of guessing (1/modulus)."""
     if low >= SOLVED:
         return "solved"
-    if chance is not None and low <= chance <= high:
+    if low <= chance <= high:
         return "at chance"
     return "partly"
 
@@ -92,6 +93,14 @@ def best_per_setting(runs: list[dict[str, Any]], setting: tuple[str, ...]) -> li
         groups[tuple(run.get(key) for key in setting)].append(run)
     best = []
     for items in groups.values():
+        by_lr: dict[Any, Path] = {}
+        for run in items:
+            if run.get("lr") in by_lr:
+                raise LmlabError(
+                    f"{by_lr[run.get('lr')]} and {run['path']} are runs of one setting at one learning rate "
+                    f"({', '.join(f'{k} {run.get(k)}' for k in setting)}, lr {run.get('lr')}): remove one"
+                )
+            by_lr[run.get("lr")] = run["path"]
         chosen = max(items, key=lambda r: r[M.VAL_ACC])
         tried = {r["lr"]: r[M.VAL_ACC] for r in items if "lr" in r and r is not chosen}
         best.append({**chosen, "tried": tried})
@@ -185,7 +194,7 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
                 continue
             value, low, high = interval(run, key)
             cells.append(
-                "no answers" if math.isnan(value) else f"{shown(value, low, high)} {verdict(low, high, chance)}"
+                "no answers" if math.isnan(value) else f"{shown(value, low, high)} {parity_verdict(low, high, chance)}"
             )
         lines.append(
             f"| {run['family']} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} "

@@ -20,11 +20,12 @@ from matplotlib.figure import Figure
 
 from lmlab import metrics as M
 from lmlab.colours import family_colours
-from lmlab.comparison import Figures, pretraining_verdict
+from lmlab.comparison import Figures, outcome, pretraining_verdict
 from lmlab.config import ReportConfig
 from lmlab.data.atomic import staged_dir
 from lmlab.errors import LmlabError
 from lmlab.report import read_evaluation
+from lmlab.stats import Interval
 
 PLOT = "transfer_accuracy.png"
 NAME = re.compile(r"(?P<family>\w+)-(?P<steps>\d+)\.json")
@@ -67,15 +68,6 @@ def scratch_of(budgets: dict[int, dict[str, Any]]) -> Figures:
     return next(iter(budgets.values()))["figures"]
 
 
-def outcome(f: Figures) -> str:
-    """A budget's verdict in a word, as `pretraining_verdict` words it in full."""
-    if f.collapsed:
-        return "collapsed"
-    if f.gain is None or not f.gain.excludes_zero():
-        return "no significant difference"
-    return "beats" if f.gain.estimate > 0 else "trails"
-
-
 def headline(family: str, budgets: dict[int, dict[str, Any]]) -> str:
     """From which budget on the pretrained classifier beats the from-scratch one at every larger budget too,
     then the budgets at each outcome."""
@@ -92,8 +84,13 @@ def headline(family: str, budgets: dict[int, dict[str, Any]]) -> str:
     return f"- **{family}**: {verdict} ({'; '.join(f'{word} at {steps}' for word, steps in at.items())})"
 
 
+def majority_of(studies: dict[str, dict[int, dict[str, Any]]]) -> Interval:
+    """The majority-class baseline's accuracy: every evaluation holds it, on the same test documents."""
+    return scratch_of(next(iter(studies.values()))).majority
+
+
 def markdown(studies: dict[str, dict[int, dict[str, Any]]]) -> str:
-    majority = scratch_of(next(iter(studies.values()))).majority
+    majority = majority_of(studies)
     lines = [
         "# When does pretraining pay?",
         "",
@@ -150,7 +147,7 @@ def plot(studies: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
         scratch = scratch_of(budgets).accuracy[M.SCRATCH_TEST]
         ax.axhline(scratch.estimate, color=colours[family], linestyle="--", label=f"{family}, from scratch")
         ax.axhspan(scratch.low, scratch.high, color=colours[family], alpha=0.1)
-    majority = scratch_of(next(iter(studies.values()))).majority
+    majority = majority_of(studies)
     ax.axhline(majority.estimate, color="grey", linestyle=":", label="majority class")
     ax.set_xscale("log")
     ax.set(xlabel="pretraining tokens (log scale)", ylabel="test accuracy after fine-tuning")
