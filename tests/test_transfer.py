@@ -95,7 +95,9 @@ def test_the_transfer_pipeline_reproduces_after_the_main_data_stages(tmp_path: P
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())  # seeds, scale, trainer, budget as make run's
     (root / "params.yaml").write_text(yaml.safe_dump({**shipped, **params, "families": ["lstm"]}))
     copy_files(root, ("transfer/dvc.yaml", "transfer/params.yaml"))
-    (root / "transfer/params.yaml").write_text(yaml.safe_dump({"families": ["lstm"], "steps": [2, 4]}))
+    (root / "transfer/params.yaml").write_text(
+        yaml.safe_dump({"families": ["lstm"], "steps": [2, 4], "finetune_steps": 4})
+    )
 
     result = dvc("repro", "transfer/dvc.yaml", cwd=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
