@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lmlab.colours import family_colours
 from lmlab.config import ReportConfig
 from lmlab.errors import LmlabError
+from lmlab.evaluate import resolved_device
 from lmlab.report import COLUMNS, PLOTS, report
 from tests.helpers.evaluations import write_evaluation
 from tests.helpers.project import ROOT
@@ -131,7 +133,9 @@ def test_a_collapsed_classifier_is_flagged_not_compared(tmp_path: Path) -> None:
 def test_families_given_override_params_and_a_missing_one_names_its_stage(tmp_path: Path) -> None:
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
     (tmp_path / "params.yaml").write_text("families: [gru, lstm]\n")
-    with pytest.raises(LmlabError, match=r"metrics/lstm.json: run `dvc repro evaluate@lstm`"):
+    with pytest.raises(
+        LmlabError, match=r"metrics/lstm.json: run `lmlab evaluate family=lstm metrics_dir=.*/metrics eval_dir=.*/eval`"
+    ):
         report(config(tmp_path))
     assert not (tmp_path / "reports").exists()  # nothing half-written
     assert report(config(tmp_path, ["gru"])).is_file()
@@ -141,7 +145,7 @@ def test_a_failed_rebuild_keeps_the_previous_report(tmp_path: Path) -> None:
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
     first = report(config(tmp_path, ["gru"])).read_text()
     (tmp_path / "metrics/gru.json").write_text("{not json")
-    with pytest.raises(LmlabError, match=r"gru.json is not valid JSON .*evaluate@gru"):
+    with pytest.raises(LmlabError, match=r"gru.json is not valid JSON .*lmlab evaluate family=gru"):
         report(config(tmp_path, ["gru"]))
     assert (tmp_path / "reports/comparison.md").read_text() == first
 
@@ -175,7 +179,9 @@ def test_metrics_of_the_wrong_shape_name_the_file_and_leave_the_report_and_no_st
     (tmp_path / "metrics/gru.json").write_text(content)
     with pytest.raises(LmlabError, match=problem) as caught:
         report(config(tmp_path, ["gru"]))
-    assert str(tmp_path / "metrics/gru.json") in str(caught.value) and "dvc repro evaluate@gru" in str(caught.value)
+    assert str(tmp_path / "metrics/gru.json") in str(caught.value) and "run `lmlab evaluate family=gru" in str(
+        caught.value
+    )
     assert (tmp_path / "reports/comparison.md").read_text() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "metrics", "reports"]
 
@@ -192,3 +198,18 @@ def test_a_failure_while_writing_leaves_no_staging_folder(tmp_path: Path, monkey
         report(config(tmp_path, ["gru"]))
     assert (tmp_path / "reports/comparison.md").read_text() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "metrics", "reports"]
+
+
+def test_evaluate_auto_takes_the_device_the_pretraining_run_trained_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """device=auto: inference figures from the machine the training figures came from, not any GPU present."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for accelerator, device in (("gpu", "cuda"), ("cpu", "cpu"), ("auto", "cuda")):
+        run = tmp_path / accelerator
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra/config.yaml").write_text(f"trainer:\n  accelerator: {accelerator}\n")
+        assert resolved_device("auto", run) == device, accelerator
+        assert resolved_device("cuda:1", run) == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolved_device("auto", tmp_path / "gpu") == "cpu"  # trained on a GPU, evaluated where there is none

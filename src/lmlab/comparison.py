@@ -65,8 +65,8 @@ def over_seeds(runs: list[Figures], loss_to: Callable[[float, str], float]) -> F
     spread = stats.over_seeds
     out = Figures(
         loss=spread(losses),
-        ppl=spread([loss_to(x, M.TEST_PPL) for x in losses]),
-        bpb=spread([loss_to(x, M.TEST_BPB) for x in losses]),
+        ppl=spread(losses).map(lambda x: loss_to(x, M.TEST_PPL)),  # as one seed's: the loss interval mapped
+        bpb=spread(losses).map(lambda x: loss_to(x, M.TEST_BPB)),
         majority=runs[0].majority,  # the same labeled test set in every seed
         seeds=len(runs),
     )

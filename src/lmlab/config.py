@@ -501,12 +501,13 @@ class EvaluateConfig:
     prompt: str = ""  # the sample's prompt; empty: the test split's first document, its first prompt_tokens
     prompt_tokens: int = at_least(1, 16)
     seed: int = 1337
-    device: str = "auto"  # auto: the GPU where there is one, else the CPU; or cpu, cuda, cuda:1, ...
+    device: str = "auto"  # auto: the GPU if the pretraining run trained on one, else the CPU; or cpu, cuda, ...
     threads: int = at_least(0, 0)
-    # where the figures go (`out` and the rest, in conf/evaluate.yaml): the pipeline gives each seed its own
-    metrics_dir: str = "metrics"
-    eval_dir: str = "data/eval"
-    out: str = MISSING  # metrics/<family>.json
+    # where the figures go (`out` and the rest, in conf/evaluate.yaml): make run's seed's folders by default, as
+    # paths.runs_dir; the pipeline gives each seed its own
+    metrics_dir: str = "metrics/seed1337"
+    eval_dir: str = "data/eval/seed1337"
+    out: str = MISSING  # <metrics_dir>/<family>.json
     curves_dir: str = MISSING  # per-step curves (csv) for plots
     sample_file: str = MISSING  # a generated sample, for the report
     examples_file: str = MISSING  # per-example losses and predictions, for the report's intervals (lmlab.examples)

@@ -74,7 +74,7 @@ RUN_RECORD = "the run writes it when it starts: run it again (`dvc repro` resume
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     check_lengths(cfg.generation_lengths)  # before minutes of measuring
-    cfg.device = resolved_device(cfg.device)
+    cfg.device = resolved_device(cfg.device, Path(cfg.pretrain_run))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
@@ -141,11 +141,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     return metrics
 
 
-def resolved_device(device: str) -> str:
-    """`auto`: the GPU where there is one, so that the pipeline evaluates on the machine its trainer used."""
+def resolved_device(device: str, pretrain_run: Path) -> str:
+    """`auto`: the GPU where the pretraining run trained on one (and one is here), else the CPU, so that the
+    pipeline's inference figures come from the machine its training figures do."""
     if device != "auto":
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    accelerator = hydra_trainer(pretrain_run).get("accelerator", "cpu")
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "cuda" if gpu and torch.cuda.is_available() else "cpu"
 
 
 def length_figures(

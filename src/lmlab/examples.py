@@ -1,5 +1,6 @@
 """What `lmlab evaluate` keeps per test example, so that `lmlab report` can put an interval on every figure
-(`lmlab.stats`): ``data/eval/<family>/examples.npz``, beside the sample.
+(`lmlab.stats`): ``<eval_dir>/<family>/examples.npz`` beside the sample (the pipeline's eval_dir:
+``data/eval/seed<k>``).
 
 - ``block_nats``, ``block_tokens``: summed loss and predicted tokens of each block of test text (one row of one
   evaluation window): the units the loss's block bootstrap resamples.

@@ -109,12 +109,16 @@ def load(cfg: ReportConfig) -> dict[str, dict[str, Any]]:
 
 def load_run(cfg: ReportConfig, family: str, seed: str) -> dict[str, Any]:
     """One family's evaluation at one seed (its folder `seed`, "" for none)."""
-    stage = f"evaluate@{family}-{seed.removeprefix('seed')}" if seed else f"evaluate@{family}"
-    rebuild = f"run `dvc repro {stage}` (or `lmlab evaluate family={family}`)"
-    metrics_dir = Path(cfg.metrics_dir) / seed
+    metrics_dir, evaluated = Path(cfg.metrics_dir) / seed, Path(cfg.samples_dir) / seed / family
+    by_hand = f"lmlab evaluate family={family} metrics_dir={metrics_dir} eval_dir={evaluated.parent}"
+    if seed:
+        by_hand += f" paths.runs_dir=data/runs/{seed}"
+        rebuild = f"run `dvc repro evaluate@{family}-{seed.removeprefix('seed')}` (or `{by_hand}`)"
+    else:
+        rebuild = f"run `{by_hand}`"
     curves = metrics_dir / "curves" / family
     return {
-        **read_evaluation(metrics_dir / f"{family}.json", Path(cfg.samples_dir) / seed / family, rebuild),
+        **read_evaluation(metrics_dir / f"{family}.json", evaluated, rebuild),
         **{kind: read_curve(curves / f"{kind}.csv") for kind in (*M.CURVE_FILES, *lengths.CURVES)},
     }
 
@@ -131,7 +135,7 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     tokens_per_byte = first["tokens_per_byte"]
     curves = {kind: mean_curve([r[kind] for r in runs]) for kind in (*M.CURVE_FILES, *lengths.CURVES)}
-    for row, *seeds in zip(curves[M.LENGTH_FILE], *(r[M.LENGTH_FILE] for r in runs), strict=False):
+    for row, *seeds in zip(curves[M.LENGTH_FILE], *(r[M.LENGTH_FILE] for r in runs if r[M.LENGTH_FILE]), strict=False):
         spread = stats.over_seeds([seed["loss"] for seed in seeds])
         row.update(low=spread.low, high=spread.high)
     return {
@@ -147,9 +151,9 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
     """Row by row (the seeds' runs log at the same steps and lengths), each column's mean over the seeds
-    that have it; as many rows as the shortest curve."""
+    that have it; as many rows as the shortest curve a seed has (a seed without the curve file is left out)."""
     rows = []
-    for seeds in zip(*curves, strict=False):
+    for seeds in zip(*(curve for curve in curves if curve), strict=False):
         keys = dict.fromkeys(key for row in seeds for key in row)
         rows.append(
             {key: sum(row[key] for row in seeds if key in row) / sum(key in row for row in seeds) for key in keys}
@@ -231,7 +235,9 @@ def combine_curves(families: dict[str, dict[str, Any]], out: Path) -> None:
     out.mkdir()
     for kind in M.CURVE_FILES:
         rows = [
-            {"family": name, **{k: f"{v:g}" for k, v in row.items()}} for name, f in families.items() for row in f[kind]
+            {"family": name, **{k: f"{v:.12g}" for k, v in row.items()}}
+            for name, f in families.items()
+            for row in f[kind]
         ]
         fields = list(dict.fromkeys(key for row in rows for key in row))
         with (out / f"{kind}.csv").open("w", newline="") as f:
@@ -261,8 +267,8 @@ def markdown(families: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# Model comparison",
         "",
-        "One row per family, all trained on the same data, tokenizer, steps and schedule "
-        "(made by `lmlab report` from `metrics/<family>.json`; `dvc repro` rebuilds it). "
+        "One row per family, all trained on the same data and tokenizer, with the budget in the Setting "
+        "(made by `lmlab report` from `metrics/seed<k>/<family>.json`; `dvc repro` rebuilds it). "
         f"Brackets: {CONFIDENCE:.0%} intervals ({how_intervals(families)}); overlapping intervals are no "
         "evidence of a difference.",
         "",

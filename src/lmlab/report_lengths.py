@@ -48,7 +48,8 @@ def section(families: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "Test text in windows of 4x the training window, each read from a fresh state. **loss 1x**: nats per "
         "token at the training window's positions; **loss kx**: at the positions past it, up to k times its "
-        "length (what no training window reached); bootstrap intervals over windows. A Transformer with rotary "
+        "length (what no training window reached); bootstrap intervals over windows (several seeds: the seeds' "
+        "mean and t-interval). A Transformer with rotary "
         "positions is run past its context with the same weights, one with learned positions has no figure "
         "there (—). **gen ms/tok @n**: one sequence generated token by token, the ms per token just before "
         "length n; **state KB @n**: what the family carries there (a KV cache grows with n, a recurrent state "
