@@ -308,7 +308,9 @@ def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(
     (log,) = (tmp_path / "eval" / "gru" / "wandb").glob("offline-run-*/run-*.wandb")
     summary, records = wandb_records(log)
     run = next(r["run"] for r in records if r["type"] == "run")
-    assert (run["display_name"], run["job_type"], run["run_group"]) == ("evaluate-gru", "evaluate", "tiny-experiment")
+    seed = json.loads((Path(cfg.pretrain_run) / "run.json").read_text())["identity"]["batches"]["seed"]
+    expected = (f"evaluate-gru-s{seed}", "evaluate", "tiny-experiment")  # the seed of the runs it evaluated
+    assert (run["display_name"], run["job_type"], run["run_group"]) == expected
     assert summary["summary"]["test/ppl"] == pytest.approx(metrics["test/ppl"])
     assert summary["summary"]["scratch/test/acc"] == pytest.approx(metrics["scratch/test/acc"])
     for job, folder in [

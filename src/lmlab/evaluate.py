@@ -263,13 +263,14 @@ FINETUNE_JOBS = {M.TEST: "finetune", M.SCRATCH_TEST: "finetune-scratch"}
 
 
 def log_evaluation(cfg: EvaluateConfig, metrics: dict[str, Any], runs: dict[str, Path]) -> None:
-    """The test figures as a W&B run (job type evaluate, named evaluate-<family>, in the experiment's group),
+    """The test figures as a W&B run (job type evaluate, named evaluate-<family>-s<seed>, in the experiment's group),
     so the W&B UI compares what the report compares; its config names the W&B runs it evaluated. A run of its
     own: resuming the training runs would write into their folders, which are other stages' outputs."""
     ids = {job: RunFolder(folder).read_record().get("wandb_id", "") for job, folder in runs.items()}
     config = {"evaluate": config_dict(cfg), "runs": ids, "model": {"family": cfg.family}}  # compare's family key
     tags = [cfg.family, cfg.data.name, cfg.tokenizer.name]
-    name = run_name(cfg.logger, "evaluate", cfg.family)
+    seed = identity(runs["pretrain"]).get("batches", {}).get("seed")  # the seed of the runs it evaluated
+    name = run_name(cfg.logger, "evaluate", cfg.family, seed=seed)
     folder, run_id = Path(cfg.wandb_dir), secrets.token_hex(4)
     logger = make_logger(cfg.logger, folder, run_id, cfg.name, "evaluate", tags, config, name)
     if logger is None:
