@@ -95,7 +95,8 @@ def markdown(studies: dict[str, dict[int, dict[str, Any]]]) -> str:
         "# When does pretraining pay?",
         "",
         "Each family pretrained for a number of steps, then fine-tuned on the labeled set with the main study's "
-        "recipe, against the same recipe from random initialisation (0 steps) on the same test documents. "
+        "recipe for `finetune_steps` (transfer/params.yaml), against the same recipe from random initialisation "
+        "(0 steps) on the same test documents. "
         "Brackets: 95% intervals, a bootstrap over test documents (paired for the difference): *beats* or "
         "*trails* only where the interval of the difference excludes zero; a classifier that predicts one "
         f"class for at least 95% of test documents is collapsed and gets no verdict. Majority class: "
