@@ -422,7 +422,7 @@ def scaled_params(scale: str, family: str) -> int:
 
 
 @pytest.mark.parametrize("scale", list(SCALES))
-def test_each_scale_gives_every_family_the_transformers_size(scale: str) -> None:
+def test_each_scale_gives_every_family_about_one_size(scale: str) -> None:
     register_configs()
     counts = {family: scaled_params(scale, family) for family in NAMES}
     low, high = SCALES[scale]
