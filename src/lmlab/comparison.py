@@ -61,23 +61,22 @@ def over_seeds(runs: list[Figures], loss_to: Callable[[float, str], float]) -> F
     in any seed is flagged, with the seed count and its largest share."""
     if len(runs) == 1:
         return runs[0]
-    losses = [f.loss.estimate for f in runs]
-    spread = stats.over_seeds
+    loss = stats.over_seeds([f.loss.estimate for f in runs])
     out = Figures(
-        loss=spread(losses),
-        ppl=spread(losses).map(lambda x: loss_to(x, M.TEST_PPL)),  # as one seed's: the loss interval mapped
-        bpb=spread(losses).map(lambda x: loss_to(x, M.TEST_BPB)),
+        loss=loss,
+        ppl=loss.map(lambda x: loss_to(x, M.TEST_PPL)),  # as one seed's: the loss interval mapped
+        bpb=loss.map(lambda x: loss_to(x, M.TEST_BPB)),
         majority=runs[0].majority,  # the same labeled test set in every seed
         seeds=len(runs),
     )
     for prefix in runs[0].accuracy:
-        out.accuracy[prefix] = spread([f.accuracy[prefix].estimate for f in runs])
+        out.accuracy[prefix] = stats.over_seeds([f.accuracy[prefix].estimate for f in runs])
         hits = [f.collapsed[prefix] for f in runs if prefix in f.collapsed]
         if hits:
             out.collapsed[prefix] = max(hits, key=lambda hit: hit[1])
             out.collapsed_seeds[prefix] = len(hits)
     if all(f.gain is not None for f in runs):
-        out.gain = spread([f.gain.estimate for f in runs if f.gain is not None])
+        out.gain = stats.over_seeds([f.gain.estimate for f in runs if f.gain is not None])
     return out
 
 
@@ -98,7 +97,8 @@ def outcome(f: Figures) -> str:
 
 def pretraining_verdict(family: str, f: Figures) -> str:
     """One line: does fine-tuning from this family's pretrained model beat the same recipe from scratch?"""
-    if outcome(f) == "no baseline":
+    word = outcome(f)
+    if word == "no baseline":
         return f"- {family}: no from-scratch baseline was evaluated"
     flags = [
         f"{CLASSIFIERS[prefix]} collapsed"
@@ -108,7 +108,7 @@ def pretraining_verdict(family: str, f: Figures) -> str:
         for prefix, (name, share) in f.collapsed.items()
     ]
     both = f"pretrained {f.accuracy[M.TEST].show()} vs from scratch {f.accuracy[M.SCRATCH_TEST].show()} accuracy"
-    if outcome(f) == "collapsed":
+    if word == "collapsed":
         return f"- {family}: **no verdict**: " + "; ".join(flags) + f". {both}."
     points = f.gain.map(lambda x: 100 * x)
     return f"- {family}: {stats.verdict(points, 'pretrained', 'from scratch', ' accuracy points', 1)}; {both}"

@@ -147,8 +147,7 @@ def resolved_device(device: str, pretrain_run: Path) -> str:
     if device != "auto":
         return device
     accelerator = hydra_trainer(pretrain_run).get("accelerator", "cpu")
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "cuda" if gpu and torch.cuda.is_available() else "cpu"
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
 
 def length_figures(

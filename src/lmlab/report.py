@@ -71,18 +71,19 @@ COLLAPSE_MARKED = {M.TEST_ACC: M.TEST, M.SCRATCH_TEST_ACC: M.SCRATCH_TEST}
 SETTING = {"corpus": dict, "labeled": dict, "tokenizer": str, "pretraining": dict, "evaluation": dict, "commit": str}
 
 
-def pipeline_params(cfg: ReportConfig, needed: str) -> dict[str, Any]:
-    """params_file's values; a missing file is an error naming `needed`, the setting that would do without it."""
+def pipeline_params(cfg: ReportConfig) -> dict[str, Any] | None:
+    """params_file's values, or None where there is no such file."""
     params = Path(cfg.params_file)
-    if not params.is_file():
-        raise LmlabError(f"{needed}=null reads them from {params}, which does not exist; give {needed}=[...]")
-    return dict(OmegaConf.to_container(OmegaConf.load(params)) or {})
+    return dict(OmegaConf.to_container(OmegaConf.load(params)) or {}) if params.is_file() else None
 
 
 def family_names(cfg: ReportConfig) -> list[str]:
-    names = (
-        list(cfg.families) if cfg.families is not None else list(pipeline_params(cfg, "families").get("families") or [])
-    )
+    if cfg.families is not None:
+        names = list(cfg.families)
+    elif (params := pipeline_params(cfg)) is None:
+        raise LmlabError(f"families=null reads them from {cfg.params_file}, which does not exist; give families=[...]")
+    else:
+        names = list(params.get("families") or [])
     if not names:
         raise LmlabError("no families to report: give families=[gru,transformer,...] (or list them in params.yaml)")
     return names
@@ -91,10 +92,8 @@ def family_names(cfg: ReportConfig) -> list[str]:
 def seed_folders(cfg: ReportConfig) -> list[str]:
     """Each seed's folder in metrics_dir and samples_dir (the pipeline's `seed<k>`), or the two folders
     themselves ("") where there are no seeds: one `lmlab evaluate` by hand."""
-    if cfg.seeds is not None:
-        seeds = list(cfg.seeds)
-    else:  # the pipeline's; without a params file, the evaluations of `lmlab evaluate` by hand
-        seeds = pipeline_params(cfg, "seeds").get("seeds") or [] if Path(cfg.params_file).is_file() else []
+    # the pipeline's; without a params file, the evaluations of `lmlab evaluate` by hand
+    seeds = list(cfg.seeds) if cfg.seeds is not None else list((pipeline_params(cfg) or {}).get("seeds") or [])
     if len(set(seeds)) != len(seeds):
         raise LmlabError(f"seeds={list(seeds)} names a seed twice: give each once")
     return [f"seed{seed}" for seed in seeds] or [""]
