@@ -1,7 +1,13 @@
 """Training throughput of the Lightning pretrain task against a plain PyTorch loop, per model family.
 
     python bench/throughput.py [--quick] [--families rnn,lstm,gru,transformer] [--device cuda]
-        [--precision bf16-mixed] [--compile] [--threads N] [--steps 30] [--warmup 5] [--rounds 7]
+        [--precision bf16-mixed] [--compile] [--scale small] [--peak-tflops 989] [--threads N]
+        [--steps 30] [--warmup 5] [--rounds 7]
+
+The GPU check of issue 12 (the one-GPU scale, bf16, compiled; MFU and peak memory):
+
+    python bench/throughput.py --device cuda --precision bf16-mixed --compile --scale small \
+        --families transformer,lstm --steps 50 --warmup 10 --rounds 3
 
 Both sides train the same model (`build_model` on conf/model/<family>.yaml), on the
 same batches (the datasets `PretrainData` builds), with the same AdamW, schedule,
@@ -17,8 +23,11 @@ Rounds alternate L R R L L R ... so that a linear drift of the machine hits both
 sides equally; medians are reported. Both sides must end each round with the same
 training loss (`losses_match`): the check that they did the same work. The same
 ratios over process CPU time (`cpu_ratio`) tell Lightning's cost apart from other
-load on a shared machine. One JSON line per family goes to stdout;
-progress and a table go to stderr. `--profile N` prints the N costliest functions
+load on a shared machine. Each family's model FLOPs utilisation (`mfu`) is the Lightning side's training
+FLOPs per second (tokens/s x `PretrainTask.train_flops_per_token`, the count `train/flops` logs) over the
+card's dense bf16 peak (`--peak-tflops`, else PEAK_TFLOPS by device name; none on a CPU), and on a GPU
+`lightning_peak_memory_mb` the most memory torch allocated in a Lightning round. One JSON line per family
+goes to stdout; progress and a table go to stderr. `--profile N` prints the N costliest functions
 of one extra Lightning round (cProfile over its timed steps). Asserts nothing.
 """
 
@@ -63,14 +72,16 @@ from lmlab.training import make_trainer
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.97  # the issue's goal for lightning / raw tokens per second
 QUICK = {"steps": 10, "warmup": 3, "rounds": 2}
+# Dense bf16 tensor-core peaks (vendor datasheets, SXM parts, no sparsity), by a substring of the device name.
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
 FULL = {"steps": 30, "warmup": 5, "rounds": 7}
 
 
 # ----- inputs: config, corpus -----
 def pretrain_config(family: str, args: argparse.Namespace) -> PretrainConfig:
-    """conf/pretrain.yaml composed for `family` (shipped sizes), with the benchmark's overrides."""
+    """conf/pretrain.yaml composed for `family` at `--scale` (conf/scale/), with the benchmark's overrides."""
     trainer = "gpu" if args.device == "cuda" else "cpu"
-    overrides = [f"model={family}", f"trainer={trainer}", "logger=none"]
+    overrides = [f"model={family}", f"scale={args.scale}", f"trainer={trainer}", "logger=none"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg: PretrainConfig = typed(compose(config_name="pretrain", overrides=overrides))
     if args.batch_size:
@@ -175,6 +186,8 @@ class LightningClock(Callback):
         self.clock = clock
         self.fit_called = self.train_begun = 0.0
         self.validations = 0
+        self.train_flops_per_token = 0.0
+        self.peak_memory_mb: float | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if idx == 0:
@@ -222,9 +235,15 @@ def lightning_round(
     timer = LightningClock(Clock(device_of(cfg), args.warmup, args.warmup + args.steps, profile))
     trainer_cfg = replace(cfg.trainer, max_steps=total, val_every=total + 1)
     trainer = make_trainer(trainer_cfg, run_dir, None, [timer])
+    device = device_of(cfg)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     timer.fit_called = time.perf_counter()
     with redirect_stdout(sys.stderr):  # Lightning's progress bar writes to stdout, which holds only the JSON lines
         trainer.fit(task, datamodule=data)
+    timer.train_flops_per_token = task.train_flops_per_token
+    if device.type == "cuda":
+        timer.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
     if trainer.global_step != total:
         raise RuntimeError(f"lightning ran {trainer.global_step} of {total} steps")
     if timer.validations or (run_dir / "checkpoints").exists():
@@ -294,6 +313,8 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
     tokens = cfg.batches.batch_size * window
     sides: dict[str, list[dict[str, float]]] = {"lightning": [], "raw": []}
     startup: list[float] = []
+    peaks: list[float] = []
+    flops_per_token = 0.0
     for pair in range(args.rounds):
         for side in ("lightning", "raw") if pair % 2 == 0 else ("raw", "lightning"):
             gc.collect()  # the previous round's cycles (Trainer, model) are not collected inside this one
@@ -302,6 +323,8 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
                     timer = lightning_round(cfg, corpus, args, Path(run_dir))
                 sides[side].append(timer.clock.figures(tokens))
                 startup.append(timer.train_begun - timer.fit_called)
+                flops_per_token = timer.train_flops_per_token
+                peaks += [timer.peak_memory_mb] if timer.peak_memory_mb is not None else []
             else:
                 sides[side].append(raw_round(cfg, corpus, args).figures(tokens))
         lit, raw = sides["lightning"][-1]["wall"], sides["raw"][-1]["wall"]
@@ -312,6 +335,9 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
         )
     lit = {key: [r[key] for r in sides["lightning"]] for key in ("wall", "cpu", "step", "faults")}
     raw = {key: [r[key] for r in sides["raw"]] for key in ("wall", "cpu", "step", "faults")}
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()}"
+    achieved = statistics.median(lit["wall"]) * flops_per_token  # training FLOPs per second, Lightning side
+    peak = peak_tflops(args, device)
     result = {
         "family": family,
         "lightning_tokens_per_s": round(statistics.median(lit["wall"]), 1),
@@ -330,6 +356,11 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
         "lightning_ms_per_step": round(1e3 * tokens / statistics.median(lit["wall"]), 3),
         "raw_ms_per_step": round(1e3 * tokens / statistics.median(raw["wall"]), 3),
         "lightning_startup_s": round(statistics.median(startup), 3),
+        "train_flops_per_token": flops_per_token,
+        "achieved_tflops": round(achieved / 1e12, 4),
+        "peak_tflops": peak,
+        "mfu": round(achieved / (peak * 1e12), 4) if peak else None,
+        "lightning_peak_memory_mb": round(max(peaks), 1) if peaks else None,
         "lightning_page_faults_per_step": round(statistics.median(lit["faults"]), 1),
         "raw_page_faults_per_step": round(statistics.median(raw["faults"]), 1),
         # the last timed step's training loss of each round: equal work gives equal losses
@@ -345,7 +376,8 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
         "steps": args.steps,
         "warmup": args.warmup,
         "rounds": args.rounds,
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "device": device,
+        "scale": args.scale,
         "precision": cfg.trainer.precision,
         "compile": cfg.trainer.compile,
         "malloc": args.malloc,
@@ -365,6 +397,20 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
     return result
 
 
+def peak_tflops(args: argparse.Namespace, device: str) -> float | None:
+    """The card's dense bf16 peak: --peak-tflops, else the datasheet figure for its name; None on a CPU or an
+    unknown card (no MFU is then reported)."""
+    if args.peak_tflops:
+        return args.peak_tflops
+    if args.device != "cuda":
+        return None
+    return next((tflops for name, tflops in PEAK_TFLOPS.items() if name in device), None)
+
+
+def shown(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -380,6 +426,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], help="default: the trainer config's")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (both sides)")
+    parser.add_argument("--scale", default="tiny", help="conf/scale/<name>: tiny (default), small, base")
+    parser.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (default: PEAK_TFLOPS by name)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     parser.add_argument("--corpus", help="a tokenized corpus folder (default: the pipeline's, else synthetic)")
     parser.add_argument("--synthetic", action="store_true", help="use a synthetic corpus of vocabulary 8000")
@@ -429,7 +477,8 @@ def main() -> None:
             results.append(result)
     log(
         f"\n{'family':12s} {'params':>10s} {'batch x window':>15s} {'lightning tok/s':>16s} "
-        f"{'raw tok/s':>12s} {'ratio':>7s} {'cpu ratio':>10s} {'ms/step L':>10s} {'ms/step raw':>12s}"
+        f"{'raw tok/s':>12s} {'ratio':>7s} {'cpu ratio':>10s} {'ms/step L':>10s} {'ms/step raw':>12s} "
+        f"{'TFLOP/s':>8s} {'MFU':>6s} {'peak MiB':>9s}"
     )
     for r in results:
         verdict = "" if r["ratio"] >= TARGET else f"  below {TARGET}"
@@ -437,7 +486,8 @@ def main() -> None:
             f"{r['family']:12s} {r['params']:10,d} {r['batch']:>6d} x {r['window']:<6d} "
             f"{r['lightning_tokens_per_s']:16,.0f} {r['raw_tokens_per_s']:12,.0f} "
             f"{r['ratio']:7.3f} {r['cpu_ratio']:10.3f} "
-            f"{r['lightning_ms_per_step']:10.2f} {r['raw_ms_per_step']:12.2f}{verdict}"
+            f"{r['lightning_ms_per_step']:10.2f} {r['raw_ms_per_step']:12.2f} {r['achieved_tflops']:8.3f} "
+            f"{shown(r['mfu'], '.1%'):>6} {shown(r['lightning_peak_memory_mb'], ',.0f'):>9}{verdict}"
         )
     log(f"\ncorpus {results[0]['corpus']}, {time.perf_counter() - started:.1f} s in all")
 

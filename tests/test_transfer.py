@@ -30,12 +30,13 @@ def config(root: Path) -> ReportConfig:
     )
 
 
-def write_study(root: Path, family: str, accuracies: dict[int, float], scratch: float, collapsed: int = -1) -> None:
+def write_study(
+    root: Path, family: str, accuracies: dict[int, float], scratch: float, collapsed: int = -1, seed: int = 1337
+) -> None:
     for steps, acc in accuracies.items():
-        name = f"{family}-{steps}"
-        write_evaluation(
-            root / "metrics" / f"{name}.json", root / "eval" / name, family, acc, scratch, steps == collapsed, steps
-        )
+        name = f"seed{seed}/{family}-{steps}"
+        metrics, evaluated = root / "metrics" / f"{name}.json", root / "eval" / name
+        write_evaluation(metrics, evaluated, family, acc, scratch, steps == collapsed, steps, seed)
 
 
 def test_the_report_says_from_which_budget_pretraining_pays(tmp_path: Path) -> None:
@@ -65,16 +66,41 @@ def test_the_report_says_from_which_budget_pretraining_pays(tmp_path: Path) -> N
     assert (report.parent / PLOT).read_bytes().startswith(PNG_MAGIC)
 
 
+def test_several_seeds_give_t_intervals_and_a_verdict_from_their_spread(tmp_path: Path) -> None:
+    """Each seed's chain (pretraining, fine-tuning, its own from-scratch baseline): the difference is paired by
+    seed, and the verdict follows the seeds' spread, not any one seed's bootstrap."""
+    gains = {1: (0.74, 0.66), 2: (0.75, 0.74), 3: (0.73, 0.71)}  # seed -> accuracy at 300 and 3,000 steps
+    for seed, (at300, at3000) in gains.items():
+        write_study(tmp_path, "lstm", {300: at300, 3000: at3000}, scratch=0.70, seed=seed)
+    text = transfer_report(config(tmp_path)).read_text()
+    assert "3 seeds (1, 2, 3): the mean and a t-interval over the seeds" in text
+    # 300 steps: gains 4, 5, 3 points: mean 4.0, t(2) 4.303 x sd 1.0 / sqrt(3) = 2.48 either side
+    assert "- 300 steps: pretrained beats from scratch by 4.0 [1.5, 6.5] accuracy points" in text, text
+    assert "| 300 | 307,200 |" in text and "0.740 [0.715, 0.765]" in text
+    # 3,000 steps: -4, +4, +1 points: the seeds disagree, so no verdict whatever each seed's bootstrap says
+    assert "- 3,000 steps: no significant difference between pretrained and from scratch (0.3 [" in text
+    assert "- **lstm**: pretraining pays at some budgets, not from one on" in text
+
+    only = transfer_report(ReportConfig(**{**vars(config(tmp_path)), "seeds": [2]})).read_text()
+    assert "one seed (2): a bootstrap" in only and "by 5.0 [" in only
+
+    (tmp_path / "metrics/seed3/lstm-3000.json").unlink()
+    with pytest.raises(LmlabError, match=r"seed3 lacks lstm-3000.json.*evaluate@lstm-3000-3"):
+        transfer_report(config(tmp_path))
+    with pytest.raises(LmlabError, match=r"seeds=\[1, 1\] names a seed twice"):
+        transfer_report(ReportConfig(**{**vars(config(tmp_path)), "seeds": [1, 1]}))
+
+
 def test_a_stray_file_or_a_missing_baseline_is_named_and_nothing_is_written(tmp_path: Path) -> None:
     write_study(tmp_path, "lstm", {30: 0.60}, scratch=0.70)
-    (tmp_path / "metrics" / "notes.json").write_text("{}")
+    (tmp_path / "metrics/seed1337/notes.json").write_text("{}")
     with pytest.raises(LmlabError, match=r"notes.json: not a transfer evaluation"):
         transfer_report(config(tmp_path))
-    (tmp_path / "metrics" / "notes.json").unlink()
-    metrics = tmp_path / "metrics" / "lstm-30.json"
+    (tmp_path / "metrics/seed1337/notes.json").unlink()
+    metrics = tmp_path / "metrics/seed1337/lstm-30.json"
     figures = json.loads(metrics.read_text())
     metrics.write_text(json.dumps({k: v for k, v in figures.items() if not k.startswith("scratch/")}))
-    examples = tmp_path / "eval" / "lstm-30" / "examples.npz"
+    examples = tmp_path / "eval/seed1337/lstm-30/examples.npz"
     saved = dict(np.load(examples))
     np.savez(examples, **{k: v for k, v in saved.items() if "scratch" not in k})
     with pytest.raises(LmlabError, match=r"lstm-30.json: no from-scratch classifier"):
@@ -85,9 +111,10 @@ def test_a_stray_file_or_a_missing_baseline_is_named_and_nothing_is_written(tmp_
 
 
 def test_the_transfer_pipeline_reproduces_after_the_main_data_stages(tmp_path: Path) -> None:
-    """`dvc repro transfer/dvc.yaml` at tiny size: the main pipeline's data stages it needs, a pretraining and
-    a fine-tuning per budget, one from-scratch baseline, an evaluation per budget and the report; then a no-op.
-    The main pipeline's training stages are not run."""
+    """`dvc repro transfer/dvc.yaml` at tiny size, one budget at two seeds: the main pipeline's data stages it
+    needs, a pretraining, a fine-tuning and an evaluation per budget and seed, one from-scratch baseline per seed
+    and the report; then a no-op. Each seed's chain is seeded by it. The main pipeline's training stages are not
+    run."""
     root = copy_project(tmp_path / "project")
     write_tiny_datasets(root, tmp_path)
     shrink_training(root)
@@ -96,7 +123,7 @@ def test_the_transfer_pipeline_reproduces_after_the_main_data_stages(tmp_path: P
     (root / "params.yaml").write_text(yaml.safe_dump({**shipped, **params, "families": ["lstm"]}))
     copy_files(root, ("transfer/dvc.yaml", "transfer/params.yaml"))
     (root / "transfer/params.yaml").write_text(
-        yaml.safe_dump({"families": ["lstm"], "steps": [2, 4], "finetune_steps": 4})
+        yaml.safe_dump({"families": ["lstm"], "seeds": [1, 2], "steps": [3], "finetune_steps": 4})
     )
 
     result = dvc("repro", "transfer/dvc.yaml", cwd=root)
@@ -105,19 +132,26 @@ def test_the_transfer_pipeline_reproduces_after_the_main_data_stages(tmp_path: P
     assert sorted(ran) == sorted(
         ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
         + [
-            f"transfer/dvc.yaml:{stage}@lstm-{steps}"
+            f"transfer/dvc.yaml:{stage}@lstm-3-{seed}"
             for stage in ("pretrain", "finetune", "evaluate")
-            for steps in (2, 4)
+            for seed in (1, 2)
         ]
-        + ["transfer/dvc.yaml:scratch@lstm", "transfer/dvc.yaml:report"]
+        + ["transfer/dvc.yaml:scratch@lstm-1", "transfer/dvc.yaml:scratch@lstm-2", "transfer/dvc.yaml:report"]
     )
-    for steps in (2, 4):
-        metrics = json.loads((root / f"transfer/metrics/lstm-{steps}.json").read_text())
+    for seed in (1, 2):
+        metrics = json.loads((root / f"transfer/metrics/seed{seed}/lstm-3.json").read_text())
         assert {"test/acc", "scratch/test/acc"} <= set(metrics)
-        pretrained = json.loads((root / f"data/runs/transfer/pretrain/lstm-{steps}/metrics.json").read_text())
-        assert pretrained["train/steps"] == steps
+        runs = root / f"data/runs/transfer/seed{seed}"
+        assert json.loads((runs / "pretrain/lstm-3/metrics.json").read_text())["train/steps"] == 3
+        for run, key in (
+            ("pretrain/lstm-3", "batches"),
+            ("finetune/lstm-3", "finetune"),
+            ("finetune/lstm-scratch", "finetune"),
+        ):
+            assert json.loads((runs / run / "run.json").read_text())["identity"][key]["seed"] == seed
     report = (root / "reports/transfer/transfer.md").read_text()
-    assert "| 2 | " in report and "| 4 | " in report and "| 0 (from scratch) | 0 |" in report
+    assert "| 3 | " in report and "| 0 (from scratch) | 0 |" in report
+    assert "2 seeds (1, 2): the mean and a t-interval over the seeds" in report
     assert (root / "reports/transfer" / PLOT).read_bytes().startswith(PNG_MAGIC)
     assert "Running stage" not in dvc("repro", "transfer/dvc.yaml", cwd=root).stdout
     assert not (root / "data/runs/pretrain").exists()

@@ -532,8 +532,9 @@ class ReportConfig:
     # transfer: fine-tuned accuracy against pretraining budget (<out_dir>/transfer/transfer.md)
     study: str = one_of(("comparison", "synth", "transfer"), "comparison")
     synth_dir: str = "synth/metrics"  # mqar/<family>-<width>.json and parity/<family>.json from `lmlab synth`
-    transfer_dir: str = "transfer/metrics"  # <family>-<steps>.json from `lmlab evaluate`
-    transfer_eval_dir: str = "data/transfer/eval"  # <family>-<steps>/{examples.npz,setting.json}
+    # seed<k>/<family>-<steps>.json from `lmlab evaluate` (study=transfer reads `seeds`, or every seed<k>/ there)
+    transfer_dir: str = "transfer/metrics"
+    transfer_eval_dir: str = "data/transfer/eval"  # seed<k>/<family>-<steps>/{examples.npz,setting.json}
 
 
 @dataclass

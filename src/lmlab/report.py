@@ -26,7 +26,7 @@ from lmlab import metrics as M
 from lmlab import report_lengths as lengths
 from lmlab import stats
 from lmlab.colours import family_colours
-from lmlab.comparison import figures, over_seeds, pretraining_verdict
+from lmlab.comparison import Figures, figures, over_seeds, pretraining_verdict
 from lmlab.config import ReportConfig
 from lmlab.data.atomic import NUMBER, check_keys, read_json, write_json
 from lmlab.errors import LmlabError
@@ -132,7 +132,6 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     numbers = [
         key for key, v in first["metrics"].items() if all(isinstance(r["metrics"].get(key), int | float) for r in runs)
     ]
-    tokens_per_byte = first["tokens_per_byte"]
     curves = {kind: mean_curve([r[kind] for r in runs]) for kind in (*M.CURVE_FILES, *lengths.CURVES)}
     for row, *seeds in zip(curves[M.LENGTH_FILE], *(r[M.LENGTH_FILE] for r in runs if r[M.LENGTH_FILE]), strict=False):
         spread = stats.over_seeds([seed["loss"] for seed in seeds])
@@ -141,11 +140,16 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
         **first,
         **curves,
         "metrics": {**first["metrics"], **{key: sum(r["metrics"][key] for r in runs) / len(runs) for key in numbers}},
-        "figures": over_seeds(
-            [r["figures"] for r in runs], lambda loss, key: M.lm_figures("test", loss, tokens_per_byte)[key]
-        ),
+        "figures": figures_over_seeds(runs),
         "settings": [r["setting"] for r in runs],
     }
+
+
+def figures_over_seeds(runs: list[dict[str, Any]]) -> Figures:
+    """The evaluations' figures over their seeds (`comparison.over_seeds`): ppl and bpb are the loss's interval
+    mapped with the test split's tokens per byte (the same text in every seed)."""
+    tokens_per_byte = runs[0]["tokens_per_byte"]
+    return over_seeds([r["figures"] for r in runs], lambda loss, key: M.lm_figures("test", loss, tokens_per_byte)[key])
 
 
 def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:

@@ -1,10 +1,11 @@
 """`lmlab report study=transfer`: when does pretraining pay? Fine-tuned accuracy against the pretraining budget.
 
-Reads what `lmlab evaluate` wrote for each family pretrained for each number of steps (`dvc repro
-transfer/dvc.yaml`): ``<transfer_dir>/<family>-<steps>.json`` and
-``<transfer_eval_dir>/<family>-<steps>/{examples.npz,setting.json}``. Each evaluation holds the classifier
-fine-tuned from that budget's checkpoint and the family's one from-scratch classifier, on the same test
-documents, so the difference at every budget is a paired bootstrap (`lmlab.comparison`). Writes
+Reads what `lmlab evaluate` wrote for each family pretrained for each number of steps, at each seed (`dvc repro
+transfer/dvc.yaml`): ``<transfer_dir>/seed<k>/<family>-<steps>.json`` and
+``<transfer_eval_dir>/seed<k>/<family>-<steps>/{examples.npz,setting.json}``. Each evaluation holds the
+classifier fine-tuned from that budget's checkpoint and the seed's one from-scratch classifier of the family, on
+the same test documents. One seed: the difference at every budget is a paired bootstrap over test documents;
+several: the seeds' mean with a t-interval over them, paired by seed (`lmlab.comparison`). Writes
 ``<out_dir>/transfer/transfer.md`` (a table per family and a verdict per budget that follows its interval) and
 ``transfer_accuracy.png`` (the transfer curve), staged and moved into place whole.
 """
@@ -24,30 +25,74 @@ from lmlab.comparison import Figures, outcome, pretraining_verdict
 from lmlab.config import ReportConfig
 from lmlab.data.atomic import staged_dir
 from lmlab.errors import LmlabError
-from lmlab.report import read_evaluation
+from lmlab.report import figures_over_seeds, read_evaluation
 from lmlab.stats import Interval
 
 PLOT = "transfer_accuracy.png"
 NAME = re.compile(r"(?P<family>\w+)-(?P<steps>\d+)\.json")
+SEED = re.compile(r"seed(?P<seed>\d+)")
+Studies = dict[str, dict[int, dict[str, Any]]]  # family -> pretraining steps -> its evaluation
 
 
-def load(cfg: ReportConfig) -> dict[str, dict[int, dict[str, Any]]]:
-    """family -> pretraining steps -> its evaluation, from every ``<family>-<steps>.json``."""
+def seeds_of(cfg: ReportConfig) -> list[int]:
+    """`seeds`, or else every seed<k> folder in transfer_dir (the study's seeds, as transfer/params.yaml made
+    them)."""
     root = Path(cfg.transfer_dir)
-    studies: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    if cfg.seeds is not None:
+        seeds = list(cfg.seeds)
+        if len(set(seeds)) != len(seeds):
+            raise LmlabError(f"seeds={seeds} names a seed twice: give each once")
+    else:
+        found = (SEED.fullmatch(p.name) for p in root.iterdir() if p.is_dir()) if root.is_dir() else ()
+        seeds = sorted(int(name["seed"]) for name in found if name)
+    if not seeds:
+        raise LmlabError(
+            f"no transfer evaluations in {root} (seed<k>/<family>-<steps>.json): run `dvc repro transfer/dvc.yaml`"
+        )
+    return seeds
+
+
+def load_seed(cfg: ReportConfig, seed: int) -> Studies:
+    """One seed's evaluations, from every ``seed<k>/<family>-<steps>.json``."""
+    root = Path(cfg.transfer_dir) / f"seed{seed}"
+    studies: Studies = defaultdict(dict)
     for path in sorted(root.glob("*.json")):
         name = NAME.fullmatch(path.name)
         if name is None:
             raise LmlabError(f"{path}: not a transfer evaluation (<family>-<steps>.json); remove it")
         family, steps = name["family"], int(name["steps"])
-        rebuild = f"run `dvc repro transfer/dvc.yaml:evaluate@{family}-{steps}`"
-        evaluation = read_evaluation(path, Path(cfg.transfer_eval_dir) / path.stem, rebuild)
+        rebuild = f"run `dvc repro transfer/dvc.yaml:evaluate@{family}-{steps}-{seed}`"
+        evaluation = read_evaluation(path, Path(cfg.transfer_eval_dir) / root.name / path.stem, rebuild)
         if evaluation["figures"].gain is None:
             raise LmlabError(f"{path}: no from-scratch classifier was evaluated beside it: {rebuild}")
         studies[family][steps] = evaluation
     if not studies:
         raise LmlabError(f"no transfer evaluations in {root}: run `dvc repro transfer/dvc.yaml`")
-    return {family: dict(sorted(budgets.items())) for family, budgets in sorted(studies.items())}
+    return studies
+
+
+def load(cfg: ReportConfig) -> Studies:
+    """Each family's evaluation per budget, over the seeds (`report.figures_over_seeds`): every seed must hold
+    the same budgets, or the comparison would mix seeds."""
+    seeds = seeds_of(cfg)
+    per_seed = {seed: load_seed(cfg, seed) for seed in seeds}
+    first = per_seed[seeds[0]]
+    wanted = {(family, steps) for family, budgets in first.items() for steps in budgets}
+    for seed, studies in per_seed.items():
+        have = {(family, steps) for family, budgets in studies.items() for steps in budgets}
+        for family, steps in sorted(wanted ^ have):
+            missing = seed if (family, steps) in wanted else seeds[0]
+            raise LmlabError(
+                f"{Path(cfg.transfer_dir) / f'seed{missing}'} lacks {family}-{steps}.json, which the other seeds have: "
+                f"run `dvc repro transfer/dvc.yaml:evaluate@{family}-{steps}-{missing}`"
+            )
+    studies: Studies = {}
+    for family in sorted(first):
+        studies[family] = {}
+        for steps in sorted(first[family]):
+            runs = [per_seed[seed][family][steps] for seed in seeds]
+            studies[family][steps] = {**runs[0], "figures": figures_over_seeds(runs), "seeds": seeds}
+    return studies
 
 
 def transfer_report(cfg: ReportConfig) -> Path:
@@ -84,12 +129,22 @@ def headline(family: str, budgets: dict[int, dict[str, Any]]) -> str:
     return f"- **{family}**: {verdict} ({'; '.join(f'{word} at {steps}' for word, steps in at.items())})"
 
 
-def majority_of(studies: dict[str, dict[int, dict[str, Any]]]) -> Interval:
+def majority_of(studies: Studies) -> Interval:
     """The majority-class baseline's accuracy: every evaluation holds it, on the same test documents."""
     return scratch_of(next(iter(studies.values()))).majority
 
 
-def markdown(studies: dict[str, dict[int, dict[str, Any]]]) -> str:
+def how_intervals(studies: Studies) -> str:
+    seeds = next(iter(next(iter(studies.values())).values()))["seeds"]
+    if len(seeds) == 1:
+        return f"one seed ({seeds[0]}): a bootstrap over test documents (paired for the difference)"
+    return (
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): the mean and a t-interval over the seeds, which holds "
+        "the pretraining and fine-tuning noise as well (the difference paired by seed)"
+    )
+
+
+def markdown(studies: Studies) -> str:
     majority = majority_of(studies)
     lines = [
         "# When does pretraining pay?",
@@ -97,10 +152,9 @@ def markdown(studies: dict[str, dict[int, dict[str, Any]]]) -> str:
         "Each family pretrained for a number of steps, then fine-tuned on the labeled set with the main study's "
         "recipe for `finetune_steps` (transfer/params.yaml), against the same recipe from random initialisation "
         "(0 steps) on the same test documents. "
-        "Brackets: 95% intervals, a bootstrap over test documents (paired for the difference): *beats* or "
-        "*trails* only where the interval of the difference excludes zero; a classifier that predicts one "
-        f"class for at least 95% of test documents is collapsed and gets no verdict. Majority class: "
-        f"{majority.show()}.",
+        f"Brackets: 95% intervals, {how_intervals(studies)}: *beats* or *trails* only where the interval of the "
+        "difference excludes zero; a classifier that predicts one class for at least 95% of test documents is "
+        f"collapsed and gets no verdict. Majority class: {majority.show()}.",
         "",
         f"![fine-tuned accuracy against pretraining tokens]({PLOT})",
         "",
@@ -129,7 +183,7 @@ def markdown(studies: dict[str, dict[int, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def plot(studies: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
+def plot(studies: Studies, path: Path) -> None:
     """Accuracy against pretraining tokens (log), one line per family with its from-scratch level as a band."""
     colours = family_colours(list(studies))
     fig = Figure(figsize=(7, 4.5))
