@@ -25,7 +25,7 @@ training loss (`losses_match`): the check that they did the same work. The same
 ratios over process CPU time (`cpu_ratio`) tell Lightning's cost apart from other
 load on a shared machine. Each family's model FLOPs utilisation (`mfu`) is the Lightning side's training
 FLOPs per second (tokens/s x `PretrainTask.train_flops_per_token`, the count `train/flops` logs) over the
-card's dense bf16 peak (`--peak-tflops`, else PEAK_TFLOPS by device name; none on a CPU), and on a GPU
+card's dense bf16 peak (`--peak-tflops`, else PEAK_TFLOPS by device name in a bf16 run; none on a CPU), and on a GPU
 `lightning_peak_memory_mb` the most memory torch allocated in a Lightning round. One JSON line per family
 goes to stdout; progress and a table go to stderr. `--profile N` prints the N costliest functions
 of one extra Lightning round (cProfile over its timed steps). Asserts nothing.
@@ -72,8 +72,19 @@ from lmlab.training import make_trainer
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.97  # the issue's goal for lightning / raw tokens per second
 QUICK = {"steps": 10, "warmup": 3, "rounds": 2}
-# Dense bf16 tensor-core peaks (vendor datasheets, SXM parts, no sparsity), by a substring of the device name.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
+# Dense bf16 tensor-core peaks in TFLOP/s (vendor datasheets, no sparsity), by a substring of the device name;
+# the first that matches counts, so the more specific names come first.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM
+    ("H200", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("A10G", 70.0),
+    ("L4", 121.0),
+)
 FULL = {"steps": 30, "warmup": 5, "rounds": 7}
 
 
@@ -337,7 +348,7 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
     raw = {key: [r[key] for r in sides["raw"]] for key in ("wall", "cpu", "step", "faults")}
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()}"
     achieved = statistics.median(lit["wall"]) * flops_per_token  # training FLOPs per second, Lightning side
-    peak = peak_tflops(args, device)
+    peak = peak_tflops(args, device, cfg.trainer.precision)
     result = {
         "family": family,
         "lightning_tokens_per_s": round(statistics.median(lit["wall"]), 1),
@@ -397,14 +408,14 @@ def bench_family(family: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
     return result
 
 
-def peak_tflops(args: argparse.Namespace, device: str) -> float | None:
-    """The card's dense bf16 peak: --peak-tflops, else the datasheet figure for its name; None on a CPU or an
-    unknown card (no MFU is then reported)."""
+def peak_tflops(args: argparse.Namespace, device: str, precision: str) -> float | None:
+    """The card's dense bf16 peak: --peak-tflops, else the datasheet figure for its name; None on a CPU, an
+    unknown card or a run not in bf16 (no MFU is then reported: the bf16 peak is not its ceiling)."""
     if args.peak_tflops:
         return args.peak_tflops
-    if args.device != "cuda":
+    if args.device != "cuda" or precision != "bf16-mixed":
         return None
-    return next((tflops for name, tflops in PEAK_TFLOPS.items() if name in device), None)
+    return next((tflops for name, tflops in PEAK_TFLOPS if name in device), None)
 
 
 def shown(value: float | None, fmt: str) -> str:

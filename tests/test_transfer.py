@@ -21,9 +21,11 @@ from tests.helpers.project import ROOT, copy_files, copy_project, dvc
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def config(root: Path) -> ReportConfig:
+def config(root: Path, seeds: list[int] | None = None) -> ReportConfig:
     return ReportConfig(
         study="transfer",
+        seeds=seeds,
+        params_file=str(root / "params.yaml"),
         transfer_dir=str(root / "metrics"),
         transfer_eval_dir=str(root / "eval"),
         out_dir=str(root / "reports"),
@@ -33,6 +35,9 @@ def config(root: Path) -> ReportConfig:
 def write_study(
     root: Path, family: str, accuracies: dict[int, float], scratch: float, collapsed: int = -1, seed: int = 1337
 ) -> None:
+    params = root / "params.yaml"  # the study's seeds, as transfer/params.yaml lists them
+    seeds = yaml.safe_load(params.read_text())["seeds"] if params.is_file() else []
+    params.write_text(yaml.safe_dump({"seeds": sorted({*seeds, seed})}))
     for steps, acc in accuracies.items():
         name = f"seed{seed}/{family}-{steps}"
         metrics, evaluated = root / "metrics" / f"{name}.json", root / "eval" / name
@@ -81,14 +86,19 @@ def test_several_seeds_give_t_intervals_and_a_verdict_from_their_spread(tmp_path
     assert "- 3,000 steps: no significant difference between pretrained and from scratch (0.3 [" in text
     assert "- **lstm**: pretraining pays at some budgets, not from one on" in text
 
-    only = transfer_report(ReportConfig(**{**vars(config(tmp_path)), "seeds": [2]})).read_text()
+    only = transfer_report(config(tmp_path, seeds=[2])).read_text()
     assert "one seed (2): a bootstrap" in only and "by 5.0 [" in only
 
     (tmp_path / "metrics/seed3/lstm-3000.json").unlink()
-    with pytest.raises(LmlabError, match=r"seed3 lacks lstm-3000.json.*evaluate@lstm-3000-3"):
+    with pytest.raises(LmlabError, match=r"seed3 lacks lstm-3000.json, which seed1 has.*evaluate@lstm-3000-3"):
         transfer_report(config(tmp_path))
+    with pytest.raises(LmlabError, match=r"seed3 lacks lstm-3000.json, which seed1 has.*evaluate@lstm-3000-3"):
+        transfer_report(config(tmp_path, seeds=[3, 1]))  # the first seed lacking what a later one has
     with pytest.raises(LmlabError, match=r"seeds=\[1, 1\] names a seed twice"):
-        transfer_report(ReportConfig(**{**vars(config(tmp_path)), "seeds": [1, 1]}))
+        transfer_report(config(tmp_path, seeds=[1, 1]))
+    (tmp_path / "params.yaml").write_text("seeds: [1, 2, 4]\n")  # a seed listed but not run
+    with pytest.raises(LmlabError, match=r"no transfer evaluations in .*seed4: run `dvc repro transfer/dvc.yaml`"):
+        transfer_report(config(tmp_path))
 
 
 def test_a_stray_file_or_a_missing_baseline_is_named_and_nothing_is_written(tmp_path: Path) -> None:

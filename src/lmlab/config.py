@@ -524,7 +524,7 @@ class ReportConfig:
     # each seed's evaluations are in seed<k>/ of metrics_dir and samples_dir; None: the `seeds` list of
     # params_file; [] (or a params_file without seeds): directly in them, as one `lmlab evaluate` by hand
     seeds: list[int] | None = None
-    params_file: str = "params.yaml"
+    params_file: str | None = None  # None: the study's (transfer/params.yaml for study=transfer, else params.yaml)
     metrics_dir: str = "metrics"  # <family>.json and curves/<family>/*.csv from `lmlab evaluate`
     samples_dir: str = "data/eval"
     out_dir: str = "reports"
@@ -532,8 +532,7 @@ class ReportConfig:
     # transfer: fine-tuned accuracy against pretraining budget (<out_dir>/transfer/transfer.md)
     study: str = one_of(("comparison", "synth", "transfer"), "comparison")
     synth_dir: str = "synth/metrics"  # mqar/<family>-<width>.json and parity/<family>.json from `lmlab synth`
-    # seed<k>/<family>-<steps>.json from `lmlab evaluate` (study=transfer reads `seeds`, or every seed<k>/ there)
-    transfer_dir: str = "transfer/metrics"
+    transfer_dir: str = "transfer/metrics"  # seed<k>/<family>-<steps>.json from `lmlab evaluate`
     transfer_eval_dir: str = "data/transfer/eval"  # seed<k>/<family>-<steps>/{examples.npz,setting.json}
 
 

@@ -71,9 +71,16 @@ COLLAPSE_MARKED = {M.TEST_ACC: M.TEST, M.SCRATCH_TEST_ACC: M.SCRATCH_TEST}
 SETTING = {"corpus": dict, "labeled": dict, "tokenizer": str, "pretraining": dict, "evaluation": dict, "commit": str}
 
 
+STUDY_PARAMS = {"transfer": "transfer/params.yaml"}  # a study's own pipeline choices; the rest: params.yaml
+
+
+def params_path(cfg: ReportConfig) -> Path:
+    return Path(cfg.params_file or STUDY_PARAMS.get(cfg.study, "params.yaml"))
+
+
 def pipeline_params(cfg: ReportConfig) -> dict[str, Any] | None:
-    """params_file's values, or None where there is no such file."""
-    params = Path(cfg.params_file)
+    """The values of the study's params file (`params_path`), or None where there is no such file."""
+    params = params_path(cfg)
     return dict(OmegaConf.to_container(OmegaConf.load(params)) or {}) if params.is_file() else None
 
 
@@ -81,7 +88,7 @@ def family_names(cfg: ReportConfig) -> list[str]:
     if cfg.families is not None:
         names = list(cfg.families)
     elif (params := pipeline_params(cfg)) is None:
-        raise LmlabError(f"families=null reads them from {cfg.params_file}, which does not exist; give families=[...]")
+        raise LmlabError(f"families=null reads them from {params_path(cfg)}, which does not exist; give families=[...]")
     else:
         names = list(params.get("families") or [])
     if not names:

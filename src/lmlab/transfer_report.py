@@ -1,7 +1,7 @@
 """`lmlab report study=transfer`: when does pretraining pay? Fine-tuned accuracy against the pretraining budget.
 
-Reads what `lmlab evaluate` wrote for each family pretrained for each number of steps, at each seed (`dvc repro
-transfer/dvc.yaml`): ``<transfer_dir>/seed<k>/<family>-<steps>.json`` and
+Reads what `lmlab evaluate` wrote for each family pretrained for each number of steps, at each seed of
+transfer/params.yaml (`dvc repro transfer/dvc.yaml`): ``<transfer_dir>/seed<k>/<family>-<steps>.json`` and
 ``<transfer_eval_dir>/seed<k>/<family>-<steps>/{examples.npz,setting.json}``. Each evaluation holds the
 classifier fine-tuned from that budget's checkpoint and the seed's one from-scratch classifier of the family, on
 the same test documents. One seed: the difference at every budget is a paired bootstrap over test documents;
@@ -25,44 +25,32 @@ from lmlab.comparison import Figures, outcome, pretraining_verdict
 from lmlab.config import ReportConfig
 from lmlab.data.atomic import staged_dir
 from lmlab.errors import LmlabError
-from lmlab.report import figures_over_seeds, read_evaluation
+from lmlab.report import figures_over_seeds, read_evaluation, seed_folders
 from lmlab.stats import Interval
 
 PLOT = "transfer_accuracy.png"
 NAME = re.compile(r"(?P<family>\w+)-(?P<steps>\d+)\.json")
-SEED = re.compile(r"seed(?P<seed>\d+)")
 Studies = dict[str, dict[int, dict[str, Any]]]  # family -> pretraining steps -> its evaluation
 
 
-def seeds_of(cfg: ReportConfig) -> list[int]:
-    """`seeds`, or else every seed<k> folder in transfer_dir (the study's seeds, as transfer/params.yaml made
-    them)."""
-    root = Path(cfg.transfer_dir)
-    if cfg.seeds is not None:
-        seeds = list(cfg.seeds)
-        if len(set(seeds)) != len(seeds):
-            raise LmlabError(f"seeds={seeds} names a seed twice: give each once")
-    else:
-        found = (SEED.fullmatch(p.name) for p in root.iterdir() if p.is_dir()) if root.is_dir() else ()
-        seeds = sorted(int(name["seed"]) for name in found if name)
-    if not seeds:
-        raise LmlabError(
-            f"no transfer evaluations in {root} (seed<k>/<family>-<steps>.json): run `dvc repro transfer/dvc.yaml`"
-        )
-    return seeds
+def evaluate_stage(family: str, steps: int, seed: str) -> str:
+    """The DVC stage that writes one evaluation (`seed` the seed<k> folder, "" for none: `lmlab evaluate` by hand)."""
+    if not seed:
+        return f"run `lmlab evaluate family={family} ...` with out=<transfer_dir>/{family}-{steps}.json"
+    return f"run `dvc repro transfer/dvc.yaml:evaluate@{family}-{steps}-{seed.removeprefix('seed')}`"
 
 
-def load_seed(cfg: ReportConfig, seed: int) -> Studies:
-    """One seed's evaluations, from every ``seed<k>/<family>-<steps>.json``."""
-    root = Path(cfg.transfer_dir) / f"seed{seed}"
+def load_seed(cfg: ReportConfig, seed: str) -> Studies:
+    """One seed's evaluations, from every ``<family>-<steps>.json`` in its folder `seed` of transfer_dir."""
+    root = Path(cfg.transfer_dir) / seed
     studies: Studies = defaultdict(dict)
     for path in sorted(root.glob("*.json")):
         name = NAME.fullmatch(path.name)
         if name is None:
             raise LmlabError(f"{path}: not a transfer evaluation (<family>-<steps>.json); remove it")
         family, steps = name["family"], int(name["steps"])
-        rebuild = f"run `dvc repro transfer/dvc.yaml:evaluate@{family}-{steps}-{seed}`"
-        evaluation = read_evaluation(path, Path(cfg.transfer_eval_dir) / root.name / path.stem, rebuild)
+        rebuild = evaluate_stage(family, steps, seed)
+        evaluation = read_evaluation(path, Path(cfg.transfer_eval_dir) / seed / path.stem, rebuild)
         if evaluation["figures"].gain is None:
             raise LmlabError(f"{path}: no from-scratch classifier was evaluated beside it: {rebuild}")
         studies[family][steps] = evaluation
@@ -72,26 +60,28 @@ def load_seed(cfg: ReportConfig, seed: int) -> Studies:
 
 
 def load(cfg: ReportConfig) -> Studies:
-    """Each family's evaluation per budget, over the seeds (`report.figures_over_seeds`): every seed must hold
-    the same budgets, or the comparison would mix seeds."""
-    seeds = seeds_of(cfg)
+    """Each family's evaluation per budget over the seeds of the study's params file (`report.seed_folders`;
+    `report.figures_over_seeds`): every seed must hold the same budgets, or the comparison would mix seeds."""
+    seeds = seed_folders(cfg)
     per_seed = {seed: load_seed(cfg, seed) for seed in seeds}
-    first = per_seed[seeds[0]]
-    wanted = {(family, steps) for family, budgets in first.items() for steps in budgets}
-    for seed, studies in per_seed.items():
-        have = {(family, steps) for family, budgets in studies.items() for steps in budgets}
-        for family, steps in sorted(wanted ^ have):
-            missing = seed if (family, steps) in wanted else seeds[0]
+    have = {
+        seed: {(f, steps) for f, budgets in studies.items() for steps in budgets} for seed, studies in per_seed.items()
+    }
+    for seed in seeds[1:]:
+        for family, steps in sorted(have[seeds[0]] ^ have[seed]):
+            lacking, holding = (seed, seeds[0]) if (family, steps) in have[seeds[0]] else (seeds[0], seed)
             raise LmlabError(
-                f"{Path(cfg.transfer_dir) / f'seed{missing}'} lacks {family}-{steps}.json, which the other seeds have: "
-                f"run `dvc repro transfer/dvc.yaml:evaluate@{family}-{steps}-{missing}`"
+                f"{Path(cfg.transfer_dir) / lacking} lacks {family}-{steps}.json, which {holding} has: "
+                f"{evaluate_stage(family, steps, lacking)} (or remove the other seed's if the budget is gone)"
             )
     studies: Studies = {}
+    first = per_seed[seeds[0]]
     for family in sorted(first):
         studies[family] = {}
         for steps in sorted(first[family]):
             runs = [per_seed[seed][family][steps] for seed in seeds]
-            studies[family][steps] = {**runs[0], "figures": figures_over_seeds(runs), "seeds": seeds}
+            labels = [int(seed.removeprefix("seed")) for seed in seeds if seed]
+            studies[family][steps] = {**runs[0], "figures": figures_over_seeds(runs), "seeds": labels}
     return studies
 
 
@@ -136,8 +126,9 @@ def majority_of(studies: Studies) -> Interval:
 
 def how_intervals(studies: Studies) -> str:
     seeds = next(iter(next(iter(studies.values())).values()))["seeds"]
-    if len(seeds) == 1:
-        return f"one seed ({seeds[0]}): a bootstrap over test documents (paired for the difference)"
+    if len(seeds) <= 1:
+        which = f" ({seeds[0]})" if seeds else ""
+        return f"one seed{which}: a bootstrap over test documents (paired for the difference)"
     return (
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): the mean and a t-interval over the seeds, which holds "
         "the pretraining and fine-tuning noise as well (the difference paired by seed)"
