@@ -135,8 +135,8 @@ def test_a_tokenizer_that_changed_since_training_is_a_clear_error(trained: tuple
 
 
 def test_a_missing_checkpoint_names_the_stage_to_run(tmp_path: Path) -> None:
-    missing = tmp_path / "data/runs/pretrain/gru/checkpoints/best.ckpt"
-    with pytest.raises(LmlabError, match=r"dvc repro pretrain@gru"):
+    missing = tmp_path / "data/runs/seed1337/pretrain/gru/checkpoints/best.ckpt"
+    with pytest.raises(LmlabError, match=r"\(`dvc repro pretrain@gru-1337`\)"):
         list(stream_text(GenerateConfig(checkpoint=str(missing)), missing))
 
 

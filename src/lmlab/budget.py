@@ -18,6 +18,7 @@ import torch
 
 from lmlab.config import BudgetConfig, TrainerConfig
 from lmlab.errors import LmlabError
+from lmlab.training import on_gpu
 
 
 def ranks(trainer: TrainerConfig) -> int:
@@ -32,8 +33,7 @@ def ranks(trainer: TrainerConfig) -> int:
     elif not isinstance(devices, int | str):  # a list of device ids
         count = len(devices)
     else:
-        gpus = trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        count = torch.cuda.device_count() if gpus else 1
+        count = torch.cuda.device_count() if on_gpu(trainer.accelerator) and torch.cuda.is_available() else 1
     return count * trainer.num_nodes
 
 

@@ -7,6 +7,7 @@ rebuild the model (its config, vocabulary size, tokenized corpus, classes).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import torch
 from lmlab.errors import LmlabError
 from lmlab.models import LanguageModel, ModelConfig, build_model, family_config
 from lmlab.models.classifier import Classifier
+
+SEED_FOLDER = re.compile(r"seed(?P<seed>\d+)")  # the pipelines' runs of one seed: seed<k>/<verb>/<run>/
 
 
 @dataclass
@@ -34,12 +37,25 @@ class ClassifierCheckpoint:
     step: int
 
 
-def read_checkpoint(path: Path, stage: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint's contents; a missing file names the DVC stage (`stage@<family>`) that makes it."""
+def training_command(path: Path, verb: str) -> str:
+    """The command that trains the run `path` belongs to: the DVC stage where the path is a pipeline's run
+    (`data/runs/seed<k>/<verb>/<run>/checkpoints/`: `dvc.yaml`'s, or `transfer/dvc.yaml`'s under
+    `data/runs/transfer/`), else the verb."""
+    run = path.parent.parent
+    seed = SEED_FOLDER.fullmatch(run.parent.parent.name)
+    if path.parent.name != "checkpoints" or run.parent.name != verb or seed is None:
+        return f"`lmlab {verb}`"
+    if run.parent.parent.parent.name == "transfer":  # <family>-<steps>, or the seed's <family>-scratch baseline
+        scratch = run.name.endswith("-scratch")
+        stage = f"scratch@{run.name.removesuffix('-scratch')}" if scratch else f"{verb}@{run.name}"
+        return f"`dvc repro transfer/dvc.yaml:{stage}-{seed['seed']}`"
+    return f"`dvc repro {verb}@{run.name.removesuffix('-scratch')}-{seed['seed']}`"
+
+
+def read_checkpoint(path: Path, verb: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents; a missing file names the command that makes it (`training_command`)."""
     if not path.is_file():
-        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        family = run.name.removesuffix("-scratch") if path.parent.name == "checkpoints" else "<family>"
-        raise LmlabError(f"no checkpoint at {path}: train it first (`dvc repro {stage}@{family}` or `lmlab {stage}`)")
+        raise LmlabError(f"no checkpoint at {path}: train it first ({training_command(path, verb)})")
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated file, or one holding more than tensors and plain data
@@ -63,7 +79,9 @@ def load_language_model(path: Path, map_location: str | torch.device = "cpu") ->
     """The model saved in a pretraining checkpoint, weights verified to load completely."""
     saved = read_checkpoint(path, "pretrain", map_location)
     if "classes" in saved["lmlab"]:
-        raise LmlabError(f"{path} is a fine-tuning checkpoint; give a pretraining one (data/runs/pretrain/...)")
+        raise LmlabError(
+            f"{path} is a fine-tuning checkpoint; give a pretraining one (data/runs/seed<k>/pretrain/<family>/...)"
+        )
     model = build_model(model_config(saved), saved["lmlab"]["vocab_size"])
     model.load_state_dict(prefixed(saved["state_dict"], "model."), strict=True)
     return Checkpoint(model.to(map_location), saved["lmlab"].get("corpus", {}), saved.get("global_step", 0))
@@ -74,7 +92,9 @@ def load_classifier(path: Path, map_location: str | torch.device = "cpu") -> Cla
     saved = read_checkpoint(path, "finetune", map_location)
     extra = saved["lmlab"]
     if "classes" not in extra:
-        raise LmlabError(f"{path} is a pretraining checkpoint; give a fine-tuning one (data/runs/finetune/...)")
+        raise LmlabError(
+            f"{path} is a pretraining checkpoint; give a fine-tuning one (data/runs/seed<k>/finetune/<family>/...)"
+        )
     head = extra["classifier"]
     model = Classifier(
         build_model(model_config(saved), extra["vocab_size"]),

@@ -443,7 +443,7 @@ class FinetuneTaskConfig:
     unfreeze_every: int = at_least(0, 0)
     freeze_backbone: bool = False  # train the head only
     class_weights: Any = None  # null | balanced | a list, one weight per class
-    # early stopping: validations without a higher finetune/val/acc; 0: never stop early
+    # early stopping: validations without a higher finetune/val/f1; 0: never stop early
     patience: int = at_least(0, 0)
     # language-model adaptation on the labeled train text first (ULMFiT's middle step)
     adapt_steps: int = at_least(0, 0)

@@ -65,7 +65,7 @@ from lmlab.long_context import (
 from lmlab.models import LanguageModel, carried
 from lmlab.runs import RunFolder, open_corpus
 from lmlab.tasks.finetune import classification_metrics, summarize
-from lmlab.training import config_dict, finish_logger, make_logger, run_name
+from lmlab.training import config_dict, finish_logger, make_logger, on_gpu, run_name
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ def resolved_device(device: str, pretrain_run: Path) -> str:
     pipeline's inference figures come from the machine its training figures do."""
     if device != "auto":
         return device
-    accelerator = hydra_trainer(pretrain_run).get("accelerator", "cpu")
-    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+    trained_on_gpu = on_gpu(hydra_trainer(pretrain_run).get("accelerator") or "cpu")
+    return "cuda" if trained_on_gpu and torch.cuda.is_available() else "cpu"
 
 
 def length_figures(

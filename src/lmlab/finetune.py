@@ -2,7 +2,8 @@
 
 Callable without the CLI (tests do): `finetune(cfg, run_dir)` returns the final metrics.
 The run folder has the layout of a pretraining run (see `lmlab.runs`), with
-checkpoints chosen by ``finetune/val/acc``; an LM adaptation, when asked for,
+checkpoints chosen by ``finetune/val/f1`` (macro F1: on a skewed val split, accuracy rewards a classifier
+that predicts the majority class; docs/finetuning.md); an LM adaptation, when asked for,
 runs first in its own run folder ``<run>/adapt``.
 """
 
@@ -107,9 +108,9 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
     logger = make_logger(cfg.logger, run_dir, start.run_id, cfg.name, "finetune", tags, config_dict(cfg), name)
     callbacks: list = [ValCurve(run_dir / "val_curve.csv", M.FINETUNE_CURVE), *build_callbacks(cfg.callbacks)]
     if task_cfg.patience:
-        callbacks.append(EarlyStopping(M.FINETUNE_VAL_ACC, mode="max", patience=task_cfg.patience))
+        callbacks.append(EarlyStopping(M.FINETUNE_VAL_F1, mode="max", patience=task_cfg.patience))
     what = f"finetune {cfg.model.family}{' from scratch' if task_cfg.from_scratch else ''}"
-    trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor=M.FINETUNE_VAL_ACC, mode="max", label=what)
+    trainer = make_trainer(cfg.trainer, run_dir, logger, callbacks, monitor=M.FINETUNE_VAL_F1, mode="max", label=what)
     run.begin(start, trainer.is_global_zero)
 
     adapted: dict[str, float] = {}
@@ -149,7 +150,7 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     metrics = {
         **{k: v for k, v in task.last_val.items() if k != M.STEP},
-        M.BEST_FINETUNE_VAL_ACC: float(best) if best is not None else task.last_val.get(M.FINETUNE_VAL_ACC),
+        M.BEST_FINETUNE_VAL_F1: float(best) if best is not None else task.last_val.get(M.FINETUNE_VAL_F1),
         M.PARAMS: backbone.num_params,
         M.FINETUNE_STEPS: trainer.global_step,
         M.FINETUNE_FROM_SCRATCH: task_cfg.from_scratch,
@@ -160,13 +161,13 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
         if cfg.metrics_file:
             write_json(Path(cfg.metrics_file), metrics)
         log.info(
-            "fine-tuned %s%s: %d steps; val acc %.3f (best %.3f), val F1 %.3f -> %s",
+            "fine-tuned %s%s: %d steps; val acc %.3f, val F1 %.3f (best %.3f, kept) -> %s",
             cfg.model.family,
             " from scratch" if task_cfg.from_scratch else "",
             metrics[M.FINETUNE_STEPS],
             metrics.get(M.FINETUNE_VAL_ACC, float("nan")),
-            metrics[M.BEST_FINETUNE_VAL_ACC] if metrics[M.BEST_FINETUNE_VAL_ACC] is not None else float("nan"),
             metrics.get(M.FINETUNE_VAL_F1, float("nan")),
+            metrics[M.BEST_FINETUNE_VAL_F1] if metrics[M.BEST_FINETUNE_VAL_F1] is not None else float("nan"),
             run_dir / "metrics.json",
         )
     return metrics
@@ -174,8 +175,9 @@ def train_in(cfg: FinetuneConfig, run: RunFolder) -> dict[str, Any]:
 
 def identity(cfg: FinetuneConfig, corpus: Corpus, pretrained: Path | None) -> dict[str, Any]:
     """What a fine-tuning checkpoint belongs to: the config, the data (`Corpus.digest`), and the exact
-    pretrained weights it started from."""
+    pretrained weights it started from (their sha256, not the checkpoint's path: a moved run folder resumes)."""
     full = config_dict(cfg)
+    full["finetune"].pop("checkpoint", None)
     return {
         "data": cfg.data.name,
         "task_data": cfg.task_data.name,

@@ -41,7 +41,7 @@ FINETUNE_VAL = "finetune/val/"  # prefix of acc, f1, loss, precision/<class>, re
 FINETUNE_VAL_LOSS = "finetune/val/loss"
 FINETUNE_VAL_ACC = "finetune/val/acc"
 FINETUNE_VAL_F1 = "finetune/val/f1"
-BEST_FINETUNE_VAL_ACC = "best/finetune/val/acc"
+BEST_FINETUNE_VAL_F1 = "best/finetune/val/f1"  # the kept checkpoint's: fine-tuning keeps the best macro F1
 FINETUNE_STEPS = "finetune/steps"
 FINETUNE_FROM_SCRATCH = "finetune/from_scratch"
 ADAPT_VAL_LOSS = "adapt/val/loss"
@@ -78,12 +78,12 @@ INFER_TOKENS_PER_SEC = "infer/tokens_per_sec"
 INFER_MS_PER_TOKEN = "infer/ms_per_generated_token"
 INFER_PEAK_MEMORY_MB = "infer/peak_memory_mb"
 
-# One row per validation in a run folder's val_curve.csv (and metrics/curves/).
+# One row per validation in a run folder's val_curve.csv (and the copies in metrics/seed<k>/curves/).
 STEP = "step"
 PRETRAIN_CURVE = (STEP, TRAIN_TOKENS, TRAIN_FLOPS, TRAIN_WALL_SECONDS, VAL_LOSS, VAL_PPL, VAL_BPB, TRAIN_LR)
 FINETUNE_CURVE = (STEP, FINETUNE_VAL_LOSS, FINETUNE_VAL_ACC, FINETUNE_VAL_F1, TRAIN_LR)
 
-# The curve files `lmlab evaluate` copies per family (metrics/curves/<family>/<name>.csv): pretraining's, and
+# The curve files `lmlab evaluate` copies per family (metrics/seed<k>/curves/<family>/<name>.csv): pretraining's, and
 # the fine-tuned classifier's and its from-scratch baseline's, by the prefix of their test figures.
 PRETRAIN_CURVE_FILE = "pretrain"
 FINETUNE_CURVE_FILES = {TEST: "finetune", SCRATCH_TEST: "scratch"}
@@ -118,6 +118,7 @@ COMPARED = (
     TEST_BPB,
     TEST_PPL,
     FINETUNE_VAL_ACC,
+    FINETUNE_VAL_F1,
     TEST_ACC,
     TEST_F1,
     SCRATCH_TEST_ACC,

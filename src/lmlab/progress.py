@@ -34,6 +34,7 @@ VAL_FIGURES = (
     ("bpb", M.VAL_BPB, "{:.3f}"),
     ("val loss", M.FINETUNE_VAL_LOSS, "{:.4f}"),
     ("val acc", M.FINETUNE_VAL_ACC, "{:.3f}"),
+    ("val F1", M.FINETUNE_VAL_F1, "{:.3f}"),
     ("val acc", M.VAL_ACC, "{:.3f}"),
 )
 

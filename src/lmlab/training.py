@@ -301,12 +301,17 @@ def build_callbacks(specs: dict[str, Any]) -> list[Callback]:
 LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
 
 
+def on_gpu(accelerator: str) -> bool:
+    """Whether a trainer with this accelerator trains on CUDA GPUs: one asked for by name (without one,
+    Lightning's error says so), or `auto` where CUDA is present."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def precision_args(cfg: TrainerConfig) -> dict[str, Any]:
     """`precision=` for the Trainer, or for mixed precision a `CachedAutocast` plugin (Lightning takes one)."""
     if cfg.precision not in ("bf16-mixed", "16-mixed") or cfg.strategy.startswith("fsdp"):
         return {"precision": cfg.precision}  # FSDP takes only its own precision plugin, which Lightning builds
-    gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    return {"plugins": [CachedAutocast(cfg.precision, "cuda" if gpu else "cpu")]}
+    return {"plugins": [CachedAutocast(cfg.precision, "cuda" if on_gpu(cfg.accelerator) else "cpu")]}
 
 
 def make_trainer(
