@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -246,6 +247,7 @@ def test_an_architecture_mismatch_names_the_keys(lab: Path, tmp_path: Path) -> N
         ("data/runs/seed7/pretrain/gru", "`dvc repro pretrain@gru-7`"),
         ("data/runs/transfer/seed7/pretrain/gru-300", "`dvc repro transfer/dvc.yaml:pretrain@gru-300-7`"),
         ("outputs/pretrain/gru", "`lmlab pretrain`"),
+        ("elsewhere/seed7/pretrain/gru", "`lmlab pretrain`"),  # a seed folder outside a pipeline's runs
     ],
 )
 def test_a_missing_checkpoint_names_the_stage_to_run(lab: Path, tmp_path: Path, run: str, command: str) -> None:
@@ -526,6 +528,22 @@ def test_finetuning_logs_to_wandb_as_job_type_finetune(
     assert "finetune/val/confusion" in summary["summary"]  # the table
     run = next(r["run"] for r in records if r["type"] == "run")
     assert run["job_type"] == "finetune" and {"gru", "reviews", "pretrained"} <= set(run["tags"])
+
+
+def test_a_run_whose_pretrained_checkpoint_moved_resumes(
+    lab: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The identity holds the pretrained weights' sha256, not the checkpoint's path: the same weights in a
+    moved run folder (a new pipeline layout) resume the finished fine-tuning instead of retraining it."""
+    cfg = config(lab)
+    cfg = replace(cfg, trainer=replace(cfg.trainer, max_steps=6, val_every=6))
+    first = finetune(cfg, tmp_path / "run")
+    shutil.copytree(lab / "pretrain" / "gru", tmp_path / "moved" / "gru")
+    moved = replace(cfg, finetune=replace(cfg.finetune, checkpoint=str(tmp_path / "moved/gru/checkpoints/best.ckpt")))
+    with caplog.at_level(logging.INFO):
+        again = finetune(moved, tmp_path / "run")
+    assert "config changed" not in caplog.text and "resuming from" in caplog.text, caplog.text
+    assert again["finetune/val/loss"] == first["finetune/val/loss"]
 
 
 def test_a_restored_adaptation_gives_the_classifier_a_freshly_adapted_one_would(lab: Path, tmp_path: Path) -> None:

@@ -43,10 +43,12 @@ def training_command(path: Path, verb: str) -> str:
     `data/runs/transfer/`), else the verb."""
     run = path.parent.parent
     seed = SEED_FOLDER.fullmatch(run.parent.parent.name)
-    if path.parent.name != "checkpoints" or run.parent.name != verb or seed is None:
+    above = run.parent.parent.parent  # data/runs, or data/runs/transfer
+    pipeline = above.name == "runs" or (above.name == "transfer" and above.parent.name == "runs")
+    if path.parent.name != "checkpoints" or run.parent.name != verb or seed is None or not pipeline:
         return f"`lmlab {verb}`"
-    if run.parent.parent.parent.name == "transfer":  # <family>-<steps>, or the seed's <family>-scratch baseline
-        scratch = run.name.endswith("-scratch")
+    if above.name == "transfer":  # <family>-<steps>, or the seed's <family>-scratch baseline
+        scratch = verb == "finetune" and run.name.endswith("-scratch")
         stage = f"scratch@{run.name.removesuffix('-scratch')}" if scratch else f"{verb}@{run.name}"
         return f"`dvc repro transfer/dvc.yaml:{stage}-{seed['seed']}`"
     return f"`dvc repro {verb}@{run.name.removesuffix('-scratch')}-{seed['seed']}`"

@@ -302,8 +302,9 @@ LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
 
 
 def on_gpu(accelerator: str) -> bool:
-    """Whether a trainer with this accelerator trains on CUDA GPUs: one asked for by name (without one,
-    Lightning's error says so), or `auto` where CUDA is present."""
+    """Whether a trainer with this accelerator trains on CUDA GPUs: one asked for by name, or `auto` where CUDA
+    is present. A GPU asked for on a machine without one is True (Lightning's error then says so): callers
+    that fall back to the CPU check `torch.cuda.is_available()` too."""
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
