@@ -67,7 +67,7 @@ from lmlab.malloc import steady_malloc
 from lmlab.models import FAMILIES, LanguageModel, build_model, carried, detach_state
 from lmlab.tasks.optim import build_optimizer, build_schedule
 from lmlab.tasks.pretrain import PretrainData, PretrainTask
-from lmlab.training import make_trainer
+from lmlab.training import make_trainer, on_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.97  # the goal for lightning / raw tokens per second
@@ -229,7 +229,7 @@ def build(cfg: PretrainConfig, vocab_size: int, device: torch.device | None) -> 
 
 
 def device_of(cfg: PretrainConfig) -> torch.device:
-    return torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    return torch.device("cuda" if on_gpu(cfg.trainer.accelerator) else "cpu")
 
 
 def lightning_round(
