@@ -74,13 +74,13 @@ def load(cfg: ReportConfig) -> Studies:
                 f"{Path(cfg.transfer_dir) / lacking} lacks {family}-{steps}.json, which {holding} has: "
                 f"{evaluate_stage(family, steps, lacking)} (or remove the other seed's if the budget is gone)"
             )
+    labels = [int(seed.removeprefix("seed")) for seed in seeds if seed]
     studies: Studies = {}
     first = per_seed[seeds[0]]
     for family in sorted(first):
         studies[family] = {}
         for steps in sorted(first[family]):
             runs = [per_seed[seed][family][steps] for seed in seeds]
-            labels = [int(seed.removeprefix("seed")) for seed in seeds if seed]
             studies[family][steps] = {**runs[0], "figures": figures_over_seeds(runs), "seeds": labels}
     return studies
 
