@@ -1,7 +1,7 @@
 """Generation cost against length, one sequence, one token at a time (what `lmlab generate` does).
 
 For each family at the pipeline's model size (`conf/model/<family>.yaml`, random weights, vocabulary 8000),
-runs `lmlab.long_context.generation_profile` (what `lmlab evaluate` measures on the trained models) to the
+runs `lmlab.jobs.long_context.generation_profile` (what `lmlab evaluate` measures on the trained models) to the
 longest length, repeated, and reports at each length L:
 
 - ms per token over the 32 tokens before L (the marginal cost at that length), median of repeats;
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lmlab.long_context import TAIL, generation_profile
+from lmlab.jobs.long_context import TAIL, generation_profile
 from lmlab.models import FAMILIES, build_model, family_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Loss by position and past the training window for pretraining checkpoints, side by side.
 
-What `lmlab evaluate` measures for the pipeline's runs (`lmlab.long_context`), for any checkpoints: e.g. runs
+What `lmlab evaluate` measures for the pipeline's runs (`lmlab.jobs.long_context`), for any checkpoints: e.g. runs
 trained longer than `make run`'s budget, where a model has learned to use its context.
 
     .venv/bin/python bench/long_context.py outputs/pretrain/transformer/<time>/checkpoints/best.ckpt ...
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from lmlab.checkpoints import load_language_model
 from lmlab.data.corpus import Corpus
-from lmlab.long_context import beyond_training, by_position, stretched, window_losses
+from lmlab.jobs.long_context import beyond_training, by_position, stretched, window_losses
+from lmlab.training.checkpoints import load_language_model
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from lmlab.malloc import steady_malloc
+from lmlab.core.malloc import steady_malloc
 from lmlab.models import FAMILIES, LanguageModel, build_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -60,14 +60,16 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from lmlab.config import PathsConfig, PretrainConfig, register_configs, typed
+from lmlab.cli.schemas import register_configs, typed
+from lmlab.core.malloc import steady_malloc
+from lmlab.data.config import PathsConfig
 from lmlab.data.corpus import SPECIAL_IDS, Corpus, write_corpus
 from lmlab.data.lm import train_windows
-from lmlab.malloc import steady_malloc
+from lmlab.jobs.config import PretrainConfig
 from lmlab.models import FAMILIES, LanguageModel, build_model, carried, detach_state
-from lmlab.tasks.optim import build_optimizer, build_schedule
-from lmlab.tasks.pretrain import PretrainData, PretrainTask
-from lmlab.training import make_trainer, on_gpu
+from lmlab.tasks.language_model import PretrainData, PretrainTask
+from lmlab.training.optim import build_optimizer, build_schedule
+from lmlab.training.trainer import make_trainer, on_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.97  # the goal for lightning / raw tokens per second

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
+from lmlab.data.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
 from lmlab.data.tokenize import split_long_line, tokenize
 
 MAX_BYTES = TokenizerConfig().max_sentence_length

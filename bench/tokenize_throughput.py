@@ -23,7 +23,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig, register_configs
+from lmlab.cli.schemas import register_configs
+from lmlab.data.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
 from lmlab.data.download import download
 from lmlab.data.fetch import HttpOptions
 from lmlab.data.split import split_dataset

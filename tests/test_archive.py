@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lmlab.config import DatasetConfig, PathsConfig, SourceConfig
+from lmlab.core.errors import LmlabError
 from lmlab.data.archive import extract, is_archive
+from lmlab.data.config import DatasetConfig, PathsConfig, SourceConfig
 from lmlab.data.download import download
 from lmlab.data.fetch import HttpOptions
-from lmlab.errors import LmlabError
 from tests.helpers.servers import FileServer
 
 FAST = HttpOptions(retries=2, timeout=5, backoff=0.01)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lmlab.data.atomic import NUMBER, read_json, staged_dir, write_atomic, write_json
-from lmlab.errors import LmlabError
+from lmlab.core.atomic import NUMBER, read_json, staged_dir, write_atomic, write_json
+from lmlab.core.errors import LmlabError
 
 
 def test_success_replaces_the_output_whole(tmp_path: Path) -> None:

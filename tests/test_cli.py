@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lmlab.cli import TOOLS, VERBS, Terminated, sigterm_unwinds
-from lmlab.config import register_configs, typed
+from lmlab.cli.schemas import register_configs, typed
 from lmlab.data import readers, sources
 from tests.helpers.project import ROOT, env, lmlab
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
@@ -246,7 +246,7 @@ def test_sigterm_during_a_fit_is_left_to_lightning(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_jobs_hold_the_allocator_steady() -> None:
     """Every job fixes glibc's thresholds (docs/benchmarks.md: 28% of a CPU training step went to page faults)."""
-    from lmlab.malloc import steady_malloc
+    from lmlab.core.malloc import steady_malloc
 
     assert steady_malloc()
     assert "steady_malloc()" in (ROOT / "src" / "lmlab" / "cli" / "__init__.py").read_text()

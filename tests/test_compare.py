@@ -22,9 +22,9 @@ import psutil
 import pytest
 from rich.console import Console
 
-from lmlab.compare import curves_png, legend_label, rank, report
-from lmlab.metrics import higher_is_better
-from lmlab.wandb_runs import Filters, Run, read_offline_runs
+from lmlab.core.metrics import higher_is_better
+from lmlab.tools.rank import curves_png, legend_label, rank, write_ranking
+from lmlab.tools.wandb_runs import Filters, Run, read_offline_runs
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
@@ -344,7 +344,7 @@ def test_runs_of_job_types_that_do_not_log_the_metric_are_left_out(tmp_path: Pat
         synthetic("finetune-gru-scratch", "gru", [0.6, 0.65], "finetune", "finetune/val/acc"),
     ]
     console = Console(record=True, width=200)
-    report(runs, "val/bpb", None, "model.family", tmp_path / "out", "test", console)
+    write_ranking(runs, "val/bpb", None, "model.family", tmp_path / "out", "test", console)
     said = console.export_text()
     assert "left out 2 runs of job type finetune, which log no val/bpb" in said
     table = (tmp_path / "out" / "compare.csv").read_text()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmlab import runs
-from lmlab.runs import code_modules
+from lmlab.training import identity
+from lmlab.training.identity import code_modules, code_text, code_version
 from tests.helpers.project import ROOT
 
 DVC_FILES = ("dvc.yaml", "synth/dvc.yaml", "transfer/dvc.yaml")  # the main study, synthetic tasks, transfer
@@ -24,12 +24,24 @@ def stages() -> dict[str, dict]:
     return found
 
 
-def verb_of(stage: dict) -> str:
+def commands_of(stage: dict) -> list[str]:
     body = stage.get("do", stage)
-    commands = body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
-    verbs = {re.match(r"\s*lmlab (\w+)", command).group(1) for command in commands}
+    return body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
+
+
+def verb_of(stage: dict) -> str:
+    verbs = {re.match(r"\s*lmlab (\w+)", command).group(1) for command in commands_of(stage)}
     assert len(verbs) == 1, verbs
     return verbs.pop()
+
+
+def modules_run(stage: dict) -> list[Path]:
+    """The verb's modules, and for `lmlab report` those of the study it writes (imported by name)."""
+    modules = code_modules(f"lmlab.cli.{verb_of(stage)}")
+    if verb_of(stage) == "report":
+        studies = {m.group(1) if (m := re.search(r"study=(\w+)", c)) else "comparison" for c in commands_of(stage)}
+        modules += [path for study in studies for path in code_modules(f"lmlab.analysis.{study}")]
+    return modules
 
 
 def covered(path: Path, deps: list[str]) -> bool:
@@ -42,24 +54,81 @@ def covered(path: Path, deps: list[str]) -> bool:
 def test_stage_depends_on_every_module_its_verb_imports(name: str) -> None:
     stage = stages()[name]
     deps = [dep for dep in stage.get("do", stage).get("deps", []) if isinstance(dep, str)]
-    needed = code_modules(f"lmlab.cli.{verb_of(stage)}")
-    missing = [path.relative_to(ROOT).as_posix() for path in needed if not covered(path, deps)]
+    missing = [path.relative_to(ROOT).as_posix() for path in modules_run(stage) if not covered(path, deps)]
     assert not missing, f"dvc.yaml stage {name} runs code it does not depend on: {missing}"
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, stage in stages().items() if verb_of(stage) in ("download", "split", "tokenize", "report")]
+)
+def test_stage_depends_on_no_module_it_does_not_run(name: str) -> None:
+    """A data stage or report lists its modules one by one: a file it does not import is a rerun for nothing
+    (an edit to the training schemas rerunning the download, one study's report rerunning another's)."""
+    stage = stages()[name]
+    deps = {dep for dep in stage.get("do", stage).get("deps", []) if isinstance(dep, str) and dep.startswith("src/")}
+    run = {path.relative_to(ROOT).as_posix() for path in modules_run(stage)}
+    assert not deps - run, f"{name} depends on code it does not run: {sorted(deps - run)}"
 
 
 def test_code_modules_follow_imports_through_packages() -> None:
     names = {path.relative_to(ROOT / "src").as_posix() for path in code_modules("lmlab.cli.pretrain")}
-    assert {"lmlab/models/__init__.py", "lmlab/models/recurrent.py", "lmlab/tasks/optim.py"} <= names
-    assert "lmlab/report.py" not in names and "lmlab/data/fetch.py" not in names
-    download = {path.name for path in code_modules("lmlab.cli.download")}
-    assert {"fetch.py", "archive.py", "atomic.py", "sources.py"} <= download and "recurrent.py" not in download
+    assert {"lmlab/models/__init__.py", "lmlab/models/recurrent.py", "lmlab/training/optim.py"} <= names
+    assert "lmlab/analysis/comparison.py" not in names and "lmlab/data/fetch.py" not in names
+    download = {path.relative_to(ROOT / "src").as_posix() for path in code_modules("lmlab.cli.download")}
+    assert {"lmlab/data/fetch.py", "lmlab/data/archive.py", "lmlab/core/atomic.py"} <= download
+    assert not {"lmlab/models/recurrent.py", "lmlab/training/config.py", "lmlab/jobs/config.py"} & download
 
 
-def test_code_version_leaves_out_the_config_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_code_version_leaves_out_the_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
     package = ROOT / "src" / "lmlab"
-    monkeypatch.setattr(runs, "code_modules", lambda module: [package / "config.py", package / "runs.py"])
-    with_schema = runs.code_version("lmlab.pretrain")
-    monkeypatch.setattr(runs, "code_modules", lambda module: [package / "runs.py"])
-    assert runs.code_version("lmlab.pretrain") == with_schema
-    monkeypatch.setattr(runs, "code_modules", lambda module: [package / "stats.py", package / "runs.py"])
-    assert runs.code_version("lmlab.pretrain") != with_schema
+    monkeypatch.setattr(
+        identity, "code_modules", lambda module: [package / "training/config.py", package / "training/runs.py"]
+    )
+    with_schema = code_version("lmlab.jobs.pretrain")
+    monkeypatch.setattr(identity, "code_modules", lambda module: [package / "training/runs.py"])
+    assert code_version("lmlab.jobs.pretrain") == with_schema
+    monkeypatch.setattr(
+        identity, "code_modules", lambda module: [package / "analysis/stats.py", package / "training/runs.py"]
+    )
+    assert code_version("lmlab.jobs.pretrain") != with_schema
+
+
+MODULE = """\"\"\"A module.\"\"\"
+
+from __future__ import annotations
+
+import math
+
+from lmlab.core.errors import LmlabError
+from lmlab.core.rules import at_least
+
+
+def f(x: float) -> float:
+    if x < 0:
+        raise LmlabError("negative")
+    return math.sqrt(x)
+"""
+
+
+def test_code_identity_survives_a_pure_move(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same code in other files, its lmlab imports from other modules (re-sorted, regrouped), is the same
+    identity; a change to what it computes, or to a third-party import, is not."""
+    moved = MODULE.replace(
+        "from lmlab.core.errors import LmlabError\nfrom lmlab.core.rules import at_least\n",
+        "from lmlab.config import at_least\n\nfrom lmlab.errors import LmlabError\n",
+    )
+    assert code_text(moved) == code_text(MODULE)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new" / "deep").mkdir(parents=True)
+    (tmp_path / "old" / "a.py").write_text(MODULE)
+    (tmp_path / "new" / "deep" / "b.py").write_text(moved)
+    monkeypatch.setattr(identity, "code_modules", lambda module: [tmp_path / "old" / "a.py"])
+    before = code_version("lmlab.jobs.pretrain")
+    monkeypatch.setattr(identity, "code_modules", lambda module: [tmp_path / "new" / "deep" / "b.py"])
+    assert code_version("lmlab.jobs.pretrain") == before
+    for edited in (
+        MODULE.replace("math.sqrt(x)", "math.sqrt(x) + 1"),
+        MODULE.replace("import math", "import cmath as math"),
+    ):
+        (tmp_path / "new" / "deep" / "b.py").write_text(edited)
+        assert code_version("lmlab.jobs.pretrain") != before

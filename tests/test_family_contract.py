@@ -22,11 +22,11 @@ import yaml
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
-from lmlab.config import register_configs, typed
-from lmlab.errors import LmlabError
-from lmlab.generate import generate
+from lmlab.cli.schemas import register_configs, typed
+from lmlab.core.errors import LmlabError
+from lmlab.jobs.generate import generate
 from lmlab.models import FAMILIES, LanguageModel, State, build_model, carried, detach_state, family_config, map_state
-from lmlab.tasks.pretrain import gather_state
+from lmlab.tasks.language_model import gather_state
 from tests.helpers.project import ROOT
 
 VOCAB = 23

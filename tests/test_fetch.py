@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lmlab.core.errors import LmlabError
 from lmlab.data.fetch import HttpOptions, http_download
-from lmlab.errors import LmlabError
 from tests.helpers.servers import FileServer
 
 FAST = HttpOptions(retries=3, timeout=5, backoff=0.01)

@@ -18,21 +18,23 @@ import pytest
 import torch
 import yaml
 
-from lmlab.checkpoints import load_classifier, load_language_model
-from lmlab.config import EvaluateConfig, LoggerConfig, TokenizerConfig
+from lmlab.analysis.examples import Examples
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import TokenizerConfig
 from lmlab.data.corpus import SPECIAL_IDS, Corpus
 from lmlab.data.labeled import LabeledSet
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import tokenize
-from lmlab.errors import LmlabError
-from lmlab.evaluate import evaluate
-from lmlab.examples import Examples
-from lmlab.finetune import class_weights, finetune, load_pretrained
+from lmlab.jobs.config import EvaluateConfig
+from lmlab.jobs.evaluate import evaluate
+from lmlab.jobs.finetune import class_weights, finetune, load_pretrained
+from lmlab.jobs.pretrain import pretrain
 from lmlab.models import FAMILIES, build_model
 from lmlab.models.classifier import Classifier, pool
-from lmlab.pretrain import pretrain
-from lmlab.tasks.finetune import FinetuneTask
-from lmlab.tasks.finite import NonFiniteLoss
+from lmlab.tasks.classification import FinetuneTask
+from lmlab.training.checkpoints import load_classifier, load_language_model
+from lmlab.training.config import LoggerConfig
+from lmlab.training.finite import NonFiniteLoss
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
@@ -358,7 +360,7 @@ def test_evaluate_writes_the_agreed_keys_curves_and_a_sample(
     assert sorted(p.name for p in curves.iterdir()) == sorted(
         f"{name}.csv" for name in ("finetune", "pretrain", "scratch", "position", "length", "generation")
     )
-    # the length figures (lmlab.long_context): the gru reads on past its training window
+    # the length figures (lmlab.jobs.long_context): the gru reads on past its training window
     with (curves / "length.csv").open() as f:
         assert [int(row["factor"]) for row in csv.DictReader(f)] == [1, 2, 4]
     assert metrics["test/loss_4x"] > 0

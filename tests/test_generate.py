@@ -11,13 +11,14 @@ import sentencepiece as spm
 import torch
 
 from lmlab.cli.generate import positional_prompt
-from lmlab.config import GenerateConfig, TokenizerConfig
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import TokenizerConfig
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import tokenize
-from lmlab.errors import LmlabError
-from lmlab.generate import encode_prompt, generate, sample, stream_text
+from lmlab.jobs.config import GenerateConfig
+from lmlab.jobs.generate import encode_prompt, generate, sample, stream_text
+from lmlab.jobs.pretrain import pretrain
 from lmlab.models import build_model
-from lmlab.pretrain import pretrain
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for
 from tests.helpers.project import ROOT, env
 from tests.helpers.tiny_lm import tiny_config

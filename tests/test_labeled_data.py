@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmlab.config import SPLITS
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import SPLITS
 from lmlab.data.corpus import Corpus, write_corpus
 from lmlab.data.labeled import LabeledSet, LabeledSplit, OrderedDocuments, ShuffledDocuments
-from lmlab.errors import LmlabError
 
 EOD, PAD = 1, 0
 

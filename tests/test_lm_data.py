@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from lmlab.core.errors import LmlabError
 from lmlab.data.corpus import Corpus
 from lmlab.data.lm import EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
-from lmlab.errors import LmlabError
 from tests.helpers.tiny_lm import counting_stream, write_corpus
 
 

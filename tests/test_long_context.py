@@ -1,4 +1,4 @@
-"""`lmlab.long_context`: loss by position, loss past the training window, and generation cost against length."""
+"""`lmlab.jobs.long_context`: loss by position, loss past the training window, and generation cost against length."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.errors import LmlabError
-from lmlab.long_context import (
+from lmlab.core.errors import LmlabError
+from lmlab.jobs.long_context import (
     beyond_training,
     by_position,
     generation_profile,

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
 from lmlab.models import LanguageModel, ModelConfig, build_model, family_config
 from lmlab.models.transformer import apply_rotary, rotary_tables
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lmlab.report import PLOTS
+from lmlab.analysis.comparison import PLOTS
 from tests.helpers.pipeline import edit_yaml, shrink_training, write_tiny_datasets
 from tests.helpers.project import ROOT, copy_project, dvc, env
 

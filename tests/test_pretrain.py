@@ -24,15 +24,18 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import lmlab.pretrain
-from lmlab.config import LoggerConfig, PretrainConfig, register_configs, typed
+import lmlab.jobs.pretrain
+import lmlab.training.job
+from lmlab.cli.schemas import register_configs, typed
+from lmlab.core.errors import LmlabError
 from lmlab.data.corpus import Corpus
-from lmlab.errors import LmlabError
+from lmlab.jobs.config import PretrainConfig
+from lmlab.jobs.pretrain import pretrain
 from lmlab.models import FAMILIES, build_model
-from lmlab.pretrain import pretrain
-from lmlab.runs import fingerprint
-from lmlab.tasks.finite import NonFiniteLoss
-from lmlab.training import wandb_mode
+from lmlab.training.config import LoggerConfig
+from lmlab.training.finite import NonFiniteLoss
+from lmlab.training.identity import fingerprint
+from lmlab.training.trainer import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
@@ -134,9 +137,9 @@ class CrashAt(L.Callback):
 
 
 def crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    make_trainer = lmlab.pretrain.make_trainer
+    make_trainer = lmlab.training.job.make_trainer
     monkeypatch.setattr(
-        lmlab.pretrain,
+        lmlab.training.job,
         "make_trainer",
         lambda c, r, lg, callbacks, **kw: make_trainer(c, r, lg, [*callbacks, CrashAt(step)], **kw),
     )
@@ -344,7 +347,7 @@ def test_resume_auto_never_and_path(data_dir: Path, tmp_path: Path) -> None:
     assert [r["val/loss"] for r in curve(run_dir)] == [r["val/loss"] for r in curve(tmp_path / "fresh")]
     record = json.loads((run_dir / "run.json").read_text())
     corpus = Corpus.open(Path(wider.paths.data_dir) / "tokenized" / "sotu-bpe8000")
-    assert record["fingerprint"] == fingerprint(lmlab.pretrain.identity(wider, corpus))
+    assert record["fingerprint"] == fingerprint(lmlab.jobs.pretrain.identity(wider, corpus))
 
     # never: starts over with the same config
     pretrain(replace(wider, resume="never"), run_dir)
@@ -414,7 +417,7 @@ def test_a_run_trained_by_other_code_is_not_resumed(
     first_id = run_id(run_dir)
     pretrain(cfg, run_dir)  # same code and config: the finished run is kept
     assert run_id(run_dir) == first_id
-    monkeypatch.setattr(lmlab.pretrain, "code_version", lambda files: "edited")
+    monkeypatch.setattr(lmlab.jobs.pretrain, "code_version", lambda files: "edited")
     pretrain(cfg, run_dir)
     assert run_id(run_dir) != first_id
     assert json.loads((run_dir / "run.json").read_text())["identity"]["code"] == "edited"
@@ -647,9 +650,9 @@ def test_wandb_mode_follows_the_config_then_wandbs_own_settings(tmp_path: Path) 
     script = """
 import os, subprocess, sys
 from lmlab.data.corpus import Corpus
-from lmlab.config import LoggerConfig
-from lmlab.errors import LmlabError
-from lmlab.training import wandb_mode
+from lmlab.training.config import LoggerConfig
+from lmlab.core.errors import LmlabError
+from lmlab.training.trainer import wandb_mode
 
 def mode(**kw):
     try:

@@ -22,10 +22,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.config import LOGGERS, PretrainConfig, register_configs, typed
+from lmlab.cli.schemas import register_configs, typed
 from lmlab.data.lm import StreamWindows
+from lmlab.jobs.config import PretrainConfig
 from lmlab.models import FAMILIES, build_model
-from lmlab.tasks.optim import cooldown_start, lr_factor
+from lmlab.training.config import LOGGERS
+from lmlab.training.optim import cooldown_start, lr_factor
 from tests.helpers.ddp_probe import JOB, launch
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus

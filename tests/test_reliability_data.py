@@ -22,15 +22,15 @@ import pytest
 import sentencepiece as spm
 
 from bench.tokenize_long_line import cut_as_before
-from lmlab.config import DatasetConfig, PathsConfig, SourceConfig, TokenizerConfig
+from lmlab.core.atomic import staged_dir
+from lmlab.core.errors import LmlabError
 from lmlab.data import fetch, sources
 from lmlab.data import tokenize as tokenize_module
-from lmlab.data.atomic import staged_dir
+from lmlab.data.config import DatasetConfig, PathsConfig, SourceConfig, TokenizerConfig
 from lmlab.data.download import download
 from lmlab.data.fetch import HttpOptions
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import EOD_ID, split_long_line, tokenize
-from lmlab.errors import LmlabError
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for
 from tests.helpers.servers import FileServer
 
@@ -223,7 +223,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path, how: str, sig: 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the race is closed where Linux's signal is used")
 def test_a_worker_whose_parent_ended_before_it_set_up_ends_at_once() -> None:
     # the death signal only covers a parent that ends after it is set: the initializer checks the parent first
-    code = "from lmlab.data.children import end_with_parent; end_with_parent(0); print('still running')"
+    code = "from lmlab.core.children import end_with_parent; end_with_parent(0); print('still running')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", "")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lmlab import metrics as M
-from lmlab.errors import LmlabError
-from lmlab.evaluate import read_metrics
-from lmlab.runs import RunFolder
-from lmlab.sweep import load_config, open_sweep, read_results, sweep_id
+from lmlab.core import metrics as M
+from lmlab.core.errors import LmlabError
+from lmlab.jobs.evaluate import read_metrics
+from lmlab.tools.sweep import load_config, open_sweep, read_results, sweep_id
+from lmlab.training.runs import RunFolder
 from tests.helpers.project import ROOT, lmlab
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
 

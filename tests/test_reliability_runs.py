@@ -20,19 +20,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmlab.config import (
-    EvaluateConfig,
-    FinetuneConfig,
-    FinetuneTaskConfig,
-    PretrainConfig,
-    TrainerConfig,
-    check_values,
-)
-from lmlab.errors import LmlabError
-from lmlab.pretrain import pretrain
-from lmlab.runs import RunFolder, Start
-from lmlab.tasks.finite import NonFiniteLoss
-from lmlab.training import AtomicCheckpointIO
+from lmlab.core.errors import LmlabError
+from lmlab.core.rules import check_values
+from lmlab.jobs.config import EvaluateConfig, FinetuneConfig, PretrainConfig
+from lmlab.jobs.pretrain import pretrain
+from lmlab.tasks.config import FinetuneTaskConfig
+from lmlab.training.config import TrainerConfig
+from lmlab.training.finite import NonFiniteLoss
+from lmlab.training.runs import RunFolder, Start
+from lmlab.training.trainer import AtomicCheckpointIO
 from tests.helpers.project import copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
 
@@ -145,7 +141,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from lmlab.runs import RunFolder
+    from lmlab.training.runs import RunFolder
     with RunFolder(Path(sys.argv[1])).held(True):
         print("holding", flush=True)
         time.sleep(600)
@@ -189,7 +185,7 @@ SAVER = textwrap.dedent(
     """
     import sys, torch
     from pathlib import Path
-    from lmlab.training import AtomicCheckpointIO
+    from lmlab.training.trainer import AtomicCheckpointIO
     io, path = AtomicCheckpointIO(), Path(sys.argv[1])
     for i in range(10_000):
         io.save_checkpoint({"step": i, "weights": torch.full((16_000_000,), float(i))}, path)
@@ -261,7 +257,7 @@ def test_a_damaged_last_checkpoint_resumes_from_the_newest_that_loads(
     last = run / "checkpoints" / "last.ckpt"
     os.truncate(last, 20_000)
     longer = replace(cfg, trainer=replace(cfg.trainer, max_steps=10))
-    with caplog.at_level(logging.WARNING, logger="lmlab.runs"):
+    with caplog.at_level(logging.WARNING, logger="lmlab.training.runs"):
         metrics = pretrain(longer, run)
     assert metrics["train/steps"] == 10
     assert f"{last} does not load" in caplog.text and "resuming from" in caplog.text and "best.ckpt" in caplog.text

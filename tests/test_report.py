@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from lmlab.colours import family_colours
-from lmlab.config import ReportConfig
-from lmlab.errors import LmlabError
-from lmlab.evaluate import resolved_device
-from lmlab.report import COLUMNS, PLOTS, report
+from lmlab.analysis.colours import family_colours
+from lmlab.analysis.comparison import COLUMNS, PLOTS, write_report
+from lmlab.analysis.config import ReportConfig
+from lmlab.core.errors import LmlabError
+from lmlab.jobs.evaluate import resolved_device
 from tests.helpers.evaluations import write_evaluation
 from tests.helpers.project import ROOT
 
@@ -47,7 +47,7 @@ def test_report_has_a_row_per_family_the_verdicts_samples_and_plots(tmp_path: Pa
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
     write_family(tmp_path, "transformer", acc=0.62, scratch_acc=0.70, loss0=6.5)
     (tmp_path / "params.yaml").write_text("families: [gru, transformer]\n")
-    path = report(config(tmp_path))
+    path = write_report(config(tmp_path))
     text = path.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| gru") or line.startswith("| transformer")]
     assert len(rows) == 2
@@ -81,7 +81,7 @@ def test_several_seeds_give_t_intervals_over_the_seeds_and_a_verdict_from_their_
             rows = ["step,train/tokens,val/loss", *(f"{s},{s * 1024},{7.0 + seed - s / 100}" for s in (100, 200))]
             (seeded / "curves" / family / "pretrain.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "params.yaml").write_text("families: [gru, transformer]\nseeds: [1, 2, 3]\n")
-    text = report(config(tmp_path)).read_text()
+    text = write_report(config(tmp_path)).read_text()
     # gains 4, 5, 3 points: mean 4.0, t(2) 4.303 x sd 1.0 / sqrt(3) = 2.48 either side
     assert "gru: pretrained beats from scratch by 4.0 [1.5, 6.5] accuracy points" in text, text
     assert "transformer: no significant difference between pretrained and from scratch (0.3 [" in text
@@ -93,15 +93,15 @@ def test_several_seeds_give_t_intervals_over_the_seeds_and_a_verdict_from_their_
 
     shutil.rmtree(tmp_path / "eval/seed2/transformer")
     with pytest.raises(LmlabError, match=r"eval/seed2/transformer/setting.json.*dvc repro evaluate@transformer-2"):
-        report(config(tmp_path))
+        write_report(config(tmp_path))
     (tmp_path / "params.yaml").write_text("families: [gru]\nseeds: [1, 1]\n")
     with pytest.raises(LmlabError, match=r"seeds=\[1, 1\] names a seed twice"):
-        report(config(tmp_path))
+        write_report(config(tmp_path))
 
 
 def test_every_compared_figure_carries_its_interval(tmp_path: Path) -> None:
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
-    report(config(tmp_path, ["gru"]))
+    write_report(config(tmp_path, ["gru"]))
     row = next(line for line in (tmp_path / "reports/comparison.md").read_text().splitlines() if line[:5] == "| gru")
     cells = dict(zip(["family", *(c[0] for c in COLUMNS)], row.strip("| ").split(" | "), strict=True))
     for column in ("test ppl", "test bpb", "acc", "scratch acc"):
@@ -114,7 +114,7 @@ def test_every_compared_figure_carries_its_interval(tmp_path: Path) -> None:
 def test_a_difference_within_noise_is_no_verdict(tmp_path: Path) -> None:
     """One point on 1,000 documents: the paired interval holds zero, so the report says so instead of a winner."""
     write_family(tmp_path, "gru", acc=0.71, scratch_acc=0.70, loss0=7.0)
-    text = report(config(tmp_path, ["gru"])).read_text()
+    text = write_report(config(tmp_path, ["gru"])).read_text()
     assert "gru: no significant difference between pretrained and from scratch (1.0 [" in text
     verdict = next(line for line in text.splitlines() if line.startswith("- gru:"))
     assert "beats" not in verdict and "trails" not in verdict
@@ -123,7 +123,7 @@ def test_a_difference_within_noise_is_no_verdict(tmp_path: Path) -> None:
 def test_a_collapsed_classifier_is_flagged_not_compared(tmp_path: Path) -> None:
     """Predicting one class for every document scores the majority baseline; the report flags it."""
     write_family(tmp_path, "lstm", acc=0.0, scratch_acc=0.75, loss0=7.0, collapsed=True)
-    text = report(config(tmp_path, ["lstm"])).read_text()
+    text = write_report(config(tmp_path, ["lstm"])).read_text()
     assert "0.600 [" in text and "(collapsed)" in text
     verdict = next(line for line in text.splitlines() if line.startswith("- lstm:"))
     assert "no verdict" in verdict and "predicts 'pos' for 100% of test documents" in verdict
@@ -136,17 +136,17 @@ def test_families_given_override_params_and_a_missing_one_names_its_stage(tmp_pa
     with pytest.raises(
         LmlabError, match=r"metrics/lstm.json: run `lmlab evaluate family=lstm metrics_dir=.*/metrics eval_dir=.*/eval`"
     ):
-        report(config(tmp_path))
+        write_report(config(tmp_path))
     assert not (tmp_path / "reports").exists()  # nothing half-written
-    assert report(config(tmp_path, ["gru"])).is_file()
+    assert write_report(config(tmp_path, ["gru"])).is_file()
 
 
 def test_a_failed_rebuild_keeps_the_previous_report(tmp_path: Path) -> None:
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
-    first = report(config(tmp_path, ["gru"])).read_text()
+    first = write_report(config(tmp_path, ["gru"])).read_text()
     (tmp_path / "metrics/gru.json").write_text("{not json")
     with pytest.raises(LmlabError, match=r"gru.json is not valid JSON .*lmlab evaluate family=gru"):
-        report(config(tmp_path, ["gru"]))
+        write_report(config(tmp_path, ["gru"]))
     assert (tmp_path / "reports/comparison.md").read_text() == first
 
 
@@ -175,10 +175,10 @@ def test_metrics_of_the_wrong_shape_name_the_file_and_leave_the_report_and_no_st
     tmp_path: Path, content: str, problem: str
 ) -> None:
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
-    first = report(config(tmp_path, ["gru"])).read_text()
+    first = write_report(config(tmp_path, ["gru"])).read_text()
     (tmp_path / "metrics/gru.json").write_text(content)
     with pytest.raises(LmlabError, match=problem) as caught:
-        report(config(tmp_path, ["gru"]))
+        write_report(config(tmp_path, ["gru"]))
     assert str(tmp_path / "metrics/gru.json") in str(caught.value) and "run `lmlab evaluate family=gru" in str(
         caught.value
     )
@@ -188,14 +188,14 @@ def test_metrics_of_the_wrong_shape_name_the_file_and_leave_the_report_and_no_st
 
 def test_a_failure_while_writing_leaves_no_staging_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_family(tmp_path, "gru", acc=0.74, scratch_acc=0.70, loss0=7.0)
-    first = report(config(tmp_path, ["gru"])).read_text()
+    first = write_report(config(tmp_path, ["gru"])).read_text()
 
     def full_disk(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("lmlab.report.throughput_plot", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        report(config(tmp_path, ["gru"]))
+    monkeypatch.setattr("lmlab.analysis.comparison.throughput_plot", full_disk)
+    with pytest.raises(LmlabError, match=r"no space left .* writing .*reports: .* set out_dir"):
+        write_report(config(tmp_path, ["gru"]))
     assert (tmp_path / "reports/comparison.md").read_text() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "metrics", "reports"]
 

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmlab.config import DatasetConfig, HubFile, PathsConfig, SourceConfig
+from lmlab.core.errors import LmlabError
 from lmlab.data import sources
+from lmlab.data.config import DatasetConfig, HubFile, PathsConfig, SourceConfig
 from lmlab.data.download import SOURCE_JSON, download
 from lmlab.data.fetch import HttpOptions
-from lmlab.errors import LmlabError
 from tests.helpers.servers import FileServer
 from tests.helpers.wheels import build_wheel, publish, use_index
 

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmlab.config import SPLITS, DatasetConfig, PathsConfig, SplitConfig
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import SPLITS, DatasetConfig, PathsConfig, SplitConfig
 from lmlab.data.split import split_dataset
-from lmlab.errors import LmlabError
 from tests.helpers.corpora import (
     dataset,
     make_docs,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from lmlab import stats
+from lmlab.analysis import stats
 
 
 def test_an_accuracy_interval_matches_the_normal_approximation_and_is_reproducible() -> None:

@@ -26,22 +26,15 @@ import yaml
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 
-from lmlab import metrics as M
+from lmlab.cli.schemas import register_configs, typed
 from lmlab.cli.sweep import main
-from lmlab.config import LoggerConfig, PretrainConfig, register_configs, typed
+from lmlab.core import metrics as M
+from lmlab.jobs.config import PretrainConfig
 from lmlab.models import FAMILIES, build_model
-from lmlab.runs import RunFolder
-from lmlab.sweep import (
-    Sweep,
-    Trial,
-    check,
-    load_config,
-    overrides,
-    print_ranking,
-    ranking,
-    to_stop,
-)
-from lmlab.training import wandb_mode
+from lmlab.tools.sweep import Sweep, Trial, check, load_config, overrides, print_ranking, ranking, to_stop
+from lmlab.training.config import LoggerConfig
+from lmlab.training.runs import RunFolder
+from lmlab.training.trainer import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from lmlab import metrics as M
-from lmlab.checkpoints import load_language_model
-from lmlab.config import SynthTaskConfig
+from lmlab.core import metrics as M
+from lmlab.core.errors import LmlabError
 from lmlab.data.synthetic import IGNORE, counting, mqar, power_law_positions
-from lmlab.errors import LmlabError
-from lmlab.tasks.synth import VAL, ExampleBatches, answer_counts, make_examples, scored
+from lmlab.tasks.config import SynthTaskConfig
+from lmlab.tasks.synthetic import VAL, ExampleBatches, answer_counts, make_examples, scored
+from lmlab.training.checkpoints import load_language_model
 from tests.helpers.project import copy_files, copy_project, dvc, env
 
 # LSTM on parity at 16 tokens, small sets: the literature's check (docs/diagnostics.md), in seconds
@@ -178,8 +178,8 @@ def test_ddp_validates_every_example_once_across_ranks(project: Path, tmp_path: 
 def test_a_transformer_is_measured_past_its_training_length() -> None:
     """Its context is raised to the longest validation length: rotary positions run on, learned ones have rows
     there that no training example reached."""
-    from lmlab.config import SynthConfig
-    from lmlab.synth import fitted_model_config
+    from lmlab.jobs.config import SynthConfig
+    from lmlab.jobs.synth import fitted_model_config
 
     cfg = SynthConfig(task=SynthTaskConfig(kind="counting", seq_len=16, lengths=[1, 2, 4]))
     cfg.model = {"family": "transformer", "context": 16, "width": 32, "heads": 2}
@@ -246,8 +246,8 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     """Recall at or below 1/pairs (a context value at random) is no recall, however far above 1/vocab it lies;
     parity is at chance when its interval holds 1/2. Runs that differ only in learning rate show as one row:
     the best at the training length, the other rates beside it."""
-    from lmlab.config import ReportConfig
-    from lmlab.synth_report import synth_report
+    from lmlab.analysis.config import ReportConfig
+    from lmlab.analysis.synth import write_report
 
     def run(task: str, family: str, acc: float, low: float, high: float, **extra: object) -> None:
         folder = tmp_path / "metrics" / task
@@ -265,7 +265,7 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     run("parity", "lstm", 1.0, 1.0, 1.0, lengths=[1])
     run("parity", "transformer", 0.51, 0.49, 0.53, lengths=[1], lr=0.003)
     run("parity", "transformer", 0.505, 0.49, 0.52, lengths=[1], lr=0.01)
-    report = synth_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
+    report = write_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
     table = [line.split(" | ") for line in report.read_text().splitlines() if line.startswith("| ")]
     rows = {cells[0] + cells[1]: " | ".join(cells) for cells in table}
     assert rows["| transformer64"].endswith("| 0.001, 12,000 steps; 0.003: 0.231 | 0.996 [0.992, 0.999] | solved |")
@@ -279,4 +279,4 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     copy = tmp_path / "metrics/parity/transformer-old.json"
     copy.write_text((tmp_path / "metrics/parity/transformer-lr0.01.json").read_text())
     with pytest.raises(LmlabError, match=r"transformer-lr0.01.json and .*transformer-old.json are runs of one setting"):
-        synth_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
+        write_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from lmlab.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import EOD_ID, split_long_line, token_dtype, tokenize, training_sentences
-from lmlab.errors import LmlabError
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, read_split, reviews_dataset
 
 # val/test-only material: letters that no train word has, and Cyrillic

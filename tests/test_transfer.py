@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from lmlab.config import ReportConfig
-from lmlab.errors import LmlabError
-from lmlab.transfer_report import PLOT, transfer_report
+from lmlab.analysis.config import ReportConfig
+from lmlab.analysis.transfer import PLOT, write_report
+from lmlab.core.errors import LmlabError
 from tests.helpers.evaluations import write_evaluation
 from tests.helpers.pipeline import shrink_training, write_tiny_datasets
 from tests.helpers.project import ROOT, copy_files, copy_project, dvc
@@ -50,7 +50,7 @@ def test_the_report_says_from_which_budget_pretraining_pays(tmp_path: Path) -> N
     write_study(tmp_path, "lstm", {30: 0.60, 300: 0.71, 3000: 0.78}, scratch=0.70, collapsed=30)
     write_study(tmp_path, "transformer", {30: 0.62, 300: 0.70, 3000: 0.69}, scratch=0.70)
     write_study(tmp_path, "gru", {30: 0.80, 300: 0.70}, scratch=0.70)
-    report = transfer_report(config(tmp_path))
+    report = write_report(config(tmp_path))
     text = report.read_text()
     assert (
         "- **lstm**: pretraining pays from 3,000 steps (3,072,000 tokens) on "
@@ -77,7 +77,7 @@ def test_several_seeds_give_t_intervals_and_a_verdict_from_their_spread(tmp_path
     gains = {1: (0.74, 0.66), 2: (0.75, 0.74), 3: (0.73, 0.71)}  # seed -> accuracy at 300 and 3,000 steps
     for seed, (at300, at3000) in gains.items():
         write_study(tmp_path, "lstm", {300: at300, 3000: at3000}, scratch=0.70, seed=seed)
-    text = transfer_report(config(tmp_path)).read_text()
+    text = write_report(config(tmp_path)).read_text()
     assert "3 seeds (1, 2, 3): the mean and a t-interval over the seeds" in text
     # 300 steps: gains 4, 5, 3 points: mean 4.0, t(2) 4.303 x sd 1.0 / sqrt(3) = 2.48 either side
     assert "- 300 steps: pretrained beats from scratch by 4.0 [1.5, 6.5] accuracy points" in text, text
@@ -86,26 +86,26 @@ def test_several_seeds_give_t_intervals_and_a_verdict_from_their_spread(tmp_path
     assert "- 3,000 steps: no significant difference between pretrained and from scratch (0.3 [" in text
     assert "- **lstm**: pretraining pays at some budgets, not from one on" in text
 
-    only = transfer_report(config(tmp_path, seeds=[2])).read_text()
+    only = write_report(config(tmp_path, seeds=[2])).read_text()
     assert "one seed (2): a bootstrap" in only and "by 5.0 [" in only
 
     (tmp_path / "metrics/seed3/lstm-3000.json").unlink()
     with pytest.raises(LmlabError, match=r"seed3 lacks lstm-3000.json, which seed1 has.*evaluate@lstm-3000-3"):
-        transfer_report(config(tmp_path))
+        write_report(config(tmp_path))
     with pytest.raises(LmlabError, match=r"seed3 lacks lstm-3000.json, which seed1 has.*evaluate@lstm-3000-3"):
-        transfer_report(config(tmp_path, seeds=[3, 1]))  # the first seed lacking what a later one has
+        write_report(config(tmp_path, seeds=[3, 1]))  # the first seed lacking what a later one has
     with pytest.raises(LmlabError, match=r"seeds=\[1, 1\] names a seed twice"):
-        transfer_report(config(tmp_path, seeds=[1, 1]))
+        write_report(config(tmp_path, seeds=[1, 1]))
     (tmp_path / "params.yaml").write_text("seeds: [1, 2, 4]\n")  # a seed listed but not run
     with pytest.raises(LmlabError, match=r"no transfer evaluations in .*seed4: run `dvc repro transfer/dvc.yaml`"):
-        transfer_report(config(tmp_path))
+        write_report(config(tmp_path))
 
 
 def test_a_stray_file_or_a_missing_baseline_is_named_and_nothing_is_written(tmp_path: Path) -> None:
     write_study(tmp_path, "lstm", {30: 0.60}, scratch=0.70)
     (tmp_path / "metrics/seed1337/notes.json").write_text("{}")
     with pytest.raises(LmlabError, match=r"notes.json: not a transfer evaluation"):
-        transfer_report(config(tmp_path))
+        write_report(config(tmp_path))
     (tmp_path / "metrics/seed1337/notes.json").unlink()
     metrics = tmp_path / "metrics/seed1337/lstm-30.json"
     figures = json.loads(metrics.read_text())
@@ -114,10 +114,10 @@ def test_a_stray_file_or_a_missing_baseline_is_named_and_nothing_is_written(tmp_
     saved = dict(np.load(examples))
     np.savez(examples, **{k: v for k, v in saved.items() if "scratch" not in k})
     with pytest.raises(LmlabError, match=r"lstm-30.json: no from-scratch classifier"):
-        transfer_report(config(tmp_path))
+        write_report(config(tmp_path))
     assert not (tmp_path / "reports").exists()
     with pytest.raises(LmlabError, match="no transfer evaluations"):
-        transfer_report(config(tmp_path / "empty"))
+        write_report(config(tmp_path / "empty"))
 
 
 def test_the_transfer_pipeline_reproduces_after_the_main_data_stages(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmlab.config import DatasetConfig, PathsConfig, ReaderConfig, SplitConfig
+from lmlab.data.config import DatasetConfig, PathsConfig, ReaderConfig, SplitConfig
 
 # Train text uses only these letters; val/test-only material can use the others (q, x, z, ...).
 TRAIN_WORDS = (

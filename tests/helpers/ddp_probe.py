@@ -97,12 +97,12 @@ def launch(project: Path, overrides: list[str], out_dir: Path, timeout: float = 
 
 
 def main() -> None:
-    import lmlab.pretrain
+    import lmlab.training.job
     from lmlab.cli import main as lmlab_main
 
     probe = Probe(Path(os.environ[OUT]))
-    make_trainer = lmlab.pretrain.make_trainer
-    lmlab.pretrain.make_trainer = lambda c, r, logger, callbacks, **kw: make_trainer(
+    make_trainer = lmlab.training.job.make_trainer
+    lmlab.training.job.make_trainer = lambda c, r, logger, callbacks, **kw: make_trainer(
         c, r, logger, [*callbacks, probe], **kw
     )
     sys.argv = ["lmlab", *sys.argv[1:]]

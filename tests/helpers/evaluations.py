@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.examples import Examples
+from lmlab.analysis.examples import Examples
 
 DOCS = 1000  # test documents: a 4-point gain on 1,000 is significant, a 1-point one is not
 

@@ -46,17 +46,17 @@ class RankProbe(L.Callback):
 
 
 def main() -> None:
-    import lmlab.pretrain
+    import lmlab.training.job
     from lmlab.cli import main as lmlab_main
 
-    make_trainer = lmlab.pretrain.make_trainer
+    make_trainer = lmlab.training.job.make_trainer
 
     def probed(*args: Any, **kwargs: Any) -> L.Trainer:
         trainer = make_trainer(*args, **kwargs)
         trainer.callbacks.append(RankProbe())
         return trainer
 
-    lmlab.pretrain.make_trainer = probed
+    lmlab.training.job.make_trainer = probed
     lmlab_main()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lightning as L
 
-import lmlab.pretrain
+import lmlab.training.job
 from lmlab.cli import main
 
 
@@ -33,12 +33,12 @@ def install() -> None:
     if "LMLAB_TEST_STALL_AT" not in os.environ:
         return
     stall = Stall(int(os.environ["LMLAB_TEST_STALL_AT"]), Path(os.environ["LMLAB_TEST_STALL_MARK"]))
-    make_trainer = lmlab.pretrain.make_trainer
+    make_trainer = lmlab.training.job.make_trainer
 
     def with_stall(cfg, run_dir, logger, callbacks, **kwargs):  # noqa: ANN001, ANN003, ANN202
         return make_trainer(cfg, run_dir, logger, [*callbacks, stall], **kwargs)
 
-    lmlab.pretrain.make_trainer = with_stall
+    lmlab.training.job.make_trainer = with_stall
 
 
 if __name__ == "__main__":

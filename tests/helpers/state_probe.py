@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lmlab.models import build_model, map_state
-from lmlab.tasks.pretrain import gather_state
+from lmlab.tasks.language_model import gather_state
 
 WORLD = 2
 

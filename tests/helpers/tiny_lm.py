@@ -14,16 +14,10 @@ from typing import Any
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from lmlab.config import (
-    DatasetConfig,
-    FinetuneConfig,
-    PathsConfig,
-    PretrainConfig,
-    TokenizerConfig,
-    register_configs,
-    typed,
-)
+from lmlab.cli.schemas import register_configs, typed
 from lmlab.data import corpus as corpus_format
+from lmlab.data.config import DatasetConfig, PathsConfig, TokenizerConfig
+from lmlab.jobs.config import FinetuneConfig, PretrainConfig
 from tests.helpers.project import ROOT
 
 EOD = corpus_format.SPECIAL_IDS["eod"]

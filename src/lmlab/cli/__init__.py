@@ -25,9 +25,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
-from lmlab.config import register_configs, trainer_key_hint, typed
-from lmlab.errors import LmlabError
-from lmlab.malloc import steady_malloc
+from lmlab.cli.schemas import register_configs, typed
+from lmlab.core.errors import LmlabError
+from lmlab.core.malloc import steady_malloc
 
 VERBS = {
     "download": "fetch the corpus and labeled set into data/raw (verified by sha256)",
@@ -87,6 +87,8 @@ def main() -> None:
         )
         sys.exit(2)
     register_configs(verb)
+    from lmlab.training.config import trainer_key_hint  # the training schemas: not a data stage's code
+
     for override in args[1:]:
         if (hint := trainer_key_hint(override)) is not None:
             print(f"lmlab {verb}: error: {hint}", file=sys.stderr)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lmlab.compare import report
-from lmlab.errors import LmlabError
-from lmlab.wandb_runs import Filters, load_runs
+from lmlab.core.errors import LmlabError
+from lmlab.tools.rank import write_ranking
+from lmlab.tools.wandb_runs import Filters, load_runs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     filters = Filters(group=args.group, tags=tuple(args.tag), sweep=args.sweep, job_type=args.job_type)
     try:
         runs, sources = load_runs(args.paths, args.project, filters)
-        report(runs, args.metric, args.maximize, args.family_key, args.out, sources, Console())
+        write_ranking(runs, args.metric, args.maximize, args.family_key, args.out, sources, Console())
     except LmlabError as err:
         print(f"lmlab compare: error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """``lmlab download``: fetch datasets into ``data/raw/<name>/``."""
 
 from lmlab.cli import targets
-from lmlab.config import DownloadConfig
+from lmlab.data.config import DownloadConfig
 from lmlab.data.download import download
 from lmlab.data.fetch import HttpOptions
 

@@ -1,7 +1,7 @@
 """``lmlab evaluate``: test one family and write its metrics file."""
 
-from lmlab.config import EvaluateConfig
-from lmlab.evaluate import evaluate
+from lmlab.jobs.config import EvaluateConfig
+from lmlab.jobs.evaluate import evaluate
 
 
 def run(cfg: EvaluateConfig) -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 
-from lmlab.config import FinetuneConfig
-from lmlab.finetune import finetune
+from lmlab.jobs.config import FinetuneConfig
+from lmlab.jobs.finetune import finetune
 
 
 def run(cfg: FinetuneConfig) -> None:

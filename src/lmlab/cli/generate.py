@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from lmlab.config import GenerateConfig
-from lmlab.errors import LmlabError
-from lmlab.generate import stream_text
+from lmlab.core.errors import LmlabError
+from lmlab.jobs.config import GenerateConfig
+from lmlab.jobs.generate import stream_text
 
 # Hydra's flags that take the next argument as their value
 HYDRA_FLAGS_WITH_VALUE = {

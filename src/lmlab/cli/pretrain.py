@@ -4,13 +4,12 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 
-from lmlab.config import PretrainConfig
-from lmlab.pretrain import pretrain
-
-# What a job returns to a Hydra sweeper (conf/hparams_search/): bits per byte compare across tokenizers.
-OBJECTIVE = "val/bpb"
+from lmlab.core import metrics as M
+from lmlab.jobs.config import PretrainConfig
+from lmlab.jobs.pretrain import pretrain
 
 
 def run(cfg: PretrainConfig) -> float:
-    """Train, and return the final validation bits per byte, the value an Optuna search minimises."""
-    return pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))[OBJECTIVE]
+    """Train, and return the final validation bits per byte (bits per byte compare across tokenizers): the
+    value a Hydra sweeper (conf/hparams_search/, Optuna) minimises."""
+    return pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))[M.VAL_BPB]

@@ -1,13 +1,10 @@
 """``lmlab report``: build the comparison report (or, with study=synth or study=transfer, that study's) and say
-where it is."""
+where it is. Only the study's module is imported, so each study's DVC stage depends on its own code."""
 
-from lmlab.config import ReportConfig
-from lmlab.report import report
-from lmlab.synth_report import synth_report
-from lmlab.transfer_report import transfer_report
+import importlib
 
-STUDIES = {"comparison": report, "synth": synth_report, "transfer": transfer_report}
+from lmlab.analysis.config import ReportConfig
 
 
 def run(cfg: ReportConfig) -> None:
-    print(f"report: {STUDIES[cfg.study](cfg)}")
+    print(f"report: {importlib.import_module(f'lmlab.analysis.{cfg.study}').write_report(cfg)}")

@@ -1,7 +1,7 @@
 """``lmlab split``: documents to ``data/splits/<name>/{train,val,test}.jsonl``."""
 
 from lmlab.cli import targets
-from lmlab.config import SplitStageConfig
+from lmlab.data.config import SplitStageConfig
 from lmlab.data.split import split_dataset
 
 

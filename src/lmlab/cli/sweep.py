@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     console = Console(width=max(120, shutil.get_terminal_size().columns), highlight=False)
     try:
-        from lmlab.sweep_trials import run_sweep  # here: `--help` needs neither W&B's engine nor Hydra
+        from lmlab.tools.sweep_trials import run_sweep
 
         return run_sweep(args.file, args.count, args.jobs, args.out, console)
     except ModuleNotFoundError as err:

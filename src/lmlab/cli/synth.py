@@ -4,9 +4,9 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 
-from lmlab import metrics as M
-from lmlab.config import SynthConfig
-from lmlab.synth import synth
+from lmlab.core import metrics as M
+from lmlab.jobs.config import SynthConfig
+from lmlab.jobs.synth import synth
 
 
 def run(cfg: SynthConfig) -> float:

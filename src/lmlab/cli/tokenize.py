@@ -1,6 +1,6 @@
 """``lmlab tokenize``: train sentencepiece on the corpus, encode corpus and labeled set."""
 
-from lmlab.config import TokenizeConfig
+from lmlab.data.config import TokenizeConfig
 from lmlab.data.tokenize import tokenize
 
 

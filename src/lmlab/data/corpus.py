@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from lmlab.data.atomic import check_keys, read_json, write_atomic
-from lmlab.errors import LmlabError
+from lmlab.core.atomic import check_keys, read_json, write_atomic
+from lmlab.core.errors import LmlabError
 
 # The ids the tokenize stage reserves (sentencepiece's unk, bos, eos and pad); meta.json records them.
 SPECIAL_IDS = {"unk": 0, "bos": 1, "eod": 2, "pad": 3}
@@ -118,7 +118,7 @@ class Corpus:
         return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
 
     def digest(self, task: bool = True) -> str:
-        """What a training run's identity records of its data (`lmlab.runs.RunFolder.plan`): `meta.json` (every
+        """What a training run's identity records of its data (`lmlab.training.runs.RunFolder.plan`): `meta.json` (every
         split's token, document and byte counts, the labeled set's), the tokenizer (trained on the train split)
         and the labels. A re-split or re-tokenized corpus of the same name changes it, so the run retrains
         instead of resuming weights trained on other data; reading these small files keeps a start fast where

@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lmlab.config import DatasetConfig, PathsConfig
+from lmlab.core.atomic import read_json, staged_dir
 from lmlab.data import sources
-from lmlab.data.atomic import read_json, staged_dir
+from lmlab.data.config import DatasetConfig, PathsConfig
 from lmlab.data.fetch import HttpOptions
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from lmlab.data.atomic import naming_full_disk
-from lmlab.errors import LmlabError
+from lmlab.core.atomic import naming_full_disk
+from lmlab.core.errors import LmlabError
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from lmlab.data.atomic import check_keys
+from lmlab.core.atomic import check_keys
+from lmlab.core.errors import LmlabError
 from lmlab.data.corpus import Corpus, check_stream
-from lmlab.errors import LmlabError
 
 REBUILD = (
     "tokenize it again with the corpus (`dvc repro tokenize`, or `lmlab tokenize data=<corpus> "

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from lmlab.config import BatchesConfig
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import BatchesConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor, bool]  # inputs [B, T], targets [B, T], reset state first
 

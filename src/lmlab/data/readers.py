@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lmlab.config import READER_FORMATS, SPLITS, ReaderConfig
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import READER_FORMATS, SPLITS, ReaderConfig
 
 OPENERS = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}
 FILE_KEYS = (*SPLITS, "all")

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from lmlab.config import SOURCE_KINDS, SourceConfig
+from lmlab.core.atomic import full_disk_error, scratch_dir
+from lmlab.core.errors import LmlabError
 from lmlab.data.archive import extract, is_archive, selected
-from lmlab.data.atomic import full_disk_error, scratch_dir
+from lmlab.data.config import SOURCE_KINDS, SourceConfig
 from lmlab.data.fetch import HttpOptions, check_sha256, http_download
-from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lmlab.config import SPLITS, DatasetConfig, PathsConfig
-from lmlab.data.atomic import staged_dir
+from lmlab.core.atomic import staged_dir
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import SPLITS, DatasetConfig, PathsConfig
 from lmlab.data.readers import Document, ReadStats, files_for, read_documents, validate
-from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
 
 IGNORE = -100  # torch.nn.functional.cross_entropy's ignore_index: a position nothing is asked at
 CHUNK = 4096  # examples generated at a time (bounds the power-law draw's memory)

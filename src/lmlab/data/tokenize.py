@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
-from lmlab.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
-from lmlab.data.atomic import naming_full_disk, read_json, staged_dir
-from lmlab.data.children import end_with_parent
+from lmlab.core.atomic import naming_full_disk, read_json, staged_dir
+from lmlab.core.children import end_with_parent
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import SPLITS, DatasetConfig, PathsConfig, TokenizerConfig
 from lmlab.data.corpus import SPECIAL_IDS, token_dtype, write_meta
-from lmlab.errors import LmlabError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lmlab.config import check_values
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
+from lmlab.core.rules import check_values
 from lmlab.models.base import LanguageModel, ModelConfig, State, carried, detach_state, map_state, state_bytes
 from lmlab.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetLM
 from lmlab.models.mamba2 import Mamba2Config, Mamba2LM

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
-from lmlab.config import at_least, fraction
+from lmlab.core.rules import at_least, fraction
 
 # A structure of batch-first tensors (tensor, tuple, list or dict of them, nested), or None before the first window.
 State = Any
@@ -124,7 +125,7 @@ class LanguageModel(nn.Module):
         tokens, as training does (`window`; a stateful model from a carried state): the matmuls of the
         backbone and of the output layer (`weight_flops`), and the family's context-dependent matmuls
         (attention, a chunked scan). Embedding lookups and elementwise work are not counted. Pretraining's
-        `train/flops` (`lmlab.tasks.pretrain`) is built on it."""
+        `train/flops` (`lmlab.tasks.language_model`) is built on it."""
         raise NotImplementedError
 
     @property
@@ -152,3 +153,16 @@ class LanguageModel(nn.Module):
     def num_embedding_params(self) -> int:
         tied = self.head.weight is self.embedding.weight
         return sum(p.numel() for p in self.embedding.parameters()) + (0 if tied else self.head.weight.numel())
+
+
+class MLP(nn.Module):
+    """The GELU MLP of a block (the Transformer's and the parallel-trainable families'), dropout on its output."""
+
+    def __init__(self, width: int, ratio: int, bias: bool, dropout: float) -> None:
+        super().__init__()
+        self.up = nn.Linear(width, ratio * width, bias=bias)
+        self.out = nn.Linear(ratio * width, width, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.out(F.gelu(self.up(x))))

@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.config import at_least, fraction
-from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State, weight_flops
-from lmlab.models.transformer import MLP
+from lmlab.core.errors import LmlabError
+from lmlab.core.rules import at_least, fraction
+from lmlab.models.base import MLP, LanguageModel, ModelConfig, State, weight_flops
 
 
 @dataclass

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmlab.config import POOLINGS
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
 from lmlab.models.base import LanguageModel
 
 
@@ -28,7 +27,9 @@ def pool(hidden: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
     top = hidden.masked_fill(~mask, float("-inf")).amax(1)
     if how == "max":
         return top
-    return torch.cat([last, top, mean], dim=-1)
+    if how == "concat":
+        return torch.cat([last, top, mean], dim=-1)
+    raise LmlabError(f"finetune.pooling={how!r}: not a pooling (the schema lists them: lmlab.tasks.config.POOLINGS)")
 
 
 class Classifier(nn.Module):
@@ -36,8 +37,7 @@ class Classifier(nn.Module):
         self, backbone: LanguageModel, num_classes: int, pooling: str, head_hidden: int, head_dropout: float
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise LmlabError(f"finetune.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+        pool(torch.zeros(1, 1, 1), torch.ones(1, dtype=torch.long), pooling)  # an unknown pooling fails here
         self.backbone, self.pooling = backbone, pooling
         if backbone.head.weight is not backbone.embedding.weight:
             backbone.head.requires_grad_(False)  # an untied LM output layer has no part in classifying

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.config import at_least
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
+from lmlab.core.rules import at_least
 from lmlab.models.base import ModelConfig, weight_flops
 from lmlab.models.blocks import BlockConfig, BlockLM, DecayGate, GatedRMSNorm, ShortConv
 

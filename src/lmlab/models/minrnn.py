@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.config import above
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
+from lmlab.core.rules import above
 from lmlab.models.base import weight_flops
 from lmlab.models.blocks import BlockConfig, BlockLM
 

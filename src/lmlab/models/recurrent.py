@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
 from lmlab.models.base import LanguageModel, ModelConfig, State, map_state, weight_flops
 
 

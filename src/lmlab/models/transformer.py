@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.config import at_least, fraction, one_of
-from lmlab.errors import LmlabError
-from lmlab.models.base import LanguageModel, ModelConfig, State, weight_flops
+from lmlab.core.errors import LmlabError
+from lmlab.core.rules import at_least, fraction, one_of
+from lmlab.models.base import MLP, LanguageModel, ModelConfig, State, weight_flops
 
 
 @dataclass
@@ -86,19 +86,6 @@ class Attention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=past == 0
         )
         return self.residual_dropout(self.out(y.transpose(1, 2).reshape(batch, length, width))), cache
-
-
-class MLP(nn.Module):
-    """The GELU MLP of a block (also the parallel-trainable families', `blocks.py`), dropout on its output."""
-
-    def __init__(self, width: int, ratio: int, bias: bool, dropout: float) -> None:
-        super().__init__()
-        self.up = nn.Linear(width, ratio * width, bias=bias)
-        self.out = nn.Linear(ratio * width, width, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.out(F.gelu(self.up(x))))
 
 
 class Block(nn.Module):

@@ -1,1 +1,2 @@
-"""LightningModules (pretraining; fine-tuning later) and what they share: optimizers, schedules."""
+"""The LightningModules: language-model training with TBPTT (pretraining), classification (fine-tuning), the
+synthetic tasks; their recipes' schemas in `config.py`."""

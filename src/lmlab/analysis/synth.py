@@ -1,0 +1,264 @@
+"""`lmlab report study=synth`: the synthetic tasks side by side, from the metrics files `lmlab synth` wrote.
+
+Reads ``<synth_dir>/mqar/<family>-<width>.json`` and ``<synth_dir>/parity/<family>.json`` (either may be
+absent); writes ``<out_dir>/synth/synth.md`` with the accuracy against state size for recall (Zoology's
+Figure 2) and the accuracy against sequence length for parity, every accuracy with its 95% interval (a
+bootstrap over validation examples), and a verdict that follows the interval. Written to a staging folder
+and moved into place whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lmlab.analysis.colours import family_colours
+from lmlab.analysis.config import ReportConfig
+from lmlab.analysis.plots import plot
+from lmlab.core import metrics as M
+from lmlab.core.atomic import NUMBER, read_json, staged_dir
+from lmlab.core.errors import LmlabError
+
+SOLVED = 0.99  # an accuracy whose whole interval lies at or above this solves the task
+PLOTS = {
+    "mqar_accuracy_vs_state.png": "Associative recall: accuracy against the state a family carries",
+    "parity_accuracy_vs_length.png": "Parity: accuracy at and beyond the training length",
+}
+REQUIRED = {"task": str, "family": str, "width": int, "seq_len": int, M.VAL_ACC: NUMBER, M.STATE_BYTES: int}
+OPTIONAL = {
+    "lengths": list,
+    "pairs": int,
+    "modulus": int,
+    M.PARAMS: int,
+    M.TRAIN_STEPS: int,
+    "lr": NUMBER,
+    "intervals": dict,
+}
+REBUILD = "run `dvc repro synth/dvc.yaml` (or `lmlab synth` for that run) to write it again"
+
+
+def load(folder: Path) -> list[dict[str, Any]]:
+    runs = [{**read_json(path, REBUILD, REQUIRED, OPTIONAL), "path": path} for path in sorted(folder.glob("*.json"))]
+    for run in runs:
+        for key, value in run.get("intervals", {}).items():
+            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, NUMBER) for v in value)):
+                raise LmlabError(f"{folder}: {run['family']}'s intervals.{key} is not [low, high]: {REBUILD}")
+    return runs
+
+
+def interval(run: dict[str, Any], key: str) -> tuple[float, float, float]:
+    """The accuracy and its interval; an interval that was not written is the point itself."""
+    value = float(run[key])
+    low, high = run.get("intervals", {}).get(key, [value, value])
+    return value, float(low), float(high)
+
+
+def parity_verdict(low: float, high: float, chance: float) -> str:
+    """Parity's verdict: "at chance" when the interval holds the accuracy of guessing (1/modulus)."""
+    if low >= SOLVED:
+        return "solved"
+    if low <= chance <= high:
+        return "at chance"
+    return "partly"
+
+
+def recall_verdict(low: float, pairs: int | None) -> str:
+    """MQAR's verdict. A model that learns only the format names one of the context's `pairs` values at random
+    (accuracy 1/pairs) without binding any key to its value: an interval reaching down to that is no recall."""
+    if low >= SOLVED:
+        return "solved"
+    if pairs and low <= 1 / pairs:
+        return "no recall"
+    return "partly"
+
+
+RECIPE_CAVEAT = (
+    "Each row is the family's run at the best of the learning rates tried (`synth/params.yaml`: `lrs`), chosen "
+    "by accuracy at the training length, as Zoology reports: recurrent models recall and track state only in "
+    "a narrow learning-rate window, which differs by family (docs/diagnostics.md: Mamba-2 solves this recall "
+    "at lr 3e-3 and not at 1e-3). A verdict holds for the rates and steps shown."
+)
+MQAR_SETTING = ("family", "width", "seq_len", "pairs")
+PARITY_SETTING = ("family", "width", "seq_len", "modulus")
+
+
+def best_per_setting(runs: list[dict[str, Any]], setting: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Of the runs that differ only in learning rate, the one most accurate at the training length, with every
+    rate tried and its accuracy under "tried" (the table shows them)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[tuple(run.get(key) for key in setting)].append(run)
+    best = []
+    for items in groups.values():
+        by_lr: dict[Any, Path] = {}
+        for run in items:
+            if run.get("lr") in by_lr:
+                raise LmlabError(
+                    f"{by_lr[run.get('lr')]} and {run['path']} are runs of one setting at one learning rate "
+                    f"({', '.join(f'{k} {run.get(k)}' for k in setting)}, lr {run.get('lr')}): remove one"
+                )
+            by_lr[run.get("lr")] = run["path"]
+        chosen = max(items, key=lambda r: r[M.VAL_ACC])
+        tried = {r["lr"]: r[M.VAL_ACC] for r in items if "lr" in r and r is not chosen}
+        best.append({**chosen, "tried": tried})
+    return best
+
+
+def recipe(run: dict[str, Any]) -> str:
+    """The learning rate and steps of the run shown, and the other rates tried with their accuracies."""
+    lr = f"{run['lr']:g}" if "lr" in run else "?"
+    others = "".join(f"; {other:g}: {acc:.3f}" for other, acc in sorted(run.get("tried", {}).items()))
+    steps = f", {run[M.TRAIN_STEPS]:,} steps" if M.TRAIN_STEPS in run else ""
+    return f"{lr}{steps}{others}"
+
+
+def shown(value: float, low: float, high: float) -> str:
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def write_report(cfg: ReportConfig) -> Path:
+    root = Path(cfg.synth_dir)
+    mqar = best_per_setting(load(root / "mqar"), MQAR_SETTING)
+    parity = best_per_setting(load(root / "parity"), PARITY_SETTING)
+    if not mqar and not parity:
+        raise LmlabError(f"no synthetic-task metrics in {root}/mqar or {root}/parity: run `dvc repro synth/dvc.yaml`")
+    out = Path(cfg.out_dir) / "synth"
+    colours = family_colours(sorted({run["family"] for run in mqar + parity}))
+    lines = ["# Synthetic tasks", ""]
+    with staged_dir(out) as staging:
+        if mqar:
+            lines += mqar_section(mqar)
+            mqar_plot(mqar, colours, staging / "mqar_accuracy_vs_state.png")
+        if parity:
+            lines += parity_section(parity)
+            parity_plot(parity, colours, staging / "parity_accuracy_vs_length.png")
+        (staging / "synth.md").write_text("\n".join(lines) + "\n")
+    return out / "synth.md"
+
+
+def mqar_section(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Associative recall (MQAR)",
+        "",
+        "Key-value pairs, then each key again; accuracy at the answer positions of the validation examples "
+        "with its 95% interval (bootstrap over examples); "
+        f"'solved': the whole interval at or above {SOLVED}; 'no recall': it reaches down to 1/pairs, the "
+        "accuracy of naming one of the context's values at random (the format learnt, no key bound to its "
+        "value). State: what the family carries after the sequence (a Transformer's KV cache of it). "
+        f"{RECIPE_CAVEAT}",
+        "",
+        "![accuracy against state size](mqar_accuracy_vs_state.png)",
+        "",
+        "| family | width | length | pairs | params | state KB | lr, steps; other lrs | accuracy | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for run in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r.get("pairs", 0), r["width"])):
+        value, low, high = interval(run, M.VAL_ACC)
+        lines.append(
+            f"| {run['family']} | {run['width']} | {run['seq_len']} | {run.get('pairs', '')} "
+            f"| {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} | {recipe(run)} "
+            f"| {shown(value, low, high)} | {recall_verdict(low, run.get('pairs'))} |"
+        )
+    return [*lines, ""]
+
+
+def lengths_of(run: dict[str, Any]) -> list[int]:
+    """The multiples of the training length a run was validated at (`task.lengths`)."""
+    return [f for f in run.get("lengths", [1]) if M.val_acc_at(f) in run]
+
+
+def parity_section(runs: list[dict[str, Any]]) -> list[str]:
+    factors = sorted({f for run in runs for f in lengths_of(run)})
+    lines = [
+        "## Parity and counting (state tracking)",
+        "",
+        "The count of ones modulo m at every position of random bits (m = 2: parity), trained at the length "
+        "given; at 1x every answer counts, at kx only the answers past the training length. 'at chance' when "
+        f"the interval holds 1/m, 'solved' when it lies at or above {SOLVED}. {RECIPE_CAVEAT}",
+        "",
+        "![accuracy against length](parity_accuracy_vs_length.png)",
+        "",
+        "| family | m | length | state KB | lr, steps; other lrs | " + " | ".join(f"{f}x" for f in factors) + " |",
+        "|---|---:|---:|---:|---|" + "---|" * len(factors),
+    ]
+    for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
+        chance = 1 / run.get("modulus", 2)
+        cells = []
+        for factor in factors:
+            key = M.val_acc_at(factor)
+            if key not in run:
+                cells.append("")
+                continue
+            value, low, high = interval(run, key)
+            cells.append(
+                "no answers" if math.isnan(value) else f"{shown(value, low, high)} {parity_verdict(low, high, chance)}"
+            )
+        lines.append(
+            f"| {run['family']} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} "
+            f"| {recipe(run)} | " + " | ".join(cells) + " |"
+        )
+    return [*lines, ""]
+
+
+def setting_of(run: dict[str, Any], runs: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
+    """The run's values of the keys the runs differ in ("T=128, pairs=8"), to tell its line apart."""
+    differ = [k for k in keys if len({r.get(k) for r in runs}) > 1]
+    return ", ".join(f"{LABELS[k]}={run.get(k)}" for k in differ)
+
+
+LABELS = {"seq_len": "T", "pairs": "pairs", "modulus": "m"}
+
+
+def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
+    lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        lines[run["family"], setting_of(run, runs, ("seq_len", "pairs"))].append(run)
+    with plot(path, (6.4, 4.2)) as ax:
+        for (family, setting), items in sorted(lines.items()):
+            items.sort(key=lambda r: r[M.STATE_BYTES])
+            xs = [r[M.STATE_BYTES] / 1024 for r in items]
+            points = [interval(r, M.VAL_ACC) for r in items]
+            ax.errorbar(
+                xs,
+                [v for v, _, _ in points],
+                yerr=[[v - lo for v, lo, _ in points], [hi - v for v, _, hi in points]],
+                marker="o",
+                capsize=3,
+                color=colours[family],
+                label=f"{family} ({setting})" if setting else family,
+            )
+        for pairs in sorted({r["pairs"] for r in runs if "pairs" in r}):
+            ax.axhline(1 / pairs, color="grey", linestyle=":", label=f"1/pairs ({pairs}): a context value at random")
+        ax.set_xscale("log")
+        ax.set_xlabel("state after the sequence (KB, log scale)")
+        ax.set_ylabel("recall accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(PLOTS[path.name], fontsize=10)
+        ax.legend(fontsize=8)
+
+
+def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
+    with plot(path, (6.4, 4.2)) as ax:
+        for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
+            setting = setting_of(run, runs, ("seq_len", "modulus"))
+            factors = lengths_of(run)
+            points = [interval(run, M.val_acc_at(f)) for f in factors]
+            ax.errorbar(
+                [f * run["seq_len"] for f in factors],
+                [v for v, _, _ in points],
+                yerr=[[v - lo for v, lo, _ in points], [hi - v for v, _, hi in points]],
+                marker="o",
+                capsize=3,
+                color=colours[run["family"]],
+                label=f"{run['family']} ({setting})" if setting else run["family"],
+            )
+        for chance in sorted({1 / r.get("modulus", 2) for r in runs}):
+            ax.axhline(chance, color="grey", linestyle=":", label="chance" if chance == 0.5 else f"chance {chance:.2f}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequence length (training length first)")
+        ax.set_ylabel("accuracy (beyond the training length past 1x)")
+        ax.set_ylim(0.0, 1.02)
+        ax.set_title(PLOTS[path.name], fontsize=10)
+        ax.legend(fontsize=8)

@@ -1,0 +1,53 @@
+"""The values a config key accepts, declared beside the key (`at_least`, `one_of`, ...) and checked for a whole
+config by `check_values` before a verb changes anything on disk: the rule library every schema uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import field, fields, is_dataclass
+from typing import Any
+
+from omegaconf import MISSING
+
+from lmlab.core.errors import LmlabError
+
+
+# ----- the values a key accepts, declared beside the key and checked by `check_values` -----
+def at_least(low: float, default: Any) -> Any:
+    """A count or size: ``>= low``."""
+    return field(default=default, metadata={"rule": (f">= {low}", lambda v: v >= low)})
+
+
+def above(low: float, default: Any) -> Any:
+    return field(default=default, metadata={"rule": (f"> {low}", lambda v: v > low)})
+
+
+def fraction(default: float) -> Any:
+    """A probability of dropping (dropout), a share of documents: in [0, 1)."""
+    return field(default=default, metadata={"rule": ("in [0, 1)", lambda v: 0 <= v < 1)})
+
+
+def one_of(choices: tuple[str, ...], default: str) -> Any:
+    return field(default=default, metadata={"rule": (f"one of {', '.join(choices)}", lambda v: v in choices)})
+
+
+def rule(description: str, check: Callable[[Any], bool], default: Any) -> Any:
+    return field(default=default, metadata={"rule": (description, check)})
+
+
+def check_values(cfg: Any, prefix: str = "") -> None:
+    """Refuse a value outside its key's rule (`at_least`, `fraction`, `one_of`, ...), naming the key and what
+    it accepts: every verb checks its whole config before it changes anything on disk. None (an optional
+    key left unset) passes."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            check_values(value, f"{prefix}{f.name}.")
+        elif "rule" in f.metadata and value is not None and value is not MISSING:
+            description, ok = f.metadata["rule"]
+            try:
+                good = bool(ok(value))
+            except (TypeError, ValueError):
+                good = False
+            if not good:
+                raise LmlabError(f"{prefix}{f.name}={value!r}: must be {description}")

@@ -1,0 +1,420 @@
+"""`lmlab evaluate`: one family's test figures, measured the same way for every family.
+
+- Language model (the pretraining run's best checkpoint): test loss, ``test/ppl``
+  and ``test/bpb`` over the corpus test split, state carried through the
+  split for recurrent families, context-sized windows for transformers.
+- Classifier (the fine-tuning run's best checkpoint, and the from-scratch
+  baseline's): ``test/acc``, ``test/f1`` (macro), per-class precision and
+  recall, the confusion matrix, and ``scratch/test/*`` for the baseline.
+- Length (`lmlab.jobs.long_context`): loss by position in test windows read from a
+  fresh state, loss past the training window (2x, 4x), and generation ms/token
+  and state bytes against length.
+- Speed: inference tokens/s (forward passes over test windows), generation
+  latency per token (one sequence, state or KV cache), and peak memory of
+  that inference (CUDA: the allocator's peak; CPU: parameters plus the peak
+  of live tensors allocated by the forward, from the profiler's per-operator
+  memory records).
+- From the pretraining run: ``model/params``, ``train/tokens_per_sec``,
+  ``train/wall_seconds``, and its val curve, copied next to the fine-tuning
+  curves as CSV files DVC can plot.
+
+Callable without the CLI: `evaluate(cfg)` returns the metrics it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import OmegaConf
+from torch.profiler import ProfilerActivity, profile
+
+from lmlab.analysis.classification import classification_metrics, summarize
+from lmlab.analysis.examples import Examples
+from lmlab.core import metrics as M
+from lmlab.core.atomic import NUMBER, read_json, write_atomic, write_json
+from lmlab.core.errors import LmlabError
+from lmlab.data.config import SPLITS
+from lmlab.data.corpus import Corpus
+from lmlab.data.labeled import LabeledSet, LabeledSplit, OrderedDocuments
+from lmlab.data.lm import EvalWindows
+from lmlab.jobs.config import EvaluateConfig
+from lmlab.jobs.generate import encode_prompt, generate
+from lmlab.jobs.long_context import (
+    FACTORS,
+    beyond_training,
+    by_position,
+    check_lengths,
+    generation_profile,
+    stretched,
+    window_losses,
+    write_rows,
+)
+from lmlab.models import LanguageModel, carried
+from lmlab.training.checkpoints import load_classifier, load_language_model
+from lmlab.training.runs import RunFolder, open_corpus
+from lmlab.training.trainer import config_dict, finish_logger, make_logger, on_gpu, run_name
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD = "the run writes it when it starts: run it again (`dvc repro` resumes it)"
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    check_lengths(cfg.generation_lengths)  # before minutes of measuring
+    cfg.device = resolved_device(cfg.device, Path(cfg.pretrain_run))
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    corpus = open_corpus(cfg.paths, cfg.data.name, cfg.tokenizer)
+    pretrain_run, finetune_run = Path(cfg.pretrain_run), Path(cfg.finetune_run)
+    lm = load_language_model(pretrain_run / "checkpoints" / "best.ckpt", cfg.device)
+    check_vocabulary(lm.model.vocab_size, corpus, pretrain_run)
+    trained = read_metrics(pretrain_run)
+    window = lm.model.window(cfg.window)
+
+    metrics: dict[str, Any] = {
+        M.PARAMS: lm.model.num_params,
+        M.EMBEDDING_PARAMS: lm.model.num_embedding_params,
+        M.NON_EMBEDDING_PARAMS: lm.model.num_params - lm.model.num_embedding_params,
+        **{key: trained[key] for key in (M.TRAIN_TOKENS_PER_SEC, M.TRAIN_WALL_SECONDS, M.TRAIN_TOKENS)},
+        **M.lm_figures("val", trained[M.BEST_VAL_LOSS], corpus.tokens_per_byte("val")),
+    }
+    started = time.perf_counter()
+    log.info(
+        "evaluating %s: test loss over %s tokens, inference speed, loss by position and past the training window, "
+        "generation against length, then the classifiers on the test documents",
+        cfg.family,
+        f"{min(corpus.splits['test'].tokens, cfg.max_tokens or corpus.splits['test'].tokens):,}",
+    )
+    block_nats, block_tokens = lm_loss(lm.model, corpus, "test", cfg.batch_size, window, cfg.max_tokens, cfg.device)
+    metrics |= M.lm_figures("test", block_nats.sum() / max(block_tokens.sum(), 1), corpus.tokens_per_byte("test"))
+    metrics |= inference_speed(lm.model, corpus, cfg.batch_size, window, cfg.speed_tokens, cfg.device)
+    trained_window = lm.model.window(identity(pretrain_run)["batches"]["bptt"])
+    lengths = length_figures(lm.model, corpus, trained_window, cfg)
+    metrics |= {M.length_loss(row["factor"]): row["loss"] for row in lengths[M.LENGTH_FILE]}
+    sp = spm.SentencePieceProcessor(model_file=str(corpus.tokenizer_file))
+    prompt = cfg.prompt or document_start(corpus, sp, cfg.prompt_tokens)
+    sample, latency = sample_and_latency(lm.model, sp, prompt, cfg)
+    metrics[M.INFER_MS_PER_TOKEN] = latency
+
+    labeled = LabeledSet.open(corpus)
+    splits = {name: labeled.split(name) for name in SPLITS}
+    test = splits["test"]
+    majority = int(np.bincount(splits["train"].labels, minlength=len(labeled.classes)).argmax())
+    examples = Examples(block_nats, block_tokens, test.labels.astype(np.int64), majority)
+    metrics[M.MAJORITY_TEST_ACC] = float(examples.majority_correct().mean())
+    runs = {M.TEST: finetune_run} | ({M.SCRATCH_TEST: Path(cfg.scratch_run)} if cfg.scratch_run else {})
+    for prefix, run in runs.items():
+        clf = load_classifier(run / "checkpoints" / "best.ckpt", cfg.device)
+        if clf.classes != labeled.classes:
+            raise LmlabError(
+                f"{run}/checkpoints/best.ckpt classifies {clf.classes}, but the labeled set in {corpus.folder} has "
+                f"classes {labeled.classes}: fine-tune again on this labeled set"
+            )
+        figures, examples.predictions[prefix] = classify(
+            clf.model, test, labeled.classes, prefix, clf.max_tokens, cfg.device
+        )
+        metrics |= figures
+    log.info("evaluated %s in %.1fs: %s", cfg.family, time.perf_counter() - started, headline(metrics))
+
+    write_curves(Path(cfg.curves_dir), pretrain_run, runs)
+    for name, rows in lengths.items():
+        write_rows(Path(cfg.curves_dir) / f"{name}.csv", rows)
+    write_atomic(Path(cfg.sample_file), (sample + "\n").encode())
+    examples.save(Path(cfg.examples_file))
+    documents = {name: len(split) for name, split in splits.items()}
+    write_json(Path(cfg.setting_file), setting(cfg, corpus, labeled, documents, trained, runs, examples, prompt))
+    write_json(Path(cfg.out), metrics)  # first: a W&B failure (no network) must not lose the figures
+    log_evaluation(cfg, metrics, {"pretrain": pretrain_run, **{FINETUNE_JOBS[p]: run for p, run in runs.items()}})
+    return metrics
+
+
+def resolved_device(device: str, pretrain_run: Path) -> str:
+    """`auto`: the GPU where the pretraining run trained on one (and one is here), else the CPU, so that the
+    pipeline's inference figures come from the machine its training figures do."""
+    if device != "auto":
+        return device
+    trained_on_gpu = on_gpu(hydra_trainer(pretrain_run).get("accelerator") or "cpu")
+    return "cuda" if trained_on_gpu and torch.cuda.is_available() else "cpu"
+
+
+def length_figures(
+    model: LanguageModel, corpus: Corpus, window: int, cfg: EvaluateConfig
+) -> dict[str, list[dict[str, float]]]:
+    """Loss by position and past the training window (test windows of FACTORS[-1] x `window`, each from a
+    fresh state), and generation cost against length: the rows of each curve file."""
+    longest = FACTORS[-1] * window
+    reader = stretched(model, longest)
+    if reader is not None:
+        nats = window_losses(reader, corpus.tokens("test"), longest, cfg.position_windows, cfg.batch_size, cfg.device)
+    else:  # learned positions: the part of the window the table covers
+        nats = window_losses(model, corpus.tokens("test"), window, cfg.position_windows, cfg.batch_size, cfg.device)
+    return {
+        M.POSITION_FILE: by_position(nats),
+        M.LENGTH_FILE: beyond_training(nats, window),
+        M.GENERATION_FILE: generation_profile(model, sorted(cfg.generation_lengths), cfg.device),
+    }
+
+
+def document_start(corpus: Corpus, sp: spm.SentencePieceProcessor, tokens: int) -> str:
+    """The first `tokens` tokens of the test split's first document: the samples' prompt. Every family
+    continues the same real text; an empty prompt would favour a model that has learned how documents begin."""
+    stream = corpus.tokens("test")
+    end = np.flatnonzero(stream[: tokens + 1] == corpus.eod_id)
+    ids = stream[: min(tokens, int(end[0]) if len(end) else tokens)]
+    return readable(sp.decode([int(i) for i in ids]))
+
+
+def readable(text: str) -> str:
+    """Text without U+FFFD: a cut multi-byte character (byte-fallback pieces) decodes to it."""
+    return text.replace("\ufffd", "")
+
+
+def git_commit() -> str:
+    """The checkout's commit, with "+changes" when its code or configs differ from it (outputs the pipeline
+    rewrites, such as dvc.lock and metrics, do not count), or "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "conf", "dvc.yaml"],
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.strip()[:12] + (" +changes" if dirty.stdout.strip() else "")
+
+
+def setting(
+    cfg: EvaluateConfig,
+    corpus: Corpus,
+    labeled: LabeledSet,
+    documents: dict[str, int],
+    trained: dict[str, Any],
+    runs: dict[str, Path],
+    examples: Examples,
+    prompt: str,
+) -> dict[str, Any]:
+    """What the figures were measured on, for the report's Setting section (`setting_file`)."""
+    pretrain_run = Path(cfg.pretrain_run)
+    return {
+        "corpus": {
+            "name": cfg.data.name,
+            "tokens": {split: corpus.splits[split].tokens for split in SPLITS},
+            "bytes": {split: corpus.splits[split].bytes for split in SPLITS},
+        },
+        "labeled": {
+            "name": labeled.name,
+            "classes": labeled.classes,
+            "documents": documents,
+        },
+        "tokenizer": cfg.tokenizer.name,
+        "pretraining": {
+            "steps": trained.get(M.TRAIN_STEPS),
+            "tokens": trained[M.TRAIN_TOKENS],
+            "flops": trained.get(M.TRAIN_FLOPS),  # absent from runs trained before lmlab counted FLOPs
+            "seed": identity(pretrain_run).get("batches", {}).get("seed"),
+            **hydra_trainer(pretrain_run),
+        },
+        "fine-tuning seeds": {prefix: identity(run).get("finetune", {}).get("seed") for prefix, run in runs.items()},
+        "evaluation": {
+            "device": cfg.device,
+            "test tokens": int(examples.block_tokens.sum()),
+            "test documents": len(examples.labels),
+            "prompt": prompt,
+        },
+        "commit": git_commit(),
+    }
+
+
+def identity(run: Path) -> dict[str, Any]:
+    """The config a run's checkpoints belong to, as its run.json records it (`lmlab.training.runs`)."""
+    return read_json(run / "run.json", RUN_RECORD, {"identity": dict})["identity"]
+
+
+def hydra_trainer(run: Path) -> dict[str, Any]:
+    """The run's device and precision, from the config Hydra saved beside it (runs made by the CLI)."""
+    saved = run / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return {}
+    trainer = OmegaConf.load(saved).get("trainer", {})
+    return {key: trainer.get(key) for key in ("accelerator", "devices", "precision")}
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    keys = (M.TEST_PPL, M.TEST_BPB, M.TEST_ACC, M.SCRATCH_TEST_ACC, M.INFER_TOKENS_PER_SEC)
+    return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+FINETUNE_JOBS = {M.TEST: "finetune", M.SCRATCH_TEST: "finetune-scratch"}
+
+
+def log_evaluation(cfg: EvaluateConfig, metrics: dict[str, Any], runs: dict[str, Path]) -> None:
+    """The test figures as a W&B run (job type evaluate, named evaluate-<family>-s<seed>, in the experiment's group),
+    so the W&B UI compares what the report compares; its config names the W&B runs it evaluated. A run of its
+    own: resuming the training runs would write into their folders, which are other stages' outputs."""
+    ids = {job: RunFolder(folder).read_record().get("wandb_id", "") for job, folder in runs.items()}
+    config = {"evaluate": config_dict(cfg), "runs": ids, "model": {"family": cfg.family}}  # compare's family key
+    tags = [cfg.family, cfg.data.name, cfg.tokenizer.name]
+    seed = identity(runs["pretrain"]).get("batches", {}).get("seed")  # the seed of the runs it evaluated
+    name = run_name(cfg.logger, "evaluate", cfg.family, seed=seed)
+    folder, run_id = Path(cfg.wandb_dir), secrets.token_hex(4)
+    logger = make_logger(cfg.logger, folder, run_id, cfg.name, "evaluate", tags, config, name)
+    if logger is None:
+        return
+    if isinstance(logger, WandbLogger):
+        logger.experiment.summary.update(metrics)  # W&B's run table and panels compare summaries
+    else:
+        logger.log_metrics(metrics)
+        logger.save()
+    finish_logger(logger, failed=False)
+
+
+def check_vocabulary(vocab_size: int, corpus: Corpus, run: Path) -> None:
+    if vocab_size != corpus.vocab_size:
+        raise LmlabError(
+            f"{run} was trained with a vocabulary of {vocab_size}, but {corpus.folder} has {corpus.vocab_size}: "
+            "the corpus was tokenized differently since; evaluate with the matching data= and tokenizer="
+        )
+
+
+def read_metrics(run: Path) -> dict[str, Any]:
+    """The pretraining run's figures that the evaluation copies; the run writes them when it finishes."""
+    return read_json(
+        run / "metrics.json",
+        "the run writes it when it finishes: run it again (`dvc repro` resumes it)",
+        dict.fromkeys((M.TRAIN_TOKENS_PER_SEC, M.TRAIN_WALL_SECONDS, M.TRAIN_TOKENS, M.BEST_VAL_LOSS), NUMBER),
+    )
+
+
+@torch.inference_mode()
+def lm_loss(
+    model: LanguageModel, corpus: Corpus, split: str, batch: int, window: int, max_tokens: int | None, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed nats and predicted tokens per block of the split (or of its first `max_tokens`): a block is one
+    row of one window, state carried from block to block for recurrent families. Their sums give the loss;
+    the blocks are what its interval resamples (`lmlab.analysis.stats.mean_loss`)."""
+    model.eval()
+    nats, tokens = [], []
+    state = None
+    for inputs, targets, reset in EvalWindows(
+        corpus.tokens(split), batch, window, model.stateful, max_tokens=max_tokens
+    ):
+        logits, state = model(inputs.to(device), carried(model, state, reset))
+        per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="none")
+        nats.append(per_token.view(targets.shape).double().sum(1).cpu())
+        tokens.append(torch.full((len(targets),), targets.shape[1], dtype=torch.int64))
+    return torch.cat(nats).numpy(), torch.cat(tokens).numpy()
+
+
+@torch.inference_mode()
+def inference_speed(
+    model: LanguageModel, corpus: Corpus, batch: int, window: int, budget: int, device: str
+) -> dict[str, float]:
+    """Tokens per second of forward passes over test windows, after one warm-up batch; and peak memory."""
+    model.eval()
+    batches = list(EvalWindows(corpus.tokens("test"), batch, window, model.stateful, max_tokens=budget, name="test"))
+    model(batches[0][0].to(device))  # warm-up: first-call allocations and kernel selection
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    started, state, count = time.perf_counter(), None, 0
+    for inputs, _, reset in batches:
+        _, state = model(inputs.to(device), carried(model, state, reset))
+        count += inputs.numel()
+    sync()
+    speed = count / (time.perf_counter() - started)
+    return {M.INFER_TOKENS_PER_SEC: speed, M.INFER_PEAK_MEMORY_MB: peak_memory(model, batches[0][0], device) / 2**20}
+
+
+def peak_memory(model: LanguageModel, inputs: torch.Tensor, device: str) -> float:
+    """Bytes at the peak of one forward pass over `inputs`, parameters included."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            model(inputs.to(device))
+        return float(torch.cuda.max_memory_allocated())
+    with (
+        without_stderr(),
+        torch.inference_mode(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        model(inputs)
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return float(peak + sum(p.numel() * p.element_size() for p in model.parameters()))
+
+
+@contextmanager
+def without_stderr() -> Iterator[None]:
+    """The process's stderr (fd 2) sent to /dev/null for the block: the profiler's C++ side prints
+    "USDT: ... profiler_start/stop" lines there that no setting turns off and no user can act on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def sample_and_latency(
+    model: LanguageModel, sp: spm.SentencePieceProcessor, prompt: str, cfg: EvaluateConfig
+) -> tuple[str, float]:
+    """A seeded continuation of `prompt` (`generate_tokens`, not stopping at a document end) and milliseconds
+    per token."""
+    ids = encode_prompt(sp, prompt)
+    list(generate(model, ids, 4, temperature=0.8, top_p=0.95, seed=cfg.seed))  # warm-up
+    started = time.perf_counter()
+    new = list(generate(model, ids, cfg.generate_tokens, temperature=0.8, top_p=0.95, seed=cfg.seed))
+    latency = (time.perf_counter() - started) * 1000 / max(len(new), 1)
+    return readable(sp.decode([i for i in new if i != sp.eos_id()])), latency
+
+
+@torch.inference_mode()
+def classify(
+    model: torch.nn.Module, split: LabeledSplit, classes: list[str], prefix: str, max_tokens: int, device: str
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The classifier's test figures, and its predicted class for each document (in the split's order)."""
+    model.eval()
+    metrics = classification_metrics(len(classes)).to(device)
+    order = OrderedDocuments(split, 256, max_tokens)
+    predicted = np.empty(len(split), dtype=np.int64)
+    done = 0
+    for tokens, lengths, labels in order:
+        logits = model(tokens.to(device), lengths.to(device))
+        metrics.update(logits, labels.to(device))
+        predicted[order.indices[done : done + len(labels)]] = logits.argmax(-1).cpu().numpy()
+        done += len(labels)
+    return summarize(metrics, prefix, classes), predicted
+
+
+def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path]) -> None:
+    """The runs' val curves as `M.CURVE_FILES` (the report combines them for DVC's plots)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [
+        (pretrain_run, M.PRETRAIN_CURVE_FILE),
+        *((run, M.FINETUNE_CURVE_FILES[p]) for p, run in finetune_runs.items()),
+    ]
+    for source, name in runs:
+        curve = source / "val_curve.csv"
+        if not curve.is_file():
+            raise LmlabError(f"no {curve}: the run did not validate; run it again")
+        write_atomic(folder / f"{name}.csv", curve.read_bytes())

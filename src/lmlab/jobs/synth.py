@@ -1,0 +1,168 @@
+"""`lmlab synth`: train one family on a synthetic task (associative recall, parity) and record the run.
+
+The run goes through pretraining's machinery: `RunFolder` (resume, a changed config replaces the run), the
+same Trainer, logger, callbacks and progress, DDP. Callable without the CLI: `synth(cfg, run_dir)` returns the
+final metrics. Families are compared at the same `model.width`; the figure that explains recall is the state
+a family carries after the training length (`model/state_bytes`, a KV cache included), as in Zoology.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lmlab.analysis import stats
+from lmlab.core import metrics as M
+from lmlab.core.errors import LmlabError
+from lmlab.jobs.config import SynthConfig
+from lmlab.models import LanguageModel, ModelConfig, build_model, family_config, state_bytes
+from lmlab.tasks.config import SynthTaskConfig
+from lmlab.tasks.synthetic import SynthData, SynthTask, answer_counts, make_examples, vocab_size
+from lmlab.training import optim
+from lmlab.training.identity import code_version
+from lmlab.training.job import Fit, TrainingJob, train
+from lmlab.training.runs import Start
+from lmlab.training.trainer import config_dict, device_line, run_name
+
+log = logging.getLogger(__name__)
+
+
+def identity(cfg: SynthConfig) -> dict[str, Any]:
+    """What a checkpoint belongs to: the task (its examples follow from it), model, optimizer and schedule."""
+    full = config_dict(cfg)
+    return {
+        **{key: full[key] for key in ("task", "model", "optim")},
+        "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
+        "code": code_version("lmlab.jobs.synth"),
+    }
+
+
+def check_task(cfg: SynthConfig) -> None:
+    lengths = cfg.task.lengths
+    if not lengths or lengths[0] != 1 or any(b <= a for a, b in zip(lengths, lengths[1:], strict=False)):
+        raise LmlabError(
+            f"task.lengths={lengths}: give increasing multiples of task.seq_len starting at 1, e.g. [1, 2, 4]"
+        )
+
+
+def fitted_model_config(cfg: SynthConfig) -> ModelConfig:
+    """The family's config for this task: a model with a length limit (a transformer's `context`) is given the
+    longest sequence validation feeds, so that it is measured past its training length instead of refused;
+    rotary positions go on there, a learned table's rows beyond the training length stay untrained."""
+    model = family_config(cfg.model)
+    longest = cfg.task.seq_len * cfg.task.lengths[-1]
+    if getattr(model, "context", longest) < longest:
+        model = replace(model, context=longest)
+    return model
+
+
+def synth(cfg: SynthConfig, run_dir: Path) -> dict[str, Any]:
+    return train(Synthetic, cfg, run_dir)
+
+
+class Synthetic(TrainingJob):
+    kind, log = "synth", log
+    cfg: SynthConfig
+
+    def prepare(self) -> Fit:
+        cfg = self.cfg
+        check_task(cfg)
+        optim.check(cfg.optim)
+        cfg.model = fitted_model_config(cfg)
+        make_examples(cfg.task, 1, cfg.task.seq_len, (0,))  # a task config that cannot make examples fails here
+        L.seed_everything(cfg.task.seed, workers=True, verbose=False)
+        self.model = model = build_model(cfg.model, vocab_size(cfg.task))
+        self.carried = carried = carried_state_bytes(model, cfg.task.seq_len)
+        if cfg.trainer.compile:
+            model.compile()
+        self.task = SynthTask(model, cfg.task, cfg.optim, cfg.trainer.max_steps, cfg.trainer.val_every)
+        self.data = SynthData(cfg.task, cfg.trainer.accumulate)
+        family, kind = cfg.model.family, cfg.task.kind
+        return Fit(
+            task=self.task,
+            data=self.data,
+            identity=identity(cfg),
+            tags=[family, kind],
+            run_name=run_name(cfg.logger, f"synth-{kind}", family, seed=cfg.seed),
+            label=f"synth {kind} {family}",
+            curve=M.synth_curve(cfg.task.lengths),
+            hyperparams={M.PARAMS: model.num_params, M.STATE_BYTES: carried},
+            monitor=M.VAL_ACC,
+            mode="max",
+        )
+
+    def announce(self, trainer: L.Trainer, start: Start) -> str:
+        cfg = self.cfg
+        return (
+            f"training {cfg.model.family} ({self.model.num_params:,} parameters, {self.carried:,} state bytes) on "
+            f"{cfg.task.kind} ({cfg.task.train_examples:,} examples of {cfg.task.seq_len} tokens) for "
+            f"{cfg.trainer.max_steps} steps, {device_line(trainer)}, run folder {self.run_folder.path}"
+            + (f", resuming from {start.checkpoint}" if start.checkpoint else "")
+        )
+
+    def metrics(self, trainer: L.Trainer) -> dict[str, Any]:
+        metrics = final_metrics(self.cfg, trainer, self.task, self.carried)
+        if trainer.is_global_zero:
+            metrics["intervals"] = intervals(self.task.model, self.data, self.cfg.task)
+        return metrics
+
+    def summary(self, metrics: dict[str, Any], written: Path) -> str:
+        lengths = self.cfg.task.lengths
+        beyond = ", ".join(f"{f}x {metrics[M.val_acc_at(f)]:.3f}" for f in lengths[1:] if M.val_acc_at(f) in metrics)
+        return (
+            f"{self.cfg.model.family} on {self.cfg.task.kind}: accuracy {metrics.get(M.VAL_ACC, float('nan')):.3f}"
+            + (f" (beyond the training length: {beyond})" if beyond else "")
+            + f", loss {metrics.get(M.VAL_LOSS, float('nan')):.4f}, {metrics[M.TRAIN_STEPS]} steps in "
+            f"{metrics[M.TRAIN_WALL_SECONDS]:.0f} s -> {written}"
+        )
+
+
+@torch.no_grad()
+def carried_state_bytes(model: LanguageModel, length: int) -> int:
+    """Bytes of the state after reading `length` tokens from the start (a transformer's KV cache of them)."""
+    was_training = model.training
+    model.eval()
+    _, state = model(torch.zeros(1, length, dtype=torch.long), model.init_state(1))
+    model.train(was_training)
+    return state_bytes(state)
+
+
+def intervals(model: LanguageModel, data: SynthData, task: SynthTaskConfig) -> dict[str, list[float]]:
+    """Each accuracy's 95% interval: a bootstrap over the validation examples (`lmlab.analysis.stats.answer_accuracy`),
+    from a pass of the final model in float32 (under a mixed-precision trainer the logged figure was measured
+    in that precision, and may sit at the interval's edge). A length with no answers has none."""
+    data.setup("validate")  # a run resumed at its end did not make the examples yet
+    found = {}
+    for factor, examples in zip(task.lengths, data.vals, strict=True):
+        correct, answers = answer_counts(model, examples, task.seq_len if factor > 1 else 0, task.val_batch_size)
+        if answers.sum() == 0:
+            continue
+        interval = stats.answer_accuracy(correct, answers)
+        found[M.val_acc_at(factor)] = [interval.low, interval.high]
+    return found
+
+
+def final_metrics(cfg: SynthConfig, trainer: L.Trainer, task: SynthTask, carried: int) -> dict[str, Any]:
+    """The last validation's figures (also of a run resumed at its end), the task and the model's sizes."""
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")} or task.last_val
+    return {
+        **logged,
+        "task": cfg.task.kind,
+        "family": cfg.model.family,
+        "width": cfg.model.width,
+        "seq_len": cfg.task.seq_len,
+        "lengths": list(cfg.task.lengths),
+        **({"pairs": cfg.task.pairs} if cfg.task.kind == "mqar" else {"modulus": cfg.task.modulus}),
+        "lr": cfg.optim.lr,
+        M.PARAMS: task.model.num_params,
+        M.STATE_BYTES: carried,
+        M.TRAIN_STEPS: trainer.global_step,
+        M.TRAIN_TOKENS: task.tokens_seen,
+        M.TRAIN_FLOPS: task.train_flops,
+        M.TRAIN_WALL_SECONDS: task.wall_seconds,
+    }
