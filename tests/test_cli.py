@@ -75,6 +75,18 @@ def test_verb_help_names_config_groups() -> None:
     assert "data: " in result.stdout and "task_data: " in result.stdout
 
 
+def test_a_verb_lists_only_the_groups_it_reads_and_refuses_another() -> None:
+    """`lmlab evaluate --help` lists its own groups; `task_data=sst2` (read by the data verbs and finetune) is an
+    error in lmlab's words, not Hydra's "No match in the defaults list"."""
+    shown = lmlab("evaluate", "--help")
+    assert shown.returncode == 0 and "  data: " in shown.stdout and "  logger: " in shown.stdout
+    assert "task_data" not in shown.stdout and "  model: " not in shown.stdout
+    refused = lmlab("evaluate", "task_data=sst2")
+    assert refused.returncode == 2 and "No match" not in refused.stderr, refused.stderr
+    assert "lmlab evaluate does not read the task_data group" in refused.stderr
+    assert "the verbs that do: download, split, tokenize, finetune" in refused.stderr
+
+
 def test_library_error_is_a_message_not_a_traceback() -> None:
     result = lmlab("split", "only=corpus")
     assert result.returncode == 2

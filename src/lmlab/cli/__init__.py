@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra._internal.utils import get_args_parser  # the parser hydra.main uses
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -58,6 +59,7 @@ LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_
 SWEEP_KEYS = ("hydra.mode", "hydra.sweep", "hydra/sweeper", "hydra.launcher", "hydra/launcher", "hydra.run.dir")
 # Hydra's flag for shell completion (`-sc install=bash`, and `-sc query=bash` at each TAB).
 COMPLETION_FLAGS = {"-sc", "--shell-completion"}
+HELP_FLAGS = {"-h", "--help"}  # lmlab's help of a verb (`verb_help`); Hydra's own: --hydra-help
 
 
 def main() -> None:
@@ -85,6 +87,12 @@ def main() -> None:
             f"lmlab: no {conf / (verb + '.yaml')}: run lmlab from the project root (the folder holding conf/)",
             file=sys.stderr,
         )
+        sys.exit(2)
+    if HELP_FLAGS & set(args[1:]):
+        print(verb_help(conf, verb))
+        return
+    if (unread := unread_group(conf, verb, args[1:])) is not None:
+        print(f"lmlab {verb}: error: {unread}", file=sys.stderr)
         sys.exit(2)
     register_configs(verb)
     from lmlab.training.config import trainer_key_hint  # the training schemas: not a data stage's code
@@ -132,6 +140,57 @@ def main() -> None:
                 end_launched_ranks(launcher_env)
 
     hydra.main(version_base="1.3", config_path=str(conf), config_name=verb)(task)()
+
+
+def verb_groups(conf: Path, verb: str) -> dict[str, Any]:
+    """The config groups conf/<verb>.yaml composes (`optional scale_model@model` is scale_model), each with its
+    default option (None: none unless chosen)."""
+    groups = {}
+    for entry in yaml.safe_load((conf / f"{verb}.yaml").read_text()).get("defaults", []):
+        for key, option in entry.items() if isinstance(entry, dict) else ():
+            group = key.removeprefix("optional ").split("@")[0]
+            if not key.startswith("override ") and group != "hydra" and (conf / group).is_dir():
+                groups[group] = option
+    return groups
+
+
+def verb_help(conf: Path, verb: str) -> str:
+    """`lmlab <verb> --help`: what the verb does and the config groups it reads, with their options."""
+    lines = [
+        f"lmlab {verb}: {VERBS[verb]}",
+        "",
+        f"usage: lmlab {verb} [group=option ...] [key=value ...] [--cfg job] [-m]",
+        "",
+        "Config groups it reads (conf/<group>/<option>.yaml; choose one with group=option):",
+    ]
+    for group, option in verb_groups(conf, verb).items():
+        options = sorted(path.stem for path in (conf / group).glob("*.yaml"))
+        if "${" in str(option):
+            lines.append(f"  {group}: the file {option} for the choices above ({len(options)} files)")
+        else:
+            lines.append(f"  {group}: {', '.join(options)} (default: {'none' if option is None else option})")
+    lines += [
+        "",
+        f"Every key and its value: `lmlab {verb} --cfg job`; set one with key=value (nested: trainer.max_steps=500).",
+        "Hydra's own options: --hydra-help.",
+    ]
+    return "\n".join(lines)
+
+
+def unread_group(conf: Path, verb: str, args: list[str]) -> str | None:
+    """A `group=option` override of a config group the verb does not compose, said in lmlab's words (Hydra's is
+    "Could not override 'task_data'. No match in the defaults list"): which verbs read it."""
+    groups = verb_groups(conf, verb)
+    for arg in args:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if "=" in arg and "." not in key and "/" not in key and key not in groups and (conf / key).is_dir():
+            readers = [other for other in VERBS if key in verb_groups(conf, other)]
+            return (
+                f"{arg}: lmlab {verb} does not read the {key} group (conf/{key}/); "
+                + (f"the verbs that do: {', '.join(readers)}" if readers else "no verb reads it")
+                + f". `lmlab {verb} --help` lists the groups it reads"
+            )
+    return None
 
 
 class Terminated(BaseException):

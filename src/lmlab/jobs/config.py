@@ -67,8 +67,8 @@ class EvaluateConfig:
     batch_size: int = at_least(1, 16)
     # recurrent families: tokens per forward pass (state carried); transformers use their context
     window: int = at_least(1, 256)
-    max_tokens: int | None = at_least(1, None)  # cap on test tokens (None: the whole split)
-    speed_tokens: int = at_least(1, 65536)  # tokens timed for inference throughput
+    max_tokens: int | None = at_least(1, 65536)  # cap on test tokens (None: the whole split)
+    speed_tokens: int = at_least(1, 16384)  # tokens timed for inference throughput
     generate_tokens: int = at_least(1, 64)  # tokens timed for generation latency, and the sample's length
     # long context (`lmlab.jobs.long_context`): windows of 4x the training window for loss by position and past the
     # training length, and the lengths generation cost is measured at (each >= 32)
