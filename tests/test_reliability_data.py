@@ -155,7 +155,8 @@ POOL_SCRIPT = textwrap.dedent(
     import os, sys, time
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
-    from lmlab.data import children, tokenize
+    from lmlab.core import children
+    from lmlab.data import tokenize
 
     if __name__ == "__main__":
         if sys.argv[1] == "encoder_pool":

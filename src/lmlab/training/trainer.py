@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lmlab.core import metrics as M
 from lmlab.core.atomic import write_atomic
@@ -223,6 +223,27 @@ class CheckpointAt(Callback):
             trainer.save_checkpoint(self.path, weights_only=False)
 
 
+class CheckpointOnStop(Callback):
+    """SIGTERM during a fit (Lightning stops after the batch with its SIGTERMException): keep the state at the
+    end of the last optimizer step in `path` (last.ckpt), so `resume=auto` continues from there, as it would
+    from a validation's checkpoint, instead of losing the steps since. Mid-way through an accumulated step, or
+    during a validation, there is no such state: the checkpoint stays as the last validation left it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.saved_step, self.stepped, self.seen = path, None, False, -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seen, self.stepped = trainer.global_step, False
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.stepped, self.seen = trainer.global_step != self.seen, trainer.global_step
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and self.stepped and not trainer.validating:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            self.saved_step = trainer.global_step
+
+
 class CachedAutocast(MixedPrecision):
     """Lightning's AMP with torch.autocast's weight-cast cache kept on in the step (Lightning 2.6 turns it off),
     and gradient clipping allowed with a fused optimizer when there is no gradient scaler (bf16).
@@ -365,7 +386,13 @@ def make_trainer(
             gradient_clip_val=cfg.gradient_clip_val,
             deterministic=cfg.deterministic,
             logger=logger if logger is not None else False,
-            callbacks=[best, last, StepProgress(label, hidden=hidden), *callbacks],
+            callbacks=[
+                best,
+                last,
+                CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
+                StepProgress(label, hidden=hidden),
+                *callbacks,
+            ],
             default_root_dir=run_dir,
             enable_model_summary=False,
             enable_progress_bar=False,  # StepProgress counts steps of max_steps, also when piped
