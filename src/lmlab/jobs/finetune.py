@@ -61,6 +61,11 @@ class Finetuning(TrainingJob):
                 f"task_data={labeled.name}"
             )
         train, val = labeled.split("train"), labeled.split("val")
+        if (present := np.unique(train.labels).size) < 2:
+            raise LmlabError(
+                f"the labeled set {labeled.name!r} in {corpus.folder} holds {present} class in its train split: a "
+                "classifier needs two at least (`lmlab split` refuses such a set: split and tokenize it again)"
+            )
         weights = class_weights(task_cfg.class_weights, labeled.classes, train)
         L.seed_everything(task_cfg.seed, workers=True, verbose=False)
         self.backbone = backbone = build_model(cfg.model, corpus.vocab_size)
