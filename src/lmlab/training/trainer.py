@@ -223,6 +223,36 @@ class CheckpointAt(Callback):
             trainer.save_checkpoint(self.path, weights_only=False)
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint that follows its run folder when it moves (`mv`, a `dvc pull` into another checkout):
+    Lightning reloads the best score only when the saved `dirpath` equals the new one, so a resumed moved run
+    took its next validation for the best and replaced a better best.ckpt. The saved paths are read as the same
+    files in the new folder."""
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key, so its state in a checkpoint is this one's (Lightning keys by class name)."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old is not None and self.dirpath is not None and old != self.dirpath:
+
+            def moved(path: Any) -> Any:
+                return str(Path(self.dirpath) / Path(path).name) if path else path
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                **{
+                    key: moved(state_dict.get(key))
+                    for key in ("best_model_path", "kth_best_model_path", "last_model_path")
+                },
+                "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+            }
+        super().load_state_dict(state_dict)
+
+
 class CheckpointOnStop(Callback):
     """SIGTERM during a fit (Lightning stops after the batch with its SIGTERMException): keep the state at the
     end of the last optimizer step in `path` (last.ckpt), so `resume=auto` continues from there, as it would
@@ -348,7 +378,7 @@ def make_trainer(
 ) -> L.Trainer:
     """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`;
     its progress (`StepProgress`) is labelled `label`, without the metrics in `hidden`."""
-    best = ModelCheckpoint(
+    best = RunCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor=monitor,
@@ -359,7 +389,7 @@ def make_trainer(
     )
     # Lightning writes save_last only when the monitored checkpoint was saved too (val/loss improved);
     # resuming needs the newest state at every validation, so "last" is its own unmonitored checkpoint.
-    last = ModelCheckpoint(
+    last = RunCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="last",
         monitor=None,
