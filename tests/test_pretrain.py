@@ -35,7 +35,7 @@ from lmlab.models import FAMILIES, build_model
 from lmlab.training.config import LoggerConfig
 from lmlab.training.finite import NonFiniteLoss
 from lmlab.training.identity import fingerprint
-from lmlab.training.trainer import wandb_mode
+from lmlab.training.logger import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
@@ -746,7 +746,7 @@ import os, subprocess, sys
 from lmlab.data.corpus import Corpus
 from lmlab.training.config import LoggerConfig
 from lmlab.core.errors import LmlabError
-from lmlab.training.trainer import wandb_mode
+from lmlab.training.logger import wandb_mode
 
 def mode(**kw):
     try:

@@ -97,7 +97,7 @@ def test_best_so_far_survives_a_moved_run_folder(tmp_path: Path) -> None:
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lmlab.training.trainer import RunCheckpoint
+    from lmlab.training.callbacks import RunCheckpoint
 
     old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
     saved = ModelCheckpoint(dirpath=old, filename="best", monitor="val/loss", save_top_k=1)

@@ -66,8 +66,9 @@ from lmlab.jobs.long_context import (
 )
 from lmlab.models import LanguageModel, carried
 from lmlab.training.checkpoints import load_classifier, load_language_model
+from lmlab.training.logger import finish_logger, make_logger, run_name
 from lmlab.training.runs import RunFolder, open_corpus
-from lmlab.training.trainer import config_dict, finish_logger, make_logger, on_gpu, run_name
+from lmlab.training.trainer import config_dict, on_gpu
 
 log = logging.getLogger(__name__)
 

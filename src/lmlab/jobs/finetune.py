@@ -34,8 +34,9 @@ from lmlab.training import optim
 from lmlab.training.checkpoints import model_config, prefixed, read_checkpoint
 from lmlab.training.identity import code_version
 from lmlab.training.job import Fit, TrainingJob, fit_or_stop, train
+from lmlab.training.logger import run_name
 from lmlab.training.runs import RunFolder, Start, open_corpus
-from lmlab.training.trainer import config_dict, device_line, make_trainer, run_name
+from lmlab.training.trainer import config_dict, device_line, make_trainer
 
 log = logging.getLogger(__name__)
 

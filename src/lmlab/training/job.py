@@ -24,17 +24,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lmlab.core import metrics as M
 from lmlab.core.atomic import write_json
 from lmlab.core.errors import Stopped
+from lmlab.training.callbacks import CheckpointOnStop, ValCurve, build_callbacks
 from lmlab.training.config import RunConfig
+from lmlab.training.logger import finish_logger, make_logger
 from lmlab.training.runs import Extension, RunFolder, Start, train_held
-from lmlab.training.trainer import (
-    CheckpointOnStop,
-    ValCurve,
-    build_callbacks,
-    config_dict,
-    finish_logger,
-    make_logger,
-    make_trainer,
-)
+from lmlab.training.trainer import config_dict, make_trainer
 
 
 @dataclass
