@@ -15,8 +15,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.cli import TOOLS, VERBS, Terminated, sigterm_unwinds
+from lmlab.cli import TOOLS, VERBS, sigterm_unwinds
 from lmlab.cli.schemas import register_configs, typed
+from lmlab.core.errors import Stopped
 from lmlab.data import readers, sources
 from tests.helpers.project import ROOT, env, lmlab
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
@@ -220,7 +221,7 @@ def test_every_shipped_tokenizer_config_loads() -> None:
 def test_sigterm_outside_a_fit_unwinds_the_job_once() -> None:
     previous = signal.getsignal(signal.SIGTERM)
     unwound = []
-    with pytest.raises(Terminated), sigterm_unwinds():
+    with pytest.raises(Stopped), sigterm_unwinds():
         try:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # interrupted at once

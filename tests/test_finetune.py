@@ -429,6 +429,25 @@ def test_evaluate_refuses_a_classifier_of_other_classes(finetuned: Path, tmp_pat
     assert not (tmp_path / "metrics/gru.json").exists()
 
 
+def test_evaluate_refuses_runs_of_another_family_or_of_other_pretrained_weights(
+    finetuned: Path, tmp_path: Path
+) -> None:
+    """family=gru with a transformer's pretraining run, or a classifier fine-tuned from other weights, is an
+    error before anything is measured or written (it wrote the transformer's figures into gru.json)."""
+    cfg = evaluate_config(finetuned, tmp_path)
+    with pytest.raises(LmlabError, match=r"trained a transformer model, not family=gru"):
+        evaluate(replace(cfg, pretrain_run=str(finetuned / "pretrain" / "transformer")))
+    other = tmp_path / "pretrain-gru"
+    shutil.copytree(finetuned / "pretrain" / "gru", other)
+    best = other / "checkpoints" / "best.ckpt"
+    saved = torch.load(best, weights_only=True)
+    saved["global_step"] += 1  # other weights as far as their digest goes
+    torch.save(saved, best)
+    with pytest.raises(LmlabError, match=r"fine-tuned from other weights than .*pretrain-gru"):
+        evaluate(replace(cfg, pretrain_run=str(other)))
+    assert not (tmp_path / "metrics/gru.json").exists()
+
+
 def test_lm_adaptation_on_too_little_text_names_its_keys(lab: Path, tmp_path: Path) -> None:
     cfg = config(lab, adapt_steps=2)
     cfg.batches.batch_size = 1000

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from lmlab.data.config import TokenizerConfig
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import tokenize
 from lmlab.jobs.config import GenerateConfig
-from lmlab.jobs.generate import encode_prompt, generate, sample, stream_text
+from lmlab.jobs.generate import DOCUMENT_BREAK, decoded, encode_prompt, generate, sample, stream_text
 from lmlab.jobs.pretrain import pretrain
 from lmlab.models import build_model
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for
@@ -118,6 +120,60 @@ def test_stream_text_continues_the_prompt_with_decodable_text(trained: tuple[Pat
     pieces = list(stream_text(cfg, checkpoint))
     assert pieces[0] == "the day 🙂" and len(pieces) > 1
     assert "".join(pieces) == "".join(stream_text(cfg, checkpoint))  # seeded
+
+
+def test_streamed_pieces_join_to_the_decoding_of_all_the_tokens(trained: tuple[Path, Path]) -> None:
+    """Each token is decoded once (no re-decoding of the whole continuation per token), a character split over
+    byte-fallback tokens shows whole, and the pieces join to what decoding all the tokens at once gives."""
+    _, corpus = trained
+    sp = spm.SentencePieceProcessor(model_file=str(corpus / "tokenizer.model"))
+    text = "the day 🙂 and ç, then é"
+    tokens = sp.encode(text)
+    assert any(sp.id_to_piece(t).startswith("<0x") for t in tokens)  # byte fallback: the emoji is several tokens
+    pieces = list(decoded(sp, tokens, stop_at_document_end=True))
+    assert "".join(pieces) == sp.decode(tokens) == text and all("\ufffd" not in p for p in pieces)
+    eos = sp.eos_id()
+    assert "".join(decoded(sp, [*tokens[:3], eos, *tokens[3:]], stop_at_document_end=True)) == sp.decode(tokens[:3])
+    going_on = "".join(decoded(sp, [*tokens[:3], eos, *tokens[3:]], stop_at_document_end=False))
+    assert going_on == sp.decode(tokens[:3]) + DOCUMENT_BREAK + sp.decode(tokens[3:])
+
+
+def test_generation_goes_past_the_end_of_a_document_when_asked(trained: tuple[Path, Path]) -> None:
+    """stop_at_document_end=false: the same seeded sample, not cut at its first end-of-document token."""
+    checkpoint, _ = trained
+    for seed in range(20):  # a seed whose sample ends a document within its 100 tokens
+        base = GenerateConfig(checkpoint=str(checkpoint), prompt="the", max_new_tokens=100, temperature=1.0, seed=seed)
+        stopped = "".join(stream_text(base, checkpoint))
+        going_on = "".join(stream_text(replace(base, stop_at_document_end=False), checkpoint))
+        assert going_on.startswith(stopped)
+        if len(going_on) > len(stopped):
+            assert going_on[len(stopped) :].startswith(DOCUMENT_BREAK)
+            return
+    raise AssertionError("no sample of 20 seeds ended a document: the model never samples the end of one")
+
+
+def test_ctrl_c_ends_generate_quietly_with_130(trained: tuple[Path, Path]) -> None:
+    checkpoint, _ = trained
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmlab",
+            "generate",
+            f"checkpoint={checkpoint}",
+            "max_new_tokens=100000",
+            "stop_at_document_end=false",
+        ],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.read(1)  # it streams
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "lmlab generate: interrupted" in err, err[-2000:]
 
 
 def test_a_tokenizer_that_changed_since_training_is_a_clear_error(trained: tuple[Path, Path], tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from lmlab.models import FAMILIES, build_model
 from lmlab.training.config import LoggerConfig
 from lmlab.training.finite import NonFiniteLoss
 from lmlab.training.identity import fingerprint
-from lmlab.training.trainer import wandb_mode
+from lmlab.training.logger import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
@@ -295,6 +295,100 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_run(tmp_path: Path) -> 
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(p.name.endswith(f"-{wandb_id}") for p in offline), offline
     assert all((p / f"run-{wandb_id}.wandb").is_file() for p in offline)
+
+
+def test_a_sigtermed_run_saves_its_step_says_so_exits_143_and_resumes_to_the_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (a scheduler's preemption) at step 13 of an LSTM run: the step in flight finishes, last.ckpt
+    holds step 14, the job says so and exits 143 (not 0, as Lightning's own SIGTERM exit does), writes no
+    metrics.json; the same command then ends where an uninterrupted run does."""
+    project = copy_project(tmp_path / "project")
+    write_corpus(project / "data")
+    args = ["model=lstm", *TINY_OVERRIDES]
+    cfg = composed(project / "conf", [*args, "logger=none", f"paths.data_dir={project / 'data'}"])
+    pretrain(cfg, tmp_path / "uninterrupted")
+
+    run_dir, mark = tmp_path / "stopped", tmp_path / "stalled"
+    cli_args = [*args, "logger=none", f"hydra.run.dir={run_dir}"]
+    env = cli_env(tmp_path)
+    stall = {"LMLAB_TEST_STALL_AT": "13", "LMLAB_TEST_STALL_MARK": str(mark), "LMLAB_TEST_STALL_UNTIL_SIGTERM": "1"}
+    script = ROOT / "tests" / "helpers" / "stalling_lmlab.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "pretrain", *cli_args],
+        cwd=project,
+        env={**env, **stall},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not mark.exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "never reached step 13"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"lmlab pretrain: stopped by SIGTERM; step 14 saved in {last}" in err, err[-3000:]
+    assert "Traceback" not in err and not (run_dir / "metrics.json").exists()
+    assert load(last)["global_step"] == 14 and steps_of(run_dir) == [5, 10]
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lmlab", "pretrain", *cli_args], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {last}" in resumed.stdout + resumed.stderr
+    assert_same_training(tmp_path / "uninterrupted", run_dir)
+
+
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen(sys.argv[2:], stdout=open(sys.argv[1], "w"), stderr=subprocess.STDOUT)
+print(child.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_stage_ends_with_the_dvc_that_ran_it(tmp_path: Path) -> None:
+    """`dvc repro` killed mid-stage (DVC_STAGE set, as DVC sets it) leaves no job training unseen: within seconds
+    of its parent's end the job stops as a SIGTERM stops it, saving its step and saying so."""
+    project = copy_project(tmp_path / "project")
+    write_corpus(project / "data")
+    run_dir, mark, log = tmp_path / "stage", tmp_path / "stalled", tmp_path / "stage.log"
+    stall = {"LMLAB_TEST_STALL_AT": "13", "LMLAB_TEST_STALL_MARK": str(mark), "LMLAB_TEST_STALL_UNTIL_SIGTERM": "1"}
+    env = {**cli_env(tmp_path), **stall, "DVC_STAGE": "pretrain@lstm-1337"}
+    script = ROOT / "tests" / "helpers" / "stalling_lmlab.py"
+    job = [
+        sys.executable,
+        str(script),
+        "pretrain",
+        "model=lstm",
+        *TINY_OVERRIDES,
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    ]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(log), *job], cwd=project, env=env, stdout=subprocess.PIPE, text=True
+    )
+    child = psutil.Process(int(parent.stdout.readline()))
+    try:
+        deadline = time.monotonic() + 240
+        while not mark.exists():
+            assert child.is_running() and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait()
+        child.wait(timeout=60)
+    finally:
+        if child.is_running():
+            child.kill()
+    assert "lmlab pretrain: stopped by SIGTERM; step 14 saved in" in log.read_text(), log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize(("family", "accumulate"), [("transformer", 1), ("transformer", 2), ("lstm", 2)])
@@ -652,7 +746,7 @@ import os, subprocess, sys
 from lmlab.data.corpus import Corpus
 from lmlab.training.config import LoggerConfig
 from lmlab.core.errors import LmlabError
-from lmlab.training.trainer import wandb_mode
+from lmlab.training.logger import wandb_mode
 
 def mode(**kw):
     try:

@@ -31,7 +31,7 @@ from lmlab.data.download import download
 from lmlab.data.fetch import HttpOptions
 from lmlab.data.split import split_dataset
 from lmlab.data.tokenize import EOD_ID, split_long_line, tokenize
-from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for
+from tests.helpers.corpora import dataset, make_docs, own_splits_corpus, paths_for, write_jsonl
 from tests.helpers.servers import FileServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,8 @@ POOL_SCRIPT = textwrap.dedent(
     import os, sys, time
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
-    from lmlab.data import children, tokenize
+    from lmlab.core import children
+    from lmlab.data import tokenize
 
     if __name__ == "__main__":
         if sys.argv[1] == "encoder_pool":
@@ -397,3 +398,71 @@ def test_a_full_disk_under_pip_names_its_download_folder(tmp_path: Path, monkeyp
     assert_names_full_disk(err, seen[0])
     assert "TMPDIR" in str(err.value)
     assert not seen[0].exists()
+
+
+# --- bad data refused, not learned -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"one document\n\x00\x00\x00 binary\n", r"train\.txt:2 holds NUL bytes"),
+        ("a corpus in UTF-16\n".encode("utf-16"), r"train\.txt is UTF-16 text .*lmlab reads UTF-8"),
+    ],
+    ids=["nul-bytes", "utf-16"],
+)
+def test_a_corpus_that_is_not_utf8_text_is_refused_by_name(tmp_path: Path, content: bytes, said: str) -> None:
+    """A file of NUL bytes or UTF-16 passed split and tokenize as text ('replaced 2 invalid UTF-8 sequences'):
+    the split stage names the file and what it reads instead, and writes no splits."""
+    paths = paths_for(tmp_path)
+    raw = paths.raw("bad")
+    raw.mkdir(parents=True)
+    (raw / "train.txt").write_bytes(content)
+    with pytest.raises(LmlabError, match=said):
+        split_dataset(dataset("bad", format="text", files={"all": "train.txt"}), paths)
+    assert not paths.splits("bad").exists()
+
+
+def test_a_labeled_set_of_one_class_is_refused_and_a_missing_class_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = paths_for(tmp_path)
+    labeled = {"label_field": "label", "label_map": {"neg": "negative", "pos": "positive"}}
+    one = {s: [{"text": f"text {i}", "label": "pos"} for i in range(20)] for s in ("train", "val", "test")}
+    for split, rows in one.items():
+        write_jsonl(paths.raw("one") / f"{split}.jsonl", rows)
+    files = {s: f"{s}.jsonl" for s in one}
+    with pytest.raises(LmlabError, match=r"train split holds 1 class\(es\) \['positive'\].*needs two at least"):
+        split_dataset(dataset("one", format="jsonl", files=files, **labeled), paths)
+    assert not paths.splits("one").exists()
+
+    two = {**one, "train": [*one["train"], {"text": "bad", "label": "neg"}]}
+    for split, rows in two.items():
+        write_jsonl(paths.raw("two") / f"{split}.jsonl", rows)
+    split_dataset(dataset("two", format="jsonl", files=files, **labeled), paths)
+    out = capsys.readouterr().out
+    assert "two: the val split has no document of class negative" in out
+    assert "two: the test split has no document of class negative" in out
+
+
+def test_a_damaged_tokenizer_or_a_vocabulary_that_disagrees_is_named_when_the_corpus_opens(tmp_path: Path) -> None:
+    """Pretrain and finetune accepted a tokenizer.model replaced by garbage (it failed later, in evaluate), and
+    a meta.json vocab_size that disagrees with the tokenizer failed mid-run with an IndexError."""
+    from lmlab.data.corpus import Corpus
+
+    paths = paths_for(tmp_path)
+    data = own_splits_corpus(paths, "c", {"train": make_docs(60, 1), "val": make_docs(8, 2), "test": make_docs(8, 3)})
+    split_dataset(data, paths)
+    cfg = TokenizerConfig(type="bpe", vocab_size=400, num_threads=1)
+    tokenize(data, None, cfg, paths)
+    folder = paths.tokenized("c", cfg)
+    Corpus.open(folder)
+    model = (folder / "tokenizer.model").read_bytes()
+    (folder / "tokenizer.model").write_bytes(b"not a model")
+    with pytest.raises(LmlabError, match=r"tokenizer\.model is not a sentencepiece model .*dvc repro tokenize"):
+        Corpus.open(folder)
+    (folder / "tokenizer.model").write_bytes(model)
+    meta = (folder / "meta.json").read_text()
+    (folder / "meta.json").write_text(meta.replace('"vocab_size": 400', '"vocab_size": 350'))
+    with pytest.raises(LmlabError, match=r"has 400 pieces but .*meta\.json says vocab_size 350"):
+        Corpus.open(folder)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lmlab.core import metrics as M
 from lmlab.core.errors import LmlabError
@@ -87,3 +88,25 @@ def test_a_damaged_sweep_state_or_trial_metrics_names_the_file(tmp_path: Path) -
     (folder / "metrics.json").write_text('["val/loss", 2.5]')
     with pytest.raises(LmlabError, match=r"metrics\.json holds a JSON list, not an object"):
         read_results(folder)
+
+
+def test_best_so_far_survives_a_moved_run_folder(tmp_path: Path) -> None:
+    """Resuming a run whose folder moved kept Lightning from reloading the best score (it only warned "dirpath has
+    changed"), so the next validation replaced a better best.ckpt; the checkpoints' state now follows the folder."""
+    import warnings
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lmlab.training.callbacks import RunCheckpoint
+
+    old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
+    saved = ModelCheckpoint(dirpath=old, filename="best", monitor="val/loss", save_top_k=1)
+    saved.best_model_score, saved.best_model_path = torch.tensor(7.2632), str(old / "best.ckpt")
+    saved.best_k_models = {str(old / "best.ckpt"): torch.tensor(7.2632)}
+    moved = RunCheckpoint(dirpath=new, filename="best", monitor="val/loss", save_top_k=1)
+    assert moved.state_key == saved.state_key  # the state a checkpoint holds for it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "dirpath has changed" warning
+        moved.load_state_dict(saved.state_dict())
+    assert float(moved.best_model_score) == pytest.approx(7.2632)
+    assert moved.best_model_path == str(new / "best.ckpt") and list(moved.best_k_models) == [str(new / "best.ckpt")]

@@ -33,8 +33,8 @@ from lmlab.jobs.config import PretrainConfig
 from lmlab.models import FAMILIES, build_model
 from lmlab.tools.sweep import Sweep, Trial, check, load_config, overrides, print_ranking, ranking, to_stop
 from lmlab.training.config import LoggerConfig
+from lmlab.training.logger import wandb_mode
 from lmlab.training.runs import RunFolder
-from lmlab.training.trainer import wandb_mode
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus

@@ -24,9 +24,13 @@ class Stall(L.Callback):
         self.step, self.mark = step, mark
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step >= self.step:
+        if trainer.global_step >= self.step and not self.mark.exists():
             self.mark.write_text(str(trainer.global_step))
-            time.sleep(3600)
+            if os.environ.get("LMLAB_TEST_STALL_UNTIL_SIGTERM"):  # then let the batch finish, as a slow step would
+                while not trainer.received_sigterm:
+                    time.sleep(0.05)
+            else:
+                time.sleep(3600)
 
 
 def install() -> None:

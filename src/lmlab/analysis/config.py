@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmlab.core.rules import one_of
+from lmlab.core.rules import one_of, path_names
 
 STUDIES = ("comparison", "synth", "transfer")  # each one module of lmlab.analysis, with its write_report
 
 
 @dataclass
 class ReportConfig:
-    families: list[str] | None = None  # None: the `families` list of params_file (the pipeline's)
+    families: list[str] | None = path_names(None)  # None: the `families` list of params_file (the pipeline's)
     # each seed's evaluations are in seed<k>/ of metrics_dir and samples_dir; None: the `seeds` list of
     # params_file; [] (or a params_file without seeds): directly in them, as one `lmlab evaluate` by hand
     seeds: list[int] | None = None

@@ -27,7 +27,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
 from lmlab.cli.schemas import register_configs, typed
-from lmlab.core.errors import LmlabError
+from lmlab.core.children import stop_with_parent
+from lmlab.core.errors import LmlabError, Stopped
 from lmlab.core.malloc import steady_malloc
 
 VERBS = {
@@ -57,6 +58,7 @@ USAGE = (
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 # Hydra overrides that make a sweep: a multirun job's other ranks run that one job, not the sweep.
 SWEEP_KEYS = ("hydra.mode", "hydra.sweep", "hydra/sweeper", "hydra.launcher", "hydra/launcher", "hydra.run.dir")
+DVC_STAGE = "DVC_STAGE"  # what `dvc repro` sets in a stage command's environment (dvc.env.DVC_STAGE)
 # Hydra's flag for shell completion (`-sc install=bash`, and `-sc query=bash` at each TAB).
 COMPLETION_FLAGS = {"-sc", "--shell-completion"}
 HELP_FLAGS = {"-h", "--help"}  # lmlab's help of a verb (`verb_help`); Hydra's own: --hydra-help
@@ -126,15 +128,20 @@ def main() -> None:
         sys.argv = job_argv(argv) if multirun else argv  # Lightning's DDP launcher re-runs it for the other ranks
         launcher_env = {key: os.environ.get(key) for key in LAUNCHER_ENV}
         steady_malloc()
+        if DVC_STAGE in os.environ:  # a stage of `dvc repro`: stop when DVC does
+            stop_with_parent(os.getppid())
         try:
             with sigterm_unwinds():
                 return run(typed(cfg)) if prompt is None else run(typed(cfg), prompt)
         except LmlabError as err:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)
-        except Terminated:
-            print(f"lmlab {verb}: stopped by SIGTERM", file=sys.stderr)
+        except Stopped as stop:
+            print(f"lmlab {verb}: stopped by SIGTERM" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
             sys.exit(128 + signal.SIGTERM)
+        except KeyboardInterrupt:
+            print(f"lmlab {verb}: interrupted", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
         finally:
             if multirun:
                 end_launched_ranks(launcher_env)
@@ -193,10 +200,6 @@ def unread_group(conf: Path, verb: str, args: list[str]) -> str | None:
     return None
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived outside a Lightning fit; a BaseException, like KeyboardInterrupt, so no handler swallows it."""
-
-
 @contextmanager
 def sigterm_unwinds() -> Iterator[None]:
     """SIGTERM (`wandb agent`, `lmlab sweep`, a scheduler) ends the job as Ctrl-C does: `finally` blocks run.
@@ -214,7 +217,7 @@ def sigterm_unwinds() -> Iterator[None]:
         if signal.getsignal(signal.SIGTERM) is not on_sigterm:
             return  # called by Lightning's handler: the fit stops itself
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
+        raise Stopped
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:

@@ -1,4 +1,4 @@
-"""Worker processes that end with their parent, however it ends.
+"""Processes that end with their parent, however it ends: tokenize's workers, a job under DVC.
 
 A pool's workers each hold the write end of the pool's queue themselves, so when the parent is killed
 (SIGKILL gives it no chance to stop them) the queue never closes and they wait forever: five kills of
@@ -37,6 +37,20 @@ def parent_death_signal() -> bool:
         return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
     except (OSError, AttributeError):  # no libc to load, or no prctl in it
         return False
+
+
+def stop_with_parent(parent: int) -> None:
+    """A job under `dvc repro` (its parent): a thread that sends this process SIGTERM within a second of the
+    parent ending, so a stopped DVC does not leave the job training unseen, holding its run folder; the job
+    then stops as SIGTERM stops it (a checkpoint, exit 143). Polled rather than Linux's death signal, which
+    follows the parent's thread, not its process."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lmlab-stop-with-parent", daemon=True).start()
 
 
 def watch_parent(parent: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -29,6 +30,36 @@ def fraction(default: float) -> Any:
 
 def one_of(choices: tuple[str, ...], default: str) -> Any:
     return field(default=default, metadata={"rule": (f"one of {', '.join(choices)}", lambda v: v in choices)})
+
+
+def plain_name(value: Any) -> bool:
+    """A name that becomes one folder or file under its root: not empty, not absolute, no separator, not `.` or
+    `..`, no NUL; so a write under `paths.data_dir` (or a metrics folder) stays there."""
+    return (
+        isinstance(value, str) and value not in ("", ".", "..") and not any(bad in value for bad in ("/", "\\", "\0"))
+    )
+
+
+PLAIN_NAME = "a plain name (no /, \\ or .., not absolute): it names a folder or file"
+
+
+def path_name(default: Any) -> Any:
+    """A name that becomes a path (`plain_name`)."""
+    return field(default=default, metadata={"rule": (PLAIN_NAME, plain_name)})
+
+
+def path_names(default: Any) -> Any:
+    """A list of names that become paths, or None."""
+    check = lambda v: all(plain_name(n) for n in v)  # noqa: E731
+    return field(default=default, metadata={"rule": (f"a list, each {PLAIN_NAME}", check)})
+
+
+def confined(root: Path, part: str) -> Path:
+    """``root / part`` for a name from a config, refused where it would leave ``root`` (`plain_name`): the
+    check for the code that builds paths without a verb's `check_values` before it."""
+    if not plain_name(part):
+        raise LmlabError(f"{part!r} is not {PLAIN_NAME}: it would be written outside {root}")
+    return root / part
 
 
 def rule(description: str, check: Callable[[Any], bool], default: Any) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import MISSING
 
-from lmlab.core.rules import at_least, one_of
+from lmlab.core.rules import at_least, confined, one_of, path_name
 
 SOURCE_KINDS = ("pypi", "url", "hf", "local")
 
@@ -94,7 +94,7 @@ class SplitConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING
+    name: str = path_name(MISSING)  # data/raw/<name>/, data/splits/<name>/, data/tokenized/<name>-<tokenizer>/
     description: str = ""
     license: str = ""
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -136,13 +136,13 @@ class PathsConfig:
     )
 
     def raw(self, dataset: str) -> Path:
-        return Path(self.data_dir) / "raw" / dataset
+        return confined(Path(self.data_dir) / "raw", dataset)
 
     def splits(self, dataset: str) -> Path:
-        return Path(self.data_dir) / "splits" / dataset
+        return confined(Path(self.data_dir) / "splits", dataset)
 
     def tokenized(self, corpus: str, tokenizer: TokenizerConfig) -> Path:
-        return Path(self.data_dir) / "tokenized" / f"{corpus}-{tokenizer.name}"
+        return confined(Path(self.data_dir) / "tokenized", corpus).with_name(f"{corpus}-{tokenizer.name}")
 
     def downloads(self) -> Path:
         """Partial downloads (``.part``) wait here to be resumed; never a DVC output."""

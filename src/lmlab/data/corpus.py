@@ -36,6 +36,9 @@ REBUILD = (
 )
 
 
+TOKENIZER_FILE = "tokenizer.model"  # in the corpus folder, beside meta.json
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
 
@@ -85,6 +88,7 @@ class Corpus:
         for split, stats in meta["splits"].items():
             check_keys(stats, meta_path, rebuild, {"tokens": int, "bytes": int}, within=f"splits.{split}.")
             check_stream(folder / f"{split}.bin", stats["tokens"], np.dtype(meta["dtype"]), meta_path, rebuild)
+        check_tokenizer(folder / TOKENIZER_FILE, meta["vocab_size"], meta_path, rebuild)
         return cls(folder, meta)
 
     @property
@@ -112,7 +116,7 @@ class Corpus:
 
     @property
     def tokenizer_file(self) -> Path:
-        return self.folder / "tokenizer.model"
+        return self.folder / TOKENIZER_FILE
 
     def tokens(self, split: str) -> np.ndarray:
         return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
@@ -166,3 +170,19 @@ def write_corpus(
         splits[name] = {"documents": int((stream == eod).sum()), "tokens": len(stream), "bytes": utf8_bytes[name]}
     write_meta(folder, vocab_size, splits, **extra)
     return Corpus.open(folder)
+
+
+def check_tokenizer(path: Path, vocab_size: int, meta_path: Path, rebuild: str) -> None:
+    """The corpus's tokenizer loads and has `vocab_size` pieces, when the corpus has one (an LM adaptation's
+    corpus, made from token ids, has none): a damaged tokenizer.model failed only in evaluate or generate,
+    and a vocabulary that disagrees with meta.json mid-run with an IndexError."""
+    if not path.is_file():
+        return
+    import sentencepiece as spm
+
+    try:
+        pieces = spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+    except (OSError, RuntimeError) as err:
+        raise LmlabError(f"{path} is not a sentencepiece model ({err}): {rebuild}") from None
+    if pieces != vocab_size:
+        raise LmlabError(f"{path} has {pieces} pieces but {meta_path} says vocab_size {vocab_size}: {rebuild}")

@@ -161,6 +161,16 @@ def _decoded_lines(path: Path, stats: ReadStats) -> Iterator[str]:
         for number, raw in enumerate(f):
             if number == 0 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]  # a signature, not text (csv headers saved by Excel have it)
+            if number == 0 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise LmlabError(
+                    f"{path} is UTF-16 text (its byte-order mark says so); lmlab reads UTF-8: convert it, e.g. "
+                    f"`iconv -f UTF-16 -t UTF-8 {path.name}`, or point the source at a UTF-8 file"
+                )
+            if b"\0" in raw:
+                raise LmlabError(
+                    f"{path}:{number + 1} holds NUL bytes: binary data, or UTF-16 text without its byte-order "
+                    "mark, not the UTF-8 text lmlab reads. Check the source's members (a wrong file) or convert it"
+                )
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:

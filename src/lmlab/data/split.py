@@ -100,6 +100,8 @@ def split_dataset(dataset: DatasetConfig, paths: PathsConfig, key: str = "data")
                     f"({dict(reader.files)}) and {key}.split fractions, or add documents."
                 )
             meta["splits"][split] = dict(counts[split])
+        if reader.label_field:
+            _check_classes(key, dataset.name, reader.classes, counts)
         meta["groups"] = {"field": reader.group_field, "distinct": len(set(plan))} if reader.group_field else None
         meta["classes"] = reader.classes or None
         meta["invalid_utf8_replaced"] = stats.invalid_utf8
@@ -124,6 +126,20 @@ def _record(doc: Document) -> dict[str, Any]:
     if doc.group is not None:
         record["group"] = doc.group
     return record
+
+
+def _check_classes(key: str, name: str, classes: list[str], counts: dict[str, Counter]) -> None:
+    """A classifier learns nothing from one class (it scores 1.000 on a val split of that class): train needs
+    two at least. A class missing from val or test is said, not refused (a small set may lack a rare one)."""
+    seen = {split: [c for c in classes if counts[split][f"label:{c}"]] for split in SPLITS}
+    if len(seen["train"]) < 2:
+        raise LmlabError(
+            f"{key}={name}: the train split holds {len(seen['train'])} class(es) {seen['train']} of {classes}: a "
+            f"classification task needs two at least. Check {key}.reader.label_map and {key}.reader.label_field"
+        )
+    for split in ("val", "test"):
+        if missing := [c for c in seen["train"] if c not in seen[split]]:
+            print(f"{name}: the {split} split has no document of class {', '.join(missing)}")
 
 
 def _check_fractions(dataset: DatasetConfig, key: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from lmlab.core.rules import at_least, rule
+from lmlab.core.rules import at_least, path_name, rule
 from lmlab.data.config import (
     BatchesConfig,
     DatasetConfig,
@@ -60,7 +60,7 @@ class EvaluateConfig:
     data: DatasetConfig = field(default_factory=DatasetConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    family: str = "lstm"
+    family: str = path_name("lstm")  # <metrics_dir>/<family>.json and the rest
     pretrain_run: str = MISSING  # run folders: checkpoints/best.ckpt, metrics.json, val_curve.csv
     finetune_run: str = MISSING
     scratch_run: str | None = None  # the from-scratch baseline's run folder (None: not evaluated)
@@ -101,7 +101,7 @@ class GenerateConfig:
     """Sampling from a pretraining checkpoint."""
 
     paths: PathsConfig = field(default_factory=PathsConfig)
-    family: str = "lstm"  # picks the default checkpoint of the pipeline's run folder
+    family: str = path_name("lstm")  # picks the default checkpoint of the pipeline's run folder
     checkpoint: str = MISSING  # path to a .ckpt
     prompt: str = ""  # empty: start a fresh document (from the end-of-document id)
     max_new_tokens: int = at_least(1, 200)

@@ -49,6 +49,7 @@ from lmlab.core.atomic import NUMBER, read_json, write_atomic, write_json
 from lmlab.core.errors import LmlabError
 from lmlab.data.config import SPLITS
 from lmlab.data.corpus import Corpus
+from lmlab.data.fetch import sha256_file
 from lmlab.data.labeled import LabeledSet, LabeledSplit, OrderedDocuments
 from lmlab.data.lm import EvalWindows
 from lmlab.jobs.config import EvaluateConfig
@@ -65,8 +66,9 @@ from lmlab.jobs.long_context import (
 )
 from lmlab.models import LanguageModel, carried
 from lmlab.training.checkpoints import load_classifier, load_language_model
+from lmlab.training.logger import finish_logger, make_logger, run_name
 from lmlab.training.runs import RunFolder, open_corpus
-from lmlab.training.trainer import config_dict, finish_logger, make_logger, on_gpu, run_name
+from lmlab.training.trainer import config_dict, on_gpu
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     pretrain_run, finetune_run = Path(cfg.pretrain_run), Path(cfg.finetune_run)
     lm = load_language_model(pretrain_run / "checkpoints" / "best.ckpt", cfg.device)
     check_vocabulary(lm.model.vocab_size, corpus, pretrain_run)
+    runs = {M.TEST: finetune_run} | ({M.SCRATCH_TEST: Path(cfg.scratch_run)} if cfg.scratch_run else {})
+    check_runs_belong(cfg.family, pretrain_run, lm.model.cfg.family, runs)
     trained = read_metrics(pretrain_run)
     window = lm.model.window(cfg.window)
 
@@ -116,7 +120,6 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     majority = int(np.bincount(splits["train"].labels, minlength=len(labeled.classes)).argmax())
     examples = Examples(block_nats, block_tokens, test.labels.astype(np.int64), majority)
     metrics[M.MAJORITY_TEST_ACC] = float(examples.majority_correct().mean())
-    runs = {M.TEST: finetune_run} | ({M.SCRATCH_TEST: Path(cfg.scratch_run)} if cfg.scratch_run else {})
     for prefix, run in runs.items():
         clf = load_classifier(run / "checkpoints" / "best.ckpt", cfg.device)
         if clf.classes != labeled.classes:
@@ -140,6 +143,31 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     write_json(Path(cfg.out), metrics)  # first: a W&B failure (no network) must not lose the figures
     log_evaluation(cfg, metrics, {"pretrain": pretrain_run, **{FINETUNE_JOBS[p]: run for p, run in runs.items()}})
     return metrics
+
+
+def check_runs_belong(family: str, pretrain_run: Path, trained: str, runs: dict[str, Path]) -> None:
+    """The runs evaluated as one family's are that family's, and each fine-tuning run started from this
+    pretraining run's checkpoint (the sha256 its identity holds): else the figures of two runs would be written
+    as one family's. Checked before minutes of measuring."""
+    if trained != family:
+        raise LmlabError(
+            f"pretrain_run={pretrain_run} trained a {trained} model, not family={family}: give family={trained}, "
+            f"or {family}'s run folders"
+        )
+    checkpoint = pretrain_run / "checkpoints" / "best.ckpt"
+    digest = None
+    for run in runs.values():
+        record = identity(run)
+        if record.get("model", {}).get("family") not in (None, family):
+            raise LmlabError(f"{run} fine-tuned a {record['model']['family']} backbone, not family={family}")
+        if record.get("pretrained") is not None:
+            digest = digest or sha256_file(checkpoint)
+            if record["pretrained"] != digest:
+                raise LmlabError(
+                    f"{run} was fine-tuned from other weights than {checkpoint} (the pretraining run was retrained "
+                    f"or replaced since, or the runs are of different studies): fine-tune again from it "
+                    f"(`dvc repro` does) or give the matching pretrain_run"
+                )
 
 
 def resolved_device(device: str, pretrain_run: Path) -> str:

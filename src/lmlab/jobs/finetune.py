@@ -33,9 +33,10 @@ from lmlab.tasks.language_model import PretrainData, PretrainTask
 from lmlab.training import optim
 from lmlab.training.checkpoints import model_config, prefixed, read_checkpoint
 from lmlab.training.identity import code_version
-from lmlab.training.job import Fit, TrainingJob, train
+from lmlab.training.job import Fit, TrainingJob, fit_or_stop, train
+from lmlab.training.logger import run_name
 from lmlab.training.runs import RunFolder, Start, open_corpus
-from lmlab.training.trainer import config_dict, device_line, make_trainer, run_name
+from lmlab.training.trainer import config_dict, device_line, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ class Finetuning(TrainingJob):
                 f"task_data={labeled.name}"
             )
         train, val = labeled.split("train"), labeled.split("val")
+        if (present := np.unique(train.labels).size) < 2:
+            raise LmlabError(
+                f"the labeled set {labeled.name!r} in {corpus.folder} holds {present} class in its train split: a "
+                "classifier needs two at least (`lmlab split` refuses such a set: split and tokenize it again)"
+            )
         weights = class_weights(task_cfg.class_weights, labeled.classes, train)
         L.seed_everything(task_cfg.seed, workers=True, verbose=False)
         self.backbone = backbone = build_model(cfg.model, corpus.vocab_size)
@@ -251,7 +257,7 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
         folder,
         ", already done" if start.checkpoint else "",
     )
-    trainer.fit(task, datamodule=PretrainData(lm, batches, backbone.stateful, window, 1), ckpt_path=start.checkpoint)
+    fit_or_stop(trainer, task, PretrainData(lm, batches, backbone.stateful, window, 1), start.checkpoint, run)
     loss = float(trainer.callback_metrics.get(M.VAL_LOSS, task.last_val.get(M.VAL_LOSS, 0.0)))
     log.info("LM adaptation done: val loss on the labeled set's text %.4f", loss)
     return {M.ADAPT_VAL_LOSS: loss}

@@ -8,7 +8,7 @@ from the last half-context of tokens, so the work per token stays bounded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import sentencepiece as spm
@@ -114,10 +114,9 @@ def stream_text(cfg: GenerateConfig, checkpoint: Path) -> Iterator[str]:
             f"{folder}/tokenizer.model has {sp.get_piece_size()} pieces but {checkpoint} was trained with "
             f"{loaded.model.vocab_size}: the corpus was re-tokenized since; retrain or use the matching tokenizer"
         )
-    ids: list[int] = []
-    shown = ""
     yield cfg.prompt
-    for token in generate(
+    stop = sp.eos_id() if cfg.stop_at_document_end else None
+    tokens = generate(
         loaded.model,
         encode_prompt(sp, cfg.prompt),
         cfg.max_new_tokens,
@@ -125,12 +124,30 @@ def stream_text(cfg: GenerateConfig, checkpoint: Path) -> Iterator[str]:
         cfg.top_k,
         cfg.top_p,
         cfg.seed,
-        stop_id=sp.eos_id() if cfg.stop_at_document_end else None,
-    ):
+        stop_id=stop,
+    )
+    yield from decoded(sp, tokens, cfg.stop_at_document_end)
+
+
+DOCUMENT_BREAK = "\n\n"  # what an end-of-document token shows as when generation goes on past it
+
+
+def decoded(sp: spm.SentencePieceProcessor, tokens: Iterable[int], stop_at_document_end: bool) -> Iterator[str]:
+    """Each token's text as soon as it is whole: the tokens since the last piece shown are decoded, so a
+    character split over byte-fallback tokens waits for its last byte and each token is decoded once (lmlab's
+    tokenizers are lossless and piece by piece: the pieces join to the decoding of all the tokens). An
+    end-of-document token ends the text, or (`stop_at_document_end` false) is a blank line (`DOCUMENT_BREAK`)
+    before the next document."""
+    pending: list[int] = []
+    for token in tokens:
         if token == sp.eos_id():
-            return
-        ids.append(token)
-        text = sp.decode(ids)
-        if text.startswith(shown) and not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
-            yield text[len(shown) :]
-            shown = text
+            if stop_at_document_end:
+                return
+            pending = []
+            yield DOCUMENT_BREAK
+            continue
+        pending.append(token)
+        text = sp.decode(pending)
+        if not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+            yield text
+            pending = []

@@ -18,10 +18,12 @@ from lmlab.jobs.config import PretrainConfig
 from lmlab.models import build_model, family_config
 from lmlab.tasks.language_model import PretrainData, PretrainTask
 from lmlab.training import budget, optim
+from lmlab.training.callbacks import CheckpointAt
 from lmlab.training.identity import code_version
 from lmlab.training.job import Fit, TrainingJob, train
+from lmlab.training.logger import run_name
 from lmlab.training.runs import STABLE_CHECKPOINT, Extension, Start, open_corpus
-from lmlab.training.trainer import CheckpointAt, config_dict, device_line, run_name
+from lmlab.training.trainer import config_dict, device_line
 
 log = logging.getLogger(__name__)
 

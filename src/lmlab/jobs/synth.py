@@ -26,8 +26,9 @@ from lmlab.tasks.synthetic import SynthData, SynthTask, answer_counts, make_exam
 from lmlab.training import optim
 from lmlab.training.identity import code_version
 from lmlab.training.job import Fit, TrainingJob, train
+from lmlab.training.logger import run_name
 from lmlab.training.runs import Start
-from lmlab.training.trainer import config_dict, device_line, run_name
+from lmlab.training.trainer import config_dict, device_line
 
 log = logging.getLogger(__name__)
 

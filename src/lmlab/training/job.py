@@ -19,12 +19,16 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lmlab.core import metrics as M
 from lmlab.core.atomic import write_json
+from lmlab.core.errors import Stopped
+from lmlab.training.callbacks import CheckpointOnStop, ValCurve, build_callbacks
 from lmlab.training.config import RunConfig
+from lmlab.training.logger import finish_logger, make_logger
 from lmlab.training.runs import Extension, RunFolder, Start, train_held
-from lmlab.training.trainer import ValCurve, build_callbacks, config_dict, finish_logger, make_logger, make_trainer
+from lmlab.training.trainer import config_dict, make_trainer
 
 
 @dataclass
@@ -106,7 +110,7 @@ class TrainingJob:
             self.log.info(self.announce(trainer, start))
         failed = True
         try:
-            trainer.fit(fit.task, datamodule=fit.data, ckpt_path=start.checkpoint, weights_only=True)
+            fit_or_stop(trainer, fit.task, fit.data, start.checkpoint, run)
             failed = False
         finally:
             if trainer.is_global_zero:
@@ -119,6 +123,26 @@ class TrainingJob:
                 write_json(Path(cfg.metrics_file), metrics)
             self.log.info(self.summary(metrics, run.path / "metrics.json"))
         return metrics
+
+
+def fit_or_stop(
+    trainer: L.Trainer, task: L.LightningModule, data: L.LightningDataModule, checkpoint: Path | None, run: RunFolder
+) -> None:
+    """`trainer.fit`, and a SIGTERM during it as `Stopped`, saying what `resume=auto` continues from: Lightning
+    ends a SIGTERMed fit with a SystemExit of code 0, which would pass a stopped job off as a finished one."""
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+    except SIGTERMException:
+        saved = next((c.saved_step for c in trainer.callbacks if isinstance(c, CheckpointOnStop)), None)
+        last = run.last_checkpoint
+        kept = (
+            f"step {saved} saved in {last}"
+            if saved is not None
+            else f"{last} (its last validation) kept"
+            if last.is_file()
+            else "no checkpoint yet"
+        )
+        raise Stopped(f"{kept}; the same command continues the run (resume=auto)") from None
 
 
 def train(job: type[TrainingJob], cfg: RunConfig, run_dir: Path) -> dict[str, Any]:

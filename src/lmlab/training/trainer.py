@@ -1,13 +1,11 @@
-"""What every training verb shares: the Lightning Trainer from `TrainerConfig`, the logger, the val curve."""
+"""The Lightning Trainer from `TrainerConfig`: precision, checkpoints written whole, the checkpoints and progress
+every run has, `trainer.extra` checked; the device line and the config as a plain dict."""
 
 from __future__ import annotations
 
-import csv
 import inspect
 import io
 import logging
-import os
-import subprocess
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +13,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
@@ -25,7 +23,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lmlab.core import metrics as M
 from lmlab.core.atomic import write_atomic
 from lmlab.core.errors import LmlabError
-from lmlab.training.config import LIGHTNING_ARGS_OF_OURS, LoggerConfig, TrainerConfig
+from lmlab.training.callbacks import CheckpointOnStop, RunCheckpoint
+from lmlab.training.config import LIGHTNING_ARGS_OF_OURS, TrainerConfig
 from lmlab.training.progress import StepProgress
 
 log = logging.getLogger(__name__)
@@ -61,166 +60,6 @@ def quiet_lightning(record: logging.LogRecord) -> bool:
 for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(name).addFilter(quiet_lightning)
 logging.getLogger("lightning.fabric.utilities.distributed").addFilter(quiet_lightning)
-
-
-def wandb_mode(cfg: LoggerConfig) -> str:
-    """Whether W&B logs online: `logger.mode`, else W&B's own settings, else offline when there is no W&B
-    account to sync to.
-
-    W&B's settings, in its order: $WANDB_MODE; under `wandb agent` (WANDB_SWEEP_ID set) online, since the
-    sweep's server needs the run's metrics; the mode `wandb offline` or `wandb disabled` wrote to W&B's settings
-    files (`wandb online` clears it); then online for a user logged in (`wandb login` or $WANDB_API_KEY), as W&B
-    itself does. Without an account nothing leaves the machine: offline.
-    """
-    mode = cfg.mode or os.environ.get("WANDB_MODE")
-    if mode == "":  # W&B itself refuses it when it reads its settings, with a validation traceback
-        raise LmlabError("WANDB_MODE is set but empty: unset it (`unset WANDB_MODE`) or give online or offline")
-    if mode is None and os.environ.get("WANDB_SWEEP_ID"):
-        mode = "online"
-    if mode is None:
-        from wandb.sdk import wandb_setup
-        from wandb.sdk.lib import wbauth
-
-        settings = wandb_setup.singleton().settings
-        mode = settings.read_system_settings().all().get("mode")
-        if mode is None:
-            logged_in = os.environ.get("WANDB_API_KEY") or wbauth.read_netrc_auth(host=settings.base_url)
-            mode = "online" if logged_in else "offline"
-    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # W&B's older names
-    if mode not in ("online", "offline", "disabled"):
-        raise LmlabError(f"logger.mode={mode!r} (or WANDB_MODE): use online, offline or disabled")
-    return mode
-
-
-def run_name(cfg: LoggerConfig, job: str, family: str, scratch: bool = False, seed: int | None = None) -> str:
-    """The W&B run's name: `logger.name`, else $WANDB_NAME, else `<job>-<family>[-scratch][-s<seed>]`, the run
-    id appended for a sweep trial (WANDB_RUN_ID set by `lmlab sweep` or `wandb agent`), so trials differ."""
-    if cfg.name:
-        return cfg.name
-    if os.environ.get("WANDB_NAME"):
-        return os.environ["WANDB_NAME"]
-    parts = [job, family, *(["scratch"] if scratch else []), *([f"s{seed}"] if seed is not None else [])]
-    if os.environ.get("WANDB_RUN_ID"):
-        parts.append(os.environ["WANDB_RUN_ID"])
-    return "-".join(parts)
-
-
-def provenance() -> dict[str, str]:
-    """Where a run's code came from, for its W&B config: the git commit (and whether the tree had edits) and
-    the DVC experiment, when there are ones. W&B's own git capture is off: it also saves a diff of the tree."""
-    found: dict[str, str] = {}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            found["git_commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True)
-            found["git_dirty"] = str(bool(dirty.stdout.strip())).lower()
-    except (OSError, subprocess.TimeoutExpired):  # no git on the machine
-        pass
-    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
-        found["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-    return found
-
-
-def env_tags() -> list[str]:
-    """$WANDB_TAGS (comma-separated), which W&B drops when tags are passed explicitly: `lmlab sweep` tags trials so."""
-    return [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
-
-
-def make_logger(
-    cfg: LoggerConfig,
-    run_dir: Path,
-    run_id: str,
-    group: str,
-    job_type: str,
-    tags: list[str],
-    config: dict,
-    name: str | None = None,
-) -> Logger | None:
-    """The run's logger; for W&B, the run `run_id` named `name` (None: the run folder's name) in `group`."""
-    if cfg.kind == "none":
-        return None
-    if cfg.kind == "csv":
-        # one version folder per start: Lightning's CSV writer empties an existing one (a resume would lose rows)
-        return CSVLogger(run_dir / "csv", name=run_id)
-    import wandb
-
-    logger = WandbLogger(
-        project=cfg.project,
-        entity=cfg.entity,
-        save_dir=str(run_dir),
-        id=run_id,
-        name=name or run_dir.name,
-        group=group,
-        job_type=job_type,
-        tags=list(dict.fromkeys([*tags, *cfg.tags, *env_tags()])),
-        config={**config, "provenance": provenance()},
-        mode=wandb_mode(cfg),
-        # silent: W&B's ~30 lines per run (banner, history and summary tables) go; `finish_logger` says where
-        # the run is in one line
-        settings=wandb.Settings(save_code=False, disable_git=True, silent=True),
-    )
-    # Lightning always passes `anonymous` (None unless asked), which W&B 0.2x warns about on every run
-    logger._wandb_init.pop("anonymous", None)
-    return logger
-
-
-def finish_logger(logger: Logger | None, failed: bool) -> None:
-    """End the W&B run of this job (rank zero), so the next job of a multirun gets its own."""
-    if isinstance(logger, WandbLogger):
-        import wandb
-
-        run = wandb.run
-        if run is not None:
-            folder = Path(run.dir).parent
-            where = run.url if not run.offline else f"{folder} (upload it with `wandb sync {folder}`)"
-            wandb.finish(exit_code=1 if failed else 0)
-            log.info("W&B run %s: %s", run.id, where)
-
-
-class ValCurve(Callback):
-    """Appends one row per validation to ``val_curve.csv`` (rank zero); a resumed run drops rows past its step."""
-
-    def __init__(self, path: Path, fields: tuple[str, ...] = M.PRETRAIN_CURVE) -> None:
-        self.path, self.fields = path, fields
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not self.path.is_file():
-            return
-        with self.path.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row[M.STEP]) <= trainer.global_step]
-        self._write(rows, mode="w")
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = {M.STEP: trainer.global_step, **{k: metrics.get(k, "") for k in self.fields[1:]}}
-        row[M.TRAIN_LR] = trainer.optimizers[0].param_groups[-1]["lr"]  # the top layer's (fine-tuning: the head's)
-        self._write([row], mode="a")
-
-    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
-        new = mode == "w" or not self.path.is_file()
-        with self.path.open(mode, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
-
-
-class CheckpointAt(Callback):
-    """A checkpoint of the state after optimizer step `step` (wsd: where the cooldown begins), which a longer
-    budget continues from. Saved where Lightning's step-interval checkpoints are (`on_train_batch_end`), so a
-    resume from it continues with the next batch."""
-
-    def __init__(self, step: int, path: Path) -> None:
-        self.step, self.path = step, path
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if trainer.global_step == self.step and not trainer.fit_loop._should_accumulate():
-            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class CachedAutocast(MixedPrecision):
@@ -276,31 +115,6 @@ def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
     return dict(extra)
 
 
-def build_callbacks(specs: dict[str, Any]) -> list[Callback]:
-    """The `callbacks` group's Lightning callbacks ({name: {_target_: class, ...}}), as Hydra instantiates them;
-    a spec that does not build one is an error naming `callbacks.<name>`."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    built = []
-    for name, spec in specs.items():
-        if spec is None:  # a callback switched off with callbacks.<name>=null
-            continue
-        if not isinstance(spec, dict) or "_target_" not in spec:
-            raise LmlabError(f"callbacks.{name}: give its class as _target_ (e.g. {LR_MONITOR}) and its arguments")
-        try:
-            callback = instantiate(spec)
-        except (InstantiationException, TypeError, ValueError) as err:  # no such class, wrong arguments
-            raise LmlabError(f"callbacks.{name}: {err}") from None
-        if not isinstance(callback, Callback):
-            raise LmlabError(f"callbacks.{name}: {spec['_target_']} is not a lightning.pytorch Callback")
-        built.append(callback)
-    return built
-
-
-LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
-
-
 def on_gpu(accelerator: str) -> bool:
     """Whether a trainer with this accelerator trains on CUDA GPUs: one asked for by name, or `auto` where CUDA
     is present. A GPU asked for on a machine without one is True (Lightning's error then says so): callers
@@ -327,7 +141,7 @@ def make_trainer(
 ) -> L.Trainer:
     """A Trainer that validates every `val_every` steps, keeping `best.ckpt` (by `monitor`) and `last.ckpt`;
     its progress (`StepProgress`) is labelled `label`, without the metrics in `hidden`."""
-    best = ModelCheckpoint(
+    best = RunCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor=monitor,
@@ -338,7 +152,7 @@ def make_trainer(
     )
     # Lightning writes save_last only when the monitored checkpoint was saved too (val/loss improved);
     # resuming needs the newest state at every validation, so "last" is its own unmonitored checkpoint.
-    last = ModelCheckpoint(
+    last = RunCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="last",
         monitor=None,
@@ -365,7 +179,13 @@ def make_trainer(
             gradient_clip_val=cfg.gradient_clip_val,
             deterministic=cfg.deterministic,
             logger=logger if logger is not None else False,
-            callbacks=[best, last, StepProgress(label, hidden=hidden), *callbacks],
+            callbacks=[
+                best,
+                last,
+                CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
+                StepProgress(label, hidden=hidden),
+                *callbacks,
+            ],
             default_root_dir=run_dir,
             enable_model_summary=False,
             enable_progress_bar=False,  # StepProgress counts steps of max_steps, also when piped
