@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -40,26 +41,20 @@ def parent_death_signal() -> bool:
 
 
 def stop_with_parent(parent: int) -> None:
-    """A job under `dvc repro` (its parent): a thread that sends this process SIGTERM within a second of the
-    parent ending, so a stopped DVC does not leave the job training unseen, holding its run folder; the job
-    then stops as SIGTERM stops it (a checkpoint, exit 143). Polled rather than Linux's death signal, which
-    follows the parent's thread, not its process."""
+    """A job under `dvc repro` (its parent): SIGTERM to this process within a second of the parent ending, so a
+    stopped DVC does not leave the job training unseen, holding its run folder; the job then stops as SIGTERM
+    stops it (a checkpoint, exit 143). Polled rather than Linux's death signal, which follows the parent's
+    thread, not its process."""
+    watch_parent(parent, lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+
+def watch_parent(parent: int, on_end: Callable[[], None] = lambda: os._exit(1)) -> None:
+    """A thread that calls `on_end` (default: end this process) within a second of ``parent`` ending (an
+    orphan's parent becomes init or a subreaper): where there is no death signal, and for `stop_with_parent`."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="lmlab-stop-with-parent", daemon=True).start()
-
-
-def watch_parent(parent: int) -> None:
-    """Where there is no death signal: a thread that ends this process within a second of
-    ``parent`` ending (an orphan's parent becomes init or a subreaper)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
+        on_end()
 
     threading.Thread(target=watch, name="lmlab-watch-parent", daemon=True).start()

@@ -163,23 +163,22 @@ class BatchesConfig:
 
 
 @dataclass
-class DownloadConfig:
+class SplitStageConfig:
+    """`lmlab split`'s keys, which `lmlab download` has too: the two datasets, where they go, which to act on."""
+
     data: DatasetConfig = field(default_factory=DatasetConfig)
     task_data: DatasetConfig = field(default_factory=DatasetConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     only: str | None = None  # data | task_data | None (both)
-    # HTTP behaviour for url and hf sources
-    retries: int = 5
-    timeout: float = 60.0
-    backoff: float = 1.0
 
 
 @dataclass
-class SplitStageConfig:
-    data: DatasetConfig = field(default_factory=DatasetConfig)
-    task_data: DatasetConfig = field(default_factory=DatasetConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    only: str | None = None
+class DownloadConfig(SplitStageConfig):
+    """`lmlab download`: split's keys, and the HTTP behaviour of url and hf sources."""
+
+    retries: int = 5
+    timeout: float = 60.0
+    backoff: float = 1.0
 
 
 @dataclass
