@@ -4,6 +4,7 @@ and bad checkpoints or label sets are clear errors; then `evaluate` writes the a
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import re
@@ -18,7 +19,9 @@ import pytest
 import torch
 import yaml
 
+from lmlab.analysis.evaluations import read_evaluation
 from lmlab.analysis.examples import Examples
+from lmlab.core import metrics as M
 from lmlab.core.errors import LmlabError
 from lmlab.data.config import TokenizerConfig
 from lmlab.data.corpus import SPECIAL_IDS, Corpus
@@ -393,6 +396,47 @@ def test_evaluate_keeps_what_the_report_s_intervals_resample(finetuned: Path, tm
     prompt = setting["evaluation"]["prompt"]
     assert prompt and prompt.split()[0] in (finetuned / "data/splits/sotu/test.jsonl").read_text()
     assert "\ufffd" not in Path(cfg.sample_file).read_text()
+
+
+def test_an_evaluation_cut_short_is_refused_as_a_set_until_evaluate_runs_again(
+    finetuned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file is atomic, the set too: an evaluate stopped between its files (here a full disk at the
+    per-example record, after the curves and the sample) leaves files of two evaluations, which the report's
+    reader refuses; so does one file swapped from another evaluation, or a curve of an earlier one."""
+    cfg = evaluate_config(finetuned, tmp_path)
+    evaluated, curves = Path(cfg.setting_file).parent, Path(cfg.curves_dir)
+
+    def read() -> dict:
+        return read_evaluation(Path(cfg.out), evaluated, "rerun evaluate", curves=curves)
+
+    evaluate(cfg)
+    assert read()["sample"] and read()[M.PRETRAIN_CURVE_FILE]
+    first_sample = Path(cfg.sample_file).read_bytes()
+    with monkeypatch.context() as patched:
+        write_bytes = Path.write_bytes
+        patched.setattr(Path, "write_bytes", lambda path, data: full_disk(path) or write_bytes(path, data))
+        with pytest.raises(LmlabError, match="no space left on the device"):
+            evaluate(replace(cfg, seed=cfg.seed + 1))  # another sample: the set on disk is now of two evaluations
+    assert Path(cfg.sample_file).read_bytes() != first_sample
+    with pytest.raises(LmlabError, match=r"no .*eval/gru/manifest.json.*may be of two runs: rerun evaluate"):
+        read()
+    evaluate(cfg)
+    assert read()["sample"]
+    Path(cfg.sample_file).write_text("a sample of another evaluation\n")
+    with pytest.raises(LmlabError, match=r"eval/gru/sample.txt was changed or replaced since the run .* records"):
+        read()
+    evaluate(replace(cfg, scratch_run=None))  # no baseline this time: the earlier one's curve goes
+    assert not (curves / "scratch.csv").exists() and not read()[M.FINETUNE_CURVE_FILES[M.SCRATCH_TEST]]
+    (curves / "scratch.csv").write_text("step\n1\n")
+    with pytest.raises(LmlabError, match=r"scratch.csv is not of the run .* \(it wrote no 'curves/scratch'\)"):
+        read()
+
+
+def full_disk(path: Path) -> None:
+    """The disk fills at the per-example record (written beside itself, then renamed over)."""
+    if "examples.npz" in path.name:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def cfg_seed(lab: Path) -> int:

@@ -26,11 +26,12 @@ def write_family(
     root: Path, family: str, acc: float, scratch_acc: float, loss0: float, collapsed: bool = False
 ) -> None:
     """What `lmlab evaluate` writes for a family (`write_evaluation`), and its pretraining curve."""
-    write_evaluation(root / f"metrics/{family}.json", root / "eval" / family, family, acc, scratch_acc, collapsed)
-    (root / "metrics/curves" / family).mkdir(parents=True)
     rows = ["step,train/tokens,train/flops,train/wall_seconds,val/loss,val/ppl,val/bpb,train/lr"]
     rows += [f"{s},{s * 1024},{s * 1024 * 3e6},{s / 10},{loss0 - s / 100},1,1,0.001" for s in (100, 200, 300)]
-    (root / "metrics/curves" / family / "pretrain.csv").write_text("\n".join(rows) + "\n")
+    curves = {"pretrain": "\n".join(rows) + "\n"}
+    write_evaluation(
+        root / f"metrics/{family}.json", root / "eval" / family, family, acc, scratch_acc, collapsed, curves=curves
+    )
 
 
 def config(root: Path, families: list[str] | None = None) -> ReportConfig:
@@ -74,12 +75,16 @@ def test_several_seeds_give_t_intervals_over_the_seeds_and_a_verdict_from_their_
     for i, seed in enumerate((1, 2, 3)):
         for family, accs in gains.items():
             seeded = tmp_path / "metrics" / f"seed{seed}"
-            write_evaluation(
-                seeded / f"{family}.json", tmp_path / f"eval/seed{seed}/{family}", family, accs[i], 0.70, seed=seed
-            )
-            (seeded / "curves" / family).mkdir(parents=True)
             rows = ["step,train/tokens,val/loss", *(f"{s},{s * 1024},{7.0 + seed - s / 100}" for s in (100, 200))]
-            (seeded / "curves" / family / "pretrain.csv").write_text("\n".join(rows) + "\n")
+            write_evaluation(
+                seeded / f"{family}.json",
+                tmp_path / f"eval/seed{seed}/{family}",
+                family,
+                accs[i],
+                0.70,
+                seed=seed,
+                curves={"pretrain": "\n".join(rows) + "\n"},
+            )
     (tmp_path / "params.yaml").write_text("families: [gru, transformer]\nseeds: [1, 2, 3]\n")
     text = write_report(config(tmp_path)).read_text()
     # gains 4, 5, 3 points: mean 4.0, t(2) 4.303 x sd 1.0 / sqrt(3) = 2.48 either side

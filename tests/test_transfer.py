@@ -13,6 +13,8 @@ import yaml
 
 from lmlab.analysis.config import ReportConfig
 from lmlab.analysis.transfer import PLOT, write_report
+from lmlab.core import metrics as M
+from lmlab.core.atomic import published_together
 from lmlab.core.errors import LmlabError
 from tests.helpers.evaluations import write_evaluation
 from tests.helpers.pipeline import shrink_training, write_tiny_datasets
@@ -107,12 +109,13 @@ def test_a_stray_file_or_a_missing_baseline_is_named_and_nothing_is_written(tmp_
     with pytest.raises(LmlabError, match=r"notes.json: not a transfer evaluation"):
         write_report(config(tmp_path))
     (tmp_path / "metrics/seed1337/notes.json").unlink()
-    metrics = tmp_path / "metrics/seed1337/lstm-30.json"
-    figures = json.loads(metrics.read_text())
-    metrics.write_text(json.dumps({k: v for k, v in figures.items() if not k.startswith("scratch/")}))
-    examples = tmp_path / "eval/seed1337/lstm-30/examples.npz"
-    saved = dict(np.load(examples))
-    np.savez(examples, **{k: v for k, v in saved.items() if "scratch" not in k})
+    metrics, evaluated = tmp_path / "metrics/seed1337/lstm-30.json", tmp_path / "eval/seed1337/lstm-30"
+    figures, saved = json.loads(metrics.read_text()), dict(np.load(evaluated / "examples.npz"))
+    with published_together(evaluated / M.EVALUATION_MANIFEST) as written:  # an evaluation with no baseline
+        metrics.write_text(json.dumps({k: v for k, v in figures.items() if not k.startswith("scratch/")}))
+        np.savez(evaluated / "examples.npz", **{k: v for k, v in saved.items() if "scratch" not in k})
+        written |= {"metrics": metrics, "examples": evaluated / "examples.npz"}
+        written |= {"sample": evaluated / "sample.txt", "setting": evaluated / "setting.json"}
     with pytest.raises(LmlabError, match=r"lstm-30.json: no from-scratch classifier"):
         write_report(config(tmp_path))
     assert not (tmp_path / "reports").exists()

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from lmlab.analysis.examples import Examples
+from lmlab.core import metrics as M
+from lmlab.core.atomic import published_together
 
 DOCS = 1000  # test documents: a 4-point gain on 1,000 is significant, a 1-point one is not
 
@@ -27,9 +29,32 @@ def write_evaluation(
     collapsed: bool = False,
     steps: int = 300,
     seed: int = 1337,
+    curves: dict[str, str] | None = None,
 ) -> None:
     """The metrics file and the evaluation folder (sample, per-example record, Setting) of a family pretrained
-    `steps` steps, with per-example records that give `acc` and `scratch_acc`."""
+    `steps` steps, with per-example records that give `acc` and `scratch_acc`, and the `curves` (name: CSV text)
+    in `<metrics_file's folder>/curves/<family>/`; published as one set, as `lmlab evaluate` does."""
+    evaluated.mkdir(parents=True)
+    with published_together(evaluated / M.EVALUATION_MANIFEST) as written:
+        for name, text in (curves or {}).items():
+            path = written.setdefault(M.curve_role(name), metrics_file.parent / "curves" / family / f"{name}.csv")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        write_files(metrics_file, evaluated, family, acc, scratch_acc, collapsed, steps, seed)
+        written |= {"metrics": metrics_file, "sample": evaluated / "sample.txt"}
+        written |= {"examples": evaluated / "examples.npz", "setting": evaluated / "setting.json"}
+
+
+def write_files(
+    metrics_file: Path,
+    evaluated: Path,
+    family: str,
+    acc: float,
+    scratch_acc: float,
+    collapsed: bool,
+    steps: int,
+    seed: int,
+) -> None:
     labels = (np.arange(DOCS) % 5 < 3).astype(np.int64)  # 60% class 1: the majority baseline scores 0.600
     pretrained = np.ones(DOCS, np.int64) if collapsed else predictions(labels, acc, 1)
     scratch = predictions(labels, scratch_acc, 2)
@@ -49,7 +74,6 @@ def write_evaluation(
     }
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics))
-    evaluated.mkdir(parents=True)
     (evaluated / "sample.txt").write_text(f"a {family} sample\n")
     block_nats = np.random.default_rng(3).gamma(50, 0.12, size=200) * 256  # about 6 nats per token
     Examples(block_nats, np.full(200, 256), labels, 1, {"test/": pretrained, "scratch/test/": scratch}).save(

@@ -16,7 +16,7 @@ from lmlab.analysis.config import ReportConfig
 from lmlab.analysis.examples import Examples
 from lmlab.analysis.figures import Figures, figures, over_seeds
 from lmlab.core import metrics as M
-from lmlab.core.atomic import NUMBER, check_keys, read_json
+from lmlab.core.atomic import NUMBER, check_keys, check_published, read_json
 from lmlab.core.errors import LmlabError
 
 # What `lmlab evaluate` always writes: numbers, or the file is damaged (a report adds the figures it shows).
@@ -74,11 +74,7 @@ def load_run(cfg: ReportConfig, family: str, seed: str, shown: dict[str, Any]) -
         rebuild = f"run `dvc repro evaluate@{family}-{seed.removeprefix('seed')}` (or `{by_hand}`)"
     else:
         rebuild = f"run `{by_hand}`"
-    curves = metrics_dir / "curves" / family
-    return {
-        **read_evaluation(metrics_dir / f"{family}.json", evaluated, rebuild, shown),
-        **{kind: read_curve(curves / f"{kind}.csv") for kind in (*M.CURVE_FILES, *lengths.CURVES)},
-    }
+    return read_evaluation(metrics_dir / f"{family}.json", evaluated, rebuild, shown, metrics_dir / "curves" / family)
 
 
 def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -123,16 +119,24 @@ def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
     return rows
 
 
-def read_evaluation(path: Path, evaluated: Path, rebuild: str, shown: dict[str, Any] | None = None) -> dict[str, Any]:
+def read_evaluation(
+    path: Path, evaluated: Path, rebuild: str, shown: dict[str, Any] | None = None, curves: Path | None = None
+) -> dict[str, Any]:
     """What one `lmlab evaluate` wrote: its metrics file `path`, and from the folder `evaluated` the Setting,
-    the sample and the per-example record, made into the figures with their intervals (`figures.figures`);
-    `shown`: the metrics the report shows, checked to be numbers where present."""
+    the sample and the per-example record, made into the figures with their intervals (`figures.figures`), and
+    the curve files in `curves` where given; all of one evaluation, as its manifest records (not a kill's mix
+    of two). `shown`: the metrics the report shows, checked to be numbers where present."""
+    sample = evaluated / "sample.txt"
+    files = {"metrics": path, "sample": sample, "setting": evaluated / "setting.json"}
+    files |= {"examples": evaluated / "examples.npz"}
+    kinds = (*M.CURVE_FILES, *lengths.CURVES) if curves is not None else ()
+    files |= {M.curve_role(kind): curves / f"{kind}.csv" for kind in kinds}
     metrics = read_json(path, rebuild, REQUIRED, shown or {})
     if M.SCRATCH_TEST_ACC in metrics:  # the baseline's figures come as a pair, as its verdict reads them
         check_keys(metrics, path, rebuild, {M.SCRATCH_TEST_F1: NUMBER})
-    sample = evaluated / "sample.txt"
-    setting = read_json(evaluated / "setting.json", rebuild, SETTING)
-    examples = Examples.load(evaluated / "examples.npz", rebuild)
+    setting = read_json(files["setting"], rebuild, SETTING)
+    examples = Examples.load(files["examples"], rebuild)
+    check_published(evaluated / M.EVALUATION_MANIFEST, files, rebuild)  # each file whole, then the set one
     test = (setting["corpus"].get("tokens", {}).get("test"), setting["corpus"].get("bytes", {}).get("test"))
     if not all(isinstance(n, int) and n > 0 for n in test):
         raise LmlabError(f"{evaluated / 'setting.json'} lacks the test split's tokens and bytes: {rebuild}")
@@ -142,6 +146,7 @@ def read_evaluation(path: Path, evaluated: Path, rebuild: str, shown: dict[str, 
         "setting": setting,
         "figures": figures(examples, test[0] / test[1], setting["labeled"].get("classes", [])),
         "tokens_per_byte": test[0] / test[1],
+        **{kind: read_curve(files[M.curve_role(kind)]) for kind in kinds},
     }
 
 

@@ -1,11 +1,13 @@
 """Outputs appear whole or not at all: a file is written beside itself and renamed over; a stage's folder is
-built in a hidden sibling and swapped in. What lmlab wrote as JSON is read back here too, checked: a file
+built in a hidden sibling and swapped in; files of one job spread over several folders are published as a set,
+a manifest of their sha256s written last. What lmlab wrote as JSON is read back here too, checked: a file
 damaged since (by hand, a full disk, an older version) is an error naming it and what rebuilds it."""
 
 from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import json
 import os
 import re
@@ -140,6 +142,43 @@ def write_atomic(path: Path, data: bytes | memoryview, elsewhere: str = "paths.d
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def published_together(manifest: Path) -> Iterator[dict[str, Path]]:
+    """Yield a dict the block fills with the files it writes, by role (``{"metrics": ..., "sample": ...}``);
+    when the block succeeds, ``manifest`` records each one's sha256. The old manifest goes first, so a set cut
+    short (a kill, a full disk) has none, and a file of another run beside the set differs from it: readers
+    take the files as one job's output only through `check_published`."""
+    manifest.unlink(missing_ok=True)
+    files: dict[str, Path] = {}
+    yield files
+    write_json(manifest, {"files": {role: sha256_file(path) for role, path in sorted(files.items())}})
+
+
+def check_published(manifest: Path, files: Mapping[str, Path], rebuild: str) -> None:
+    """The ``files`` a reader takes as one set (by role; absent ones included) are the set ``manifest``
+    recorded: each listed one present with the content it had, none present that it does not list."""
+    if not manifest.is_file():
+        raise LmlabError(
+            f"no {manifest}, the record of one run's files ({', '.join(str(p) for p in files.values())}): a run "
+            f"cut short (a kill, a full disk) leaves none, and its files may be of two runs: {rebuild}"
+        )
+    recorded = read_json(manifest, rebuild, {"files": dict})["files"]
+    for role, path in files.items():
+        if role not in recorded and path.exists():
+            raise LmlabError(f"{path} is not of the run {manifest} records (it wrote no {role!r}): {rebuild}")
+        if role in recorded and (not path.is_file() or sha256_file(path) != recorded[role]):
+            change = "was changed or replaced" if path.is_file() else "is missing"
+            raise LmlabError(f"{path} {change} since the run {manifest} records wrote it: {rebuild}")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

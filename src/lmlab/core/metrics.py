@@ -92,6 +92,14 @@ CURVE_FILES = (PRETRAIN_CURVE_FILE, *FINETUNE_CURVE_FILES.values())
 # position_to, loss), at and past the training window (factor, position_from, position_to, loss, low, high),
 # generation (length, ms_per_token, state_bytes)
 POSITION_FILE, LENGTH_FILE, GENERATION_FILE = "position", "length", "generation"
+# One evaluation's files are published as a set (`lmlab.core.atomic.published_together`): a manifest beside its
+# Setting names each by its role ("metrics", "setting", "sample", "examples", and `curve_role` of each curve file).
+EVALUATION_MANIFEST = "manifest.json"
+
+
+def curve_role(name: str) -> str:
+    return f"curves/{name}"
+
 
 # What `lmlab pretrain` reports: metrics.json keys and val_curve.csv columns (what a sweep may optimise).
 PRETRAIN_SUMMARY = (

@@ -19,7 +19,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from lmlab.core.atomic import naming_full_disk
+from lmlab.core.atomic import naming_full_disk, sha256_file
 from lmlab.core.errors import LmlabError
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,6 @@ class HttpOptions:
     retries: int = 5
     timeout: float = 60.0
     backoff: float = 1.0
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_sha256(path: Path, expected: str | None, what: str, *, delete: bool = True) -> str:

@@ -45,11 +45,10 @@ from torch.profiler import ProfilerActivity, profile
 from lmlab.analysis.classification import classification_metrics, summarize
 from lmlab.analysis.examples import Examples
 from lmlab.core import metrics as M
-from lmlab.core.atomic import NUMBER, read_json, write_atomic, write_json
+from lmlab.core.atomic import NUMBER, published_together, read_json, sha256_file, write_atomic, write_json
 from lmlab.core.errors import LmlabError
 from lmlab.data.config import SPLITS
 from lmlab.data.corpus import Corpus
-from lmlab.data.fetch import sha256_file
 from lmlab.data.labeled import LabeledSet, LabeledSplit, OrderedDocuments
 from lmlab.data.lm import EvalWindows
 from lmlab.jobs.config import EvaluateConfig
@@ -133,14 +132,17 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         metrics |= figures
     log.info("evaluated %s in %.1fs: %s", cfg.family, time.perf_counter() - started, headline(metrics))
 
-    write_curves(Path(cfg.curves_dir), pretrain_run, runs)
-    for name, rows in lengths.items():
-        write_rows(Path(cfg.curves_dir) / f"{name}.csv", rows)
-    write_atomic(Path(cfg.sample_file), (sample + "\n").encode())
-    examples.save(Path(cfg.examples_file))
     documents = {name: len(split) for name, split in splits.items()}
-    write_json(Path(cfg.setting_file), setting(cfg, corpus, labeled, documents, trained, runs, examples, prompt))
-    write_json(Path(cfg.out), metrics)  # first: a W&B failure (no network) must not lose the figures
+    # one evaluation's files, whole as a set: a report refuses files of two evaluations (a kill between them)
+    with published_together(manifest_file(cfg)) as written:
+        written |= write_curves(Path(cfg.curves_dir), pretrain_run, runs)
+        for name, rows in lengths.items():
+            write_rows(written.setdefault(M.curve_role(name), Path(cfg.curves_dir) / f"{name}.csv"), rows)
+        write_atomic(written.setdefault("sample", Path(cfg.sample_file)), (sample + "\n").encode())
+        examples.save(written.setdefault("examples", Path(cfg.examples_file)))
+        record = setting(cfg, corpus, labeled, documents, trained, runs, examples, prompt)
+        write_json(written.setdefault("setting", Path(cfg.setting_file)), record)
+        write_json(written.setdefault("metrics", Path(cfg.out)), metrics)  # before W&B: no network loses nothing
     log_evaluation(cfg, metrics, {"pretrain": pretrain_run, **{FINETUNE_JOBS[p]: run for p, run in runs.items()}})
     return metrics
 
@@ -434,15 +436,28 @@ def classify(
     return summarize(metrics, prefix, classes), predicted
 
 
-def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path]) -> None:
-    """The runs' val curves as `M.CURVE_FILES` (the report combines them for DVC's plots)."""
+def write_curves(folder: Path, pretrain_run: Path, finetune_runs: dict[str, Path]) -> dict[str, Path]:
+    """The runs' val curves as `M.CURVE_FILES` (the report combines them for DVC's plots), by role; a curve of
+    a run not evaluated this time (an earlier evaluation's baseline) is removed."""
     folder.mkdir(parents=True, exist_ok=True)
-    runs = [
-        (pretrain_run, M.PRETRAIN_CURVE_FILE),
-        *((run, M.FINETUNE_CURVE_FILES[p]) for p, run in finetune_runs.items()),
-    ]
-    for source, name in runs:
-        curve = source / "val_curve.csv"
+    runs = {
+        M.PRETRAIN_CURVE_FILE: pretrain_run,
+        **{M.FINETUNE_CURVE_FILES[p]: run for p, run in finetune_runs.items()},
+    }
+    written = {}
+    for name in M.CURVE_FILES:
+        path = folder / f"{name}.csv"
+        if name not in runs:
+            path.unlink(missing_ok=True)
+            continue
+        curve = runs[name] / "val_curve.csv"
         if not curve.is_file():
             raise LmlabError(f"no {curve}: the run did not validate; run it again")
-        write_atomic(folder / f"{name}.csv", curve.read_bytes())
+        write_atomic(path, curve.read_bytes())
+        written[M.curve_role(name)] = path
+    return written
+
+
+def manifest_file(cfg: EvaluateConfig) -> Path:
+    """The evaluation's manifest, beside its Setting (where the report looks for it)."""
+    return Path(cfg.setting_file).with_name(M.EVALUATION_MANIFEST)

@@ -21,9 +21,9 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from lmlab.core import metrics as M
+from lmlab.core.atomic import sha256_file
 from lmlab.core.errors import LmlabError
 from lmlab.data.corpus import Corpus, write_corpus
-from lmlab.data.fetch import sha256_file
 from lmlab.data.labeled import LabeledSet, LabeledSplit
 from lmlab.jobs.config import FinetuneConfig
 from lmlab.models import LanguageModel, ModelConfig, build_model, family_config
