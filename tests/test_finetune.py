@@ -42,6 +42,7 @@ from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, senti
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
 from tests.helpers.wandb_offline import wandb_records
+from tests.test_pretrain import Crash, assert_same, crash_at
 
 PIPELINE = yaml.safe_load((ROOT / "conf" / "dvc" / "pipeline.yaml").read_text())
 TOKENIZER = TokenizerConfig(type="bpe", vocab_size=320, byte_fallback=True, num_threads=1)
@@ -619,3 +620,39 @@ def test_a_restored_adaptation_gives_the_classifier_a_freshly_adapted_one_would(
     shutil.copytree(tmp_path / "fresh" / "adapt", tmp_path / "restored" / "adapt")
     restored = finetune(cfg, tmp_path / "restored")
     assert restored["finetune/val/loss"] == fresh["finetune/val/loss"]
+
+
+def test_a_run_crashed_mid_classifier_resumes_to_exactly_the_uninterrupted_run(
+    lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the LM adaptation, a crash at step 13 (last.ckpt at 10), then resume=auto: the same curve, metrics,
+    weights and optimizer state. The dropout draws continue from the checkpoint's RNG state; reseeded at the
+    resume, they gave a deterministic but other run (val loss 0.7137 against 0.6917 at step 20)."""
+    cfg = config(lab, adapt_steps=4)
+    cfg = replace(cfg, trainer=replace(cfg.trainer, max_steps=20, val_every=5))
+    assert cfg.model.dropout > 0 and cfg.finetune.head_dropout > 0
+    uninterrupted = finetune(cfg, tmp_path / "uninterrupted")
+    with monkeypatch.context() as m:
+        crash_at(m, 13)
+        with pytest.raises(Crash):
+            finetune(cfg, tmp_path / "crashed")
+    assert [row["step"] for row in val_rows(tmp_path / "crashed")] == [5, 10]
+    assert finetune(cfg, tmp_path / "crashed") == uninterrupted
+    assert val_rows(tmp_path / "crashed") == val_rows(tmp_path / "uninterrupted")
+    a, b = (
+        torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=True) for run in ("uninterrupted", "crashed")
+    )
+    assert a["global_step"] == b["global_step"] == 20
+    assert_same(a["state_dict"], b["state_dict"], "state_dict")
+    assert_same(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+
+
+def test_rerunning_an_early_stopped_run_keeps_it(lab: Path, tmp_path: Path) -> None:
+    """patience=1 stops the run at step 10 (its F1 below step 5's); the same command again keeps that run. Lightning
+    restores EarlyStopping's count but looks at it only at the next validation: the rerun trained on to step 15."""
+    cfg = config(lab, patience=1)
+    cfg = replace(cfg, trainer=replace(cfg.trainer, max_steps=20, val_every=5))
+    first = finetune(cfg, tmp_path / "run")
+    assert first["finetune/steps"] == 10
+    assert finetune(cfg, tmp_path / "run") == first
+    assert [row["step"] for row in val_rows(tmp_path / "run")] == [5, 10]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmlab.core.rules import one_of, path_names
+from lmlab.core.rules import one_of, output_dir, path_names
 
 STUDIES = ("comparison", "synth", "transfer")  # each one module of lmlab.analysis, with its write_report
 
@@ -18,7 +18,7 @@ class ReportConfig:
     params_file: str | None = None  # None: the study's (transfer/params.yaml for study=transfer, else params.yaml)
     metrics_dir: str = "metrics"  # <family>.json and curves/<family>/*.csv from `lmlab evaluate`
     samples_dir: str = "data/eval"
-    out_dir: str = "reports"
+    out_dir: str = output_dir("reports")
     # comparison: the main study (comparison.md); synth: the synthetic tasks (<out_dir>/synth/synth.md);
     # transfer: fine-tuned accuracy against pretraining budget (<out_dir>/transfer/transfer.md)
     study: str = one_of(STUDIES, "comparison")

@@ -9,6 +9,7 @@ plain options; their module's ``main(argv) -> int`` parses them.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import signal
@@ -23,13 +24,15 @@ import hydra
 import yaml
 from hydra._internal.utils import get_args_parser  # the parser hydra.main uses
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from lmlab.cli.schemas import register_configs, typed
 from lmlab.core.children import stop_with_parent
 from lmlab.core.errors import LmlabError, Stopped
 from lmlab.core.malloc import steady_malloc
+from lmlab.core.rules import unwritable
 
 VERBS = {
     "download": "fetch the corpus and labeled set into data/raw (verified by sha256)",
@@ -62,6 +65,8 @@ DVC_STAGE = "DVC_STAGE"  # what `dvc repro` sets in a stage command's environmen
 # Hydra's flag for shell completion (`-sc install=bash`, and `-sc query=bash` at each TAB).
 COMPLETION_FLAGS = {"-sc", "--shell-completion"}
 HELP_FLAGS = {"-h", "--help"}  # lmlab's help of a verb (`verb_help`); Hydra's own: --hydra-help
+# A write the file system refused: read-only, no permission, a file where a folder should be, over quota
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUOT}
 
 
 def main() -> None:
@@ -136,6 +141,11 @@ def main() -> None:
         except LmlabError as err:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)
+        except OSError as err:
+            if err.errno not in UNWRITABLE or not err.filename:
+                raise
+            print(f"lmlab {verb}: error: {unwritable_message(err, cfg)}", file=sys.stderr)
+            sys.exit(2)
         except Stopped as stop:
             print(f"lmlab {verb}: stopped by SIGTERM" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
             sys.exit(128 + signal.SIGTERM)
@@ -198,6 +208,56 @@ def unread_group(conf: Path, verb: str, args: list[str]) -> str | None:
                 + f". `lmlab {verb} --help` lists the groups it reads"
             )
     return None
+
+
+class JobFolderCheck(Callback):
+    """Hydra makes the job's folder and writes its config and log file there before lmlab's code runs (and
+    before `check_writable` can): a folder it cannot write was Hydra's traceback ("Unable to configure handler
+    'file'"), here an error naming the folder and the key that moves it (conf/hydra/default.yaml's callback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_job_folder(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_job_folder(config, "hydra.sweep.dir")
+
+
+def unwritable_message(err: OSError, cfg: DictConfig) -> str:
+    """A write the disk refused mid-job (a folder made read-only, a file in a folder's place), in lmlab's words:
+    the file, why, and the config key whose path holds it (the longest that does), which moves it."""
+    path = Path(os.path.abspath(err.filename))
+    values = dict(flat(OmegaConf.to_container(cfg, resolve=True)))
+    if HydraConfig.initialized():
+        values["hydra.run.dir"] = HydraConfig.get().runtime.output_dir
+    holding = [
+        (len(Path(os.path.abspath(v)).parts), key)
+        for key, v in values.items()
+        if isinstance(v, str) and v and path.is_relative_to(os.path.abspath(v))
+    ]
+    where = f"; it is under {max(holding)[1]}, which moves it" if holding else ""
+    return f"cannot write {err.filename} ({err.strerror}){where}. Finished outputs were kept."
+
+
+def flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from flat(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+def check_job_folder(config: DictConfig, key: str) -> None:
+    """The folder Hydra writes the job's config in (none where `hydra.output_subdir` is null: a verb without a
+    run folder, such as evaluate, whose outputs `check_writable` checks)."""
+    subdir = OmegaConf.select(config, "hydra.output_subdir")
+    if not subdir:
+        return
+    folder = Path(str(OmegaConf.select(config, key)))
+    folders = [folder, *([folder / subdir] if (folder / subdir).exists() else [])]
+    for problem in filter(None, map(unwritable, folders)):
+        verb = OmegaConf.select(config, "hydra.job.name")
+        print(f"lmlab {verb}: error: {key}={folder}: {problem}; give {key} a folder lmlab may write", file=sys.stderr)
+        sys.exit(2)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lmlab.core.rules import check_values
+from lmlab.core.rules import check_values, check_writable
 
 SCHEMAS = {  # verb -> the schema its conf/<verb>.yaml names in its defaults (`<verb>_schema`): module, class
     "download": ("lmlab.data.config", "DownloadConfig"),
@@ -50,4 +50,5 @@ def typed(node: Any) -> Any:
 
         cfg.model = family_config(cfg.model)
     check_values(cfg)
+    check_writable(cfg)
     return cfg

@@ -15,7 +15,7 @@ import reprlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,8 @@ def write_atomic(path: Path, data: bytes | memoryview, elsewhere: str = "paths.d
             tmp.write_bytes(data)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # on a read-only disk, this fails too: the write's error is the one to tell
+            tmp.unlink(missing_ok=True)
         raise
 
 

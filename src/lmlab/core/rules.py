@@ -3,6 +3,7 @@ config by `check_values` before a verb changes anything on disk: the rule librar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import field, fields, is_dataclass
 from pathlib import Path
@@ -82,3 +83,42 @@ def check_values(cfg: Any, prefix: str = "") -> None:
                 good = False
             if not good:
                 raise LmlabError(f"{prefix}{f.name}={value!r}: must be {description}")
+
+
+# ----- where a verb writes, checked by `check_writable` before the work -----
+def output_file(default: Any) -> Any:
+    """A file the verb writes (its folder must take new files: writes are atomic renames beside it)."""
+    return field(default=default, metadata={"output": "file"})
+
+
+def output_dir(default: Any) -> Any:
+    """A folder the verb writes into."""
+    return field(default=default, metadata={"output": "folder"})
+
+
+def check_writable(cfg: Any, prefix: str = "") -> None:
+    """Refuse an output (`output_file`, `output_dir`) that cannot be written, naming the key and the folder:
+    checked before the work, so that a read-only disk or folder is not found after minutes of it."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            check_writable(value, f"{prefix}{f.name}.")
+        elif "output" in f.metadata and isinstance(value, str) and value is not MISSING:
+            path = Path(value)
+            if (problem := unwritable(path if f.metadata["output"] == "folder" else path.parent)) is not None:
+                raise LmlabError(f"{prefix}{f.name}={value}: {problem}; give {prefix}{f.name} a folder lmlab may write")
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be made in `folder` (where it does not exist yet, in the nearest folder above that
+    does), or None. `os.access` answers as the writes would: for root too, whom a read-only file system stops
+    and a folder's mode does not."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+        return f"cannot write in {existing} ({'a read-only file system' if read_only else 'no write permission'})"
+    return None

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from lmlab.core.rules import at_least, path_name, rule
+from lmlab.core.rules import at_least, output_dir, output_file, path_name, rule
 from lmlab.data.config import (
     BatchesConfig,
     DatasetConfig,
@@ -83,17 +83,16 @@ class EvaluateConfig:
     # paths.runs_dir; the pipeline gives each seed its own
     metrics_dir: str = "metrics/seed1337"
     eval_dir: str = "data/eval/seed1337"
-    out: str = MISSING  # <metrics_dir>/<family>.json
-    curves_dir: str = MISSING  # per-step curves (csv) for plots
-    sample_file: str = MISSING  # a generated sample, for the report
-    examples_file: str = (
-        MISSING  # per-example losses and predictions, for the report's intervals (lmlab.analysis.examples)
-    )
-    setting_file: str = MISSING  # what the figures were measured on, for the report's Setting section
+    out: str = output_file(MISSING)  # <metrics_dir>/<family>.json
+    curves_dir: str = output_dir(MISSING)  # per-step curves (csv) for plots
+    sample_file: str = output_file(MISSING)  # a generated sample, for the report
+    # per-example losses and predictions, for the report's intervals (lmlab.analysis.examples)
+    examples_file: str = output_file(MISSING)
+    setting_file: str = output_file(MISSING)  # what the figures were measured on, for the report's Setting section
     # the test figures as a W&B run of job type evaluate, linked to the runs it evaluated (`runs` in its config)
     logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(kind="none"))
     name: str = "default"  # experiment name: the W&B group, as the training runs'
-    wandb_dir: str = MISSING  # the evaluation's W&B run folder goes in here (wandb/)
+    wandb_dir: str = output_dir(MISSING)  # the evaluation's W&B run folder goes in here (wandb/)
 
 
 @dataclass

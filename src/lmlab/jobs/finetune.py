@@ -97,7 +97,7 @@ class Finetuning(TrainingJob):
             run_name=run_name(cfg.logger, "finetune", cfg.model.family, task_cfg.from_scratch, cfg.seed),
             label=f"finetune {cfg.model.family}{scratch}",
             curve=M.FINETUNE_CURVE,
-            callbacks=[EarlyStopping(M.FINETUNE_VAL_F1, mode="max", patience=task_cfg.patience)]
+            callbacks=[StaysStopped(M.FINETUNE_VAL_F1, mode="max", patience=task_cfg.patience)]
             if task_cfg.patience
             else [],
             hyperparams={M.PARAMS: backbone.num_params},
@@ -149,6 +149,16 @@ class Finetuning(TrainingJob):
             f"{metrics[M.FINETUNE_STEPS]} steps; val acc {metrics.get(M.FINETUNE_VAL_ACC, float('nan')):.3f}, val F1 "
             f"{metrics.get(M.FINETUNE_VAL_F1, float('nan')):.3f} (best {best:.3f}, kept) -> {written}"
         )
+
+
+class StaysStopped(EarlyStopping):
+    """EarlyStopping whose stop holds on a resume: Lightning restores its count of validations without
+    improvement but looks at it only at the next validation, so rerunning a run it had stopped trained on
+    from the stopping step instead of keeping the finished run."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.wait_count >= self.patience:
+            trainer.should_stop = True
 
 
 def identity(cfg: FinetuneConfig, corpus: Corpus, pretrained: Path | None) -> dict[str, Any]:

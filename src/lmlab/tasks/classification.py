@@ -52,6 +52,7 @@ class FinetuneTask(L.LightningModule):
         self.val_metrics = classification_metrics(len(classes))
         self.val_loss = torch.zeros(2, dtype=torch.float64)
         self.last_val: dict[str, Any] = {}
+        self.restored: dict[str, Any] | None = None  # a resumed run's RNG state, applied in on_train_start
         self.groups = model.layer_groups()
 
     def training_step(self, batch: DocBatch, batch_idx: int) -> torch.Tensor:
@@ -107,10 +108,29 @@ class FinetuneTask(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lmlab"] = {**self.record, "classes": self.classes, "val": self.last_val}
+        """The RNG state too: the dropout draws of a resumed run continue where the saved run's were, rather
+        than from the seed `Finetuning.started` sets (which gave a resumed run other masks than an uninterrupted
+        one)."""
+        checkpoint["lmlab"] = {
+            **self.record,
+            "classes": self.classes,
+            "val": self.last_val,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.last_val = dict(checkpoint["lmlab"].get("val", {}))
+        self.restored = checkpoint["lmlab"]
+
+    def on_train_start(self) -> None:
+        """A resumed run's RNG state, after Lightning's restore and the job's seeding (`Finetuning.started`)."""
+        if self.restored is None:
+            return
+        torch.set_rng_state(self.restored["torch_rng"])
+        if self.restored["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.restored["cuda_rng"])
+        self.restored = None
 
 
 class FinetuneData(L.LightningDataModule):

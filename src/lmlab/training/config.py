@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lmlab.core.errors import LmlabError
-from lmlab.core.rules import above, at_least, one_of, rule
+from lmlab.core.rules import above, at_least, one_of, output_file, rule
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -153,7 +153,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     name: str = "default"  # experiment name: the W&B group
     resume: str = "auto"  # auto (last checkpoint of this run folder, if its config matches) | never | <path>
-    metrics_file: str | None = None  # also write the final metrics here (the DVC stage's metrics file)
+    metrics_file: str | None = output_file(None)  # also write the final metrics here (the DVC stage's metrics file)
     # lightning-hydra-template's keys: `seed` sets the seeds of batches, finetune and task (null: theirs), `tags`
     # are added to the W&B tags, `ckpt_path` is resume=<path>, `callbacks` are Lightning callbacks
     # ({_target_: class, ...})
