@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from lmlab.cli.schemas import register_configs, typed
 from lmlab.core.children import stop_with_parent
-from lmlab.core.errors import LmlabError, Stopped
+from lmlab.core.errors import DiskFull, LmlabError, Stopped
 from lmlab.core.malloc import steady_malloc
 from lmlab.core.rules import unwritable
 
@@ -139,7 +139,11 @@ def main() -> None:
             with sigterm_unwinds():
                 return run(typed(cfg)) if prompt is None else run(typed(cfg), prompt)
         except LmlabError as err:
-            print(f"lmlab {verb}: error: {err}", file=sys.stderr)
+            where = holding_key(err.path, cfg) if isinstance(err, DiskFull) else None
+            print(
+                f"lmlab {verb}: error: {err}" + (f" It is under {where}, which moves it." if where else ""),
+                file=sys.stderr,
+            )
             sys.exit(2)
         except OSError as err:
             if err.errno not in UNWRITABLE or not err.filename:
@@ -225,7 +229,13 @@ class JobFolderCheck(Callback):
 def unwritable_message(err: OSError, cfg: DictConfig) -> str:
     """A write the disk refused mid-job (a folder made read-only, a file in a folder's place), in lmlab's words:
     the file, why, and the config key whose path holds it (the longest that does), which moves it."""
-    path = Path(os.path.abspath(err.filename))
+    where = holding_key(Path(err.filename), cfg)
+    return f"cannot write {err.filename} ({err.strerror}){f'; it is under {where}, which moves it' if where else ''}."
+
+
+def holding_key(path: Path, cfg: DictConfig) -> str | None:
+    """The config key (or hydra.run.dir) whose path holds `path` most closely: the setting that moves it."""
+    path = Path(os.path.abspath(path))
     values = dict(flat(OmegaConf.to_container(cfg, resolve=True)))
     if HydraConfig.initialized():
         values["hydra.run.dir"] = HydraConfig.get().runtime.output_dir
@@ -234,8 +244,7 @@ def unwritable_message(err: OSError, cfg: DictConfig) -> str:
         for key, v in values.items()
         if isinstance(v, str) and v and path.is_relative_to(os.path.abspath(v))
     ]
-    where = f"; it is under {max(holding)[1]}, which moves it" if holding else ""
-    return f"cannot write {err.filename} ({err.strerror}){where}. Finished outputs were kept."
+    return max(holding)[1] if holding else None
 
 
 def flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from lmlab.core.errors import LmlabError
+from lmlab.core.errors import DiskFull, LmlabError
 
 Types = type | tuple[type, ...]
 NUMBER = (int, float)
@@ -74,7 +74,7 @@ def staged_into(folder: Path, elsewhere: str) -> Iterator[Path]:
 
 
 @contextmanager
-def naming_full_disk(path: Path, elsewhere: str = "paths.data_dir") -> Iterator[None]:
+def naming_full_disk(path: Path, elsewhere: str | None = None) -> Iterator[None]:
     """A full disk (ENOSPC) while the block writes ``path`` (a file, or a folder being filled) becomes an
     error naming it: the OSError of a failed write names no file, so "Errno 28" alone does not say which disk."""
     try:
@@ -85,12 +85,14 @@ def naming_full_disk(path: Path, elsewhere: str = "paths.data_dir") -> Iterator[
         raise full_disk_error(Path(err.filename) if err.filename else path, elsewhere) from err
 
 
-def full_disk_error(path: Path, elsewhere: str = "paths.data_dir") -> LmlabError:
-    """What to say when the disk holding ``path`` is full; ``elsewhere`` is the setting that moves it."""
-    return LmlabError(
+def full_disk_error(path: Path, elsewhere: str | None = None) -> DiskFull:
+    """What to say when the disk holding ``path`` is full; ``elsewhere`` is the setting that moves it (None: the
+    CLI names the config key whose folder holds ``path``)."""
+    move = f"set {elsewhere} to a folder on a disk with room" if elsewhere else "move it to a disk with room"
+    return DiskFull(
         f"no space left on the device while writing {path}: this step needs more free space there. Free some on "
-        f"that disk (`df -h` shows what each has left) or set {elsewhere} to a folder on a disk with room, then run "
-        "again; finished outputs were kept."
+        f"that disk (`df -h` shows what each has left) or {move}, then run again; finished outputs were kept.",
+        path,
     )
 
 
@@ -124,7 +126,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: Path, data: bytes | memoryview, elsewhere: str = "paths.data_dir") -> None:
+def write_atomic(path: Path, data: bytes | memoryview, elsewhere: str | None = None) -> None:
     """Write whole or not at all: a kill mid-write or a full disk leaves the previous file, and a reader never
     sees half. The temporary file sits beside ``path`` (a rename within one filesystem is atomic; a move across
     filesystems is a copy), one per process (DDP ranks may write the same file); the ones of killed writers go
