@@ -39,6 +39,7 @@ from lmlab.training.checkpoints import load_classifier, load_language_model
 from lmlab.training.config import LoggerConfig
 from lmlab.training.finite import NonFiniteLoss
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
+from tests.helpers.host_reads import counted
 from tests.helpers.project import ROOT, copy_project, env
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
 from tests.helpers.wandb_offline import wandb_records
@@ -656,3 +657,15 @@ def test_rerunning_an_early_stopped_run_keeps_it(lab: Path, tmp_path: Path) -> N
     assert first["finetune/steps"] == 10
     assert finetune(cfg, tmp_path / "run") == first
     assert [row["step"] for row in val_rows(tmp_path / "run")] == [5, 10]
+
+
+def test_fine_tuning_and_adaptation_steps_read_nothing_on_the_host(
+    lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The classifier's steps and the LM adaptation's make no host read between logging intervals
+    (`tests.helpers.host_reads`)."""
+    cfg = config(lab, adapt_steps=6)
+    cfg.trainer = replace(cfg.trainer, max_steps=8, val_every=4, log_every=100)
+    with counted(monkeypatch) as reads:
+        finetune(cfg, tmp_path / "run")
+    assert reads.steps == 5 + 7 and not reads.found, dict(reads.found)

@@ -36,6 +36,7 @@ from lmlab.training.config import LoggerConfig
 from lmlab.training.finite import NonFiniteLoss
 from lmlab.training.identity import fingerprint
 from lmlab.training.logger import wandb_mode
+from tests.helpers.host_reads import counted
 from tests.helpers.project import ROOT, copy_project
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
@@ -912,3 +913,19 @@ def test_a_cosine_schedule_of_another_length_is_not_resumed(data_dir: Path, tmp_
     pretrain(replace(cfg, trainer=replace(cfg.trainer, max_steps=15, log_every=3)), run_dir)
     assert run_id(run_dir) != first_id and steps_of(run_dir) == [5, 10, 15]
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 15
+
+
+# ----- the hot path -----
+@pytest.mark.parametrize("family", ["gru", "transformer", "mamba2"])
+def test_a_training_step_reads_nothing_on_the_host(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str
+) -> None:
+    """No `.item()`, `float()`, `bool()` of a tensor between logging intervals (on a GPU each waits for the
+    device): the finite-loss guard keeps its flag on the device, the logged values stay tensors. Here with
+    a logger (W&B offline) and validation, as the pipeline runs."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = tiny_config(data_dir, family, max_steps=8, val_every=4, log_every=100)
+    cfg.logger = replace(cfg.logger, kind="wandb")
+    with counted(monkeypatch) as reads:
+        pretrain(cfg, tmp_path / "run")
+    assert reads.steps == 7 and not reads.found, dict(reads.found)

@@ -19,10 +19,13 @@ import yaml
 from lmlab.core import metrics as M
 from lmlab.core.errors import LmlabError
 from lmlab.data.synthetic import IGNORE, counting, mqar, power_law_positions
+from lmlab.jobs.synth import synth as run_synth
 from lmlab.tasks.config import SynthTaskConfig
 from lmlab.tasks.synthetic import VAL, ExampleBatches, answer_counts, make_examples, scored
 from lmlab.training.checkpoints import load_language_model
+from tests.helpers.host_reads import counted
 from tests.helpers.project import copy_files, copy_project, dvc, env
+from tests.helpers.tiny_lm import composed
 
 # LSTM on parity at 16 tokens, small sets: the literature's check (docs/diagnostics.md), in seconds
 PARITY = [
@@ -280,3 +283,14 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     copy.write_text((tmp_path / "metrics/parity/transformer-lr0.01.json").read_text())
     with pytest.raises(LmlabError, match=r"transformer-lr0.01.json and .*transformer-old.json are runs of one setting"):
         write_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
+
+
+def test_a_synthetic_training_step_reads_nothing_on_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As pretraining's steps (`tests.helpers.host_reads`): the synthetic task validates per length on the
+    host, but its training steps read nothing."""
+    overrides = ["task=parity", "model=gru", "model.width=16", "task.train_examples=256", "task.val_examples=16"]
+    overrides += ["task.seq_len=16", "trainer.max_steps=6", "trainer.val_every=3", "trainer.log_every=100"]
+    cfg = composed("synth", [*overrides, "logger=none"])
+    with counted(monkeypatch) as reads:
+        run_synth(cfg, tmp_path / "run")
+    assert reads.steps == 5 and not reads.found, dict(reads.found)

@@ -33,6 +33,8 @@ from lmlab.training.optim import build_optimizer, build_schedule
 
 
 class FinetuneTask(L.LightningModule):
+    loss_name = M.FINETUNE_TRAIN_LOSS  # what `FiniteLoss` calls the training loss
+
     def __init__(
         self,
         model: Classifier,
@@ -58,7 +60,6 @@ class FinetuneTask(L.LightningModule):
     def training_step(self, batch: DocBatch, batch_idx: int) -> torch.Tensor:
         tokens, lengths, labels = batch
         loss = F.cross_entropy(self.model(tokens, lengths).float(), labels, weight=self.class_weights)
-        require_finite(self, M.FINETUNE_TRAIN_LOSS, loss, "before updating the weights")
         if self.global_step % self.trainer.log_every_n_steps == 0 and not self.trainer.fit_loop._should_accumulate():
             self.log(M.FINETUNE_TRAIN_LOSS, loss, prog_bar=True)
             self.log(M.FINETUNE_TRAIN_LR, self.optimizers().param_groups[-1]["lr"])

@@ -36,6 +36,8 @@ from lmlab.training.optim import build_optimizer, build_schedule
 
 
 class PretrainTask(L.LightningModule):
+    loss_name = M.TRAIN_LOSS  # what `FiniteLoss` calls the training loss
+
     def __init__(
         self,
         model: LanguageModel,
@@ -73,8 +75,7 @@ class PretrainTask(L.LightningModule):
         inputs, targets, reset = batch
         logits, state = self.model(inputs, carried(self.model, self.train_state, reset))
         self.train_state = detach_state(state)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        require_finite(self, M.TRAIN_LOSS, loss, "before updating the weights")
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())  # watched by FiniteLoss
         tokens = inputs.numel() * self.trainer.world_size
         self.tokens_seen += tokens
         self._tokens_since_tick += tokens

@@ -25,6 +25,7 @@ from lmlab.core.atomic import write_atomic
 from lmlab.core.errors import LmlabError
 from lmlab.training.callbacks import CheckpointOnStop, RunCheckpoint
 from lmlab.training.config import LIGHTNING_ARGS_OF_OURS, TrainerConfig
+from lmlab.training.finite import FiniteLoss
 from lmlab.training.progress import StepProgress
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ def make_trainer(
                 best,
                 last,
                 CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
+                FiniteLoss(),
                 StepProgress(label, hidden=hidden),
                 *callbacks,
             ],
