@@ -71,16 +71,17 @@ def saved_bytes_per_token(model: LanguageModel, tokens: torch.Tensor) -> float:
     """What autograd keeps for the step form's backward, per token, over a short window: the step form holds
     every step's activations until the backward, so its memory grows with T (Mamba-2's reached 24 GB at
     T = 4,096, batch 8, and the kernel's OOM killer ended the benchmark)."""
-    total = 0
+    storages: dict[int, int] = {}  # each storage once: views and the weights every step saves share one
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         stepwise(model, tokens)
-    return total / tokens.numel()
+    weights = sum(p.untyped_storage().nbytes() for p in model.parameters())
+    return max(sum(storages.values()) - weights, 0) / tokens.numel()
 
 
 def available_bytes() -> int:
