@@ -221,6 +221,7 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
         assert sum(line.startswith(f"| {family} | 2 | 16 |") for line in report.splitlines()) == 1
     assert sorted(p.name for p in (root / "reports/synth").glob("*.png")) == [
         "mqar_accuracy_vs_state.png",
+        "mqar_steps_vs_state.png",
         "parity_accuracy_vs_length.png",
     ]
     assert "Running stage" not in dvc("repro", "synth/dvc.yaml", cwd=root).stdout
@@ -260,22 +261,36 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
         name = f"{family}-64-lr{extra.get('lr')}" if task == "mqar" else f"{family}-lr{extra.get('lr')}"
         (folder / f"{name}.json").write_text(json.dumps(metrics))
 
-    run("mqar", "transformer", 0.996, 0.992, 0.999, pairs=4, lr=0.001, **{M.TRAIN_STEPS: 12000})
-    run("mqar", "transformer", 0.231, 0.22, 0.24, pairs=4, lr=0.003, **{M.TRAIN_STEPS: 12000})
-    run("mqar", "mamba2", 0.26, 0.255, 0.27, pairs=4)
-    run("mqar", "gru", 0.25, 0.24, 0.26, pairs=4)
-    run("mqar", "rnn", 0.009, 0.006, 0.012, pairs=4)
-    run("parity", "lstm", 1.0, 1.0, 1.0, lengths=[1])
-    run("parity", "transformer", 0.51, 0.49, 0.53, lengths=[1], lr=0.003)
-    run("parity", "transformer", 0.505, 0.49, 0.52, lengths=[1], lr=0.01)
+    def flat(acc: float) -> dict[str, object]:  # a curve that flattened by the budget's last quarter
+        return {"curve": [[1000, acc - 0.01], [2000, acc], [3000, acc]], M.TRAIN_STEPS: 3000}
+
+    solved = {M.STEPS_TO_SOLVE: 2400, M.TRAIN_STEPS: 2700, "curve": [[2400, 0.995], [2700, 0.996]]}
+    run("mqar", "transformer", 0.996, 0.992, 0.999, pairs=4, lr=0.001, **solved)
+    run("mqar", "transformer", 0.231, 0.22, 0.24, pairs=4, lr=0.003, **flat(0.231))
+    run("mqar", "mamba2", 0.26, 0.255, 0.27, pairs=4, **flat(0.26))
+    rising = {"curve": [[1000, 0.3], [2000, 0.42], [3000, 0.6]], M.TRAIN_STEPS: 3000}  # +0.18 in the last quarter
+    run("mqar", "gated_deltanet", 0.6, 0.57, 0.63, pairs=4, **rising)
+    run("mqar", "gru", 0.25, 0.24, 0.26, pairs=4, **flat(0.25))
+    run("mqar", "rnn", 0.009, 0.006, 0.012, pairs=4)  # made before lmlab recorded its curve
+    run("parity", "lstm", 1.0, 1.0, 1.0, lengths=[1], **{M.STEPS_TO_SOLVE: 600, "curve": [[600, 1.0], [900, 1.0]]})
+    run("parity", "transformer", 0.51, 0.49, 0.53, lengths=[1], lr=0.003, **flat(0.51))
+    run("parity", "transformer", 0.505, 0.49, 0.52, lengths=[1], lr=0.01, **flat(0.505))
     report = write_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
     table = [line.split(" | ") for line in report.read_text().splitlines() if line.startswith("| ")]
     rows = {cells[0] + cells[1]: " | ".join(cells) for cells in table}
-    assert rows["| transformer64"].endswith("| 0.001, 12,000 steps; 0.003: 0.231 | 0.996 [0.992, 0.999] | solved |")
-    assert rows["| mamba264"].endswith("| partly |")
-    assert rows["| gru64"].endswith("| no recall |") and rows["| rnn64"].endswith("| no recall |")
-    assert rows["| lstm2"].endswith("solved |") and rows["| transformer2"].endswith("at chance |")
-    assert "| 0.003; 0.01: 0.505 | 0.510 [0.490, 0.530] at chance |" in rows["| transformer2"]
+    assert rows["| transformer64"].endswith(
+        "| 0.001, 2,700 steps; 0.003: 0.231 | 0.996 [0.992, 0.999] | 2,400 | solved |"
+    )
+    assert rows["| mamba264"].endswith("| > 3,000 | partly |")
+    assert rows["| gated_deltanet64"].endswith("| > 3,000 | not converged at 3,000 steps |")
+    assert rows["| gru64"].endswith("| no recall |") and rows["| rnn64"].endswith(
+        "| no recall (convergence not recorded) |"
+    )
+    assert rows["| lstm2"].endswith("| 600 | 1.000 [1.000, 1.000] solved |") and rows["| transformer2"].endswith(
+        "at chance |"
+    )
+    assert "| 0.003, 3,000 steps; 0.01: 0.505 | > 3,000 | 0.510 [0.490, 0.530] at chance |" in rows["| transformer2"]
+    assert "at two validations in a row" in report.read_text()  # the stopping rule, stated
     assert sum(line.startswith("| transformer |") for line in report.read_text().splitlines()) == 2  # a row each
 
     # a second file of one setting at one rate (a renamed copy): which of them is the run is not the report's guess
@@ -294,3 +309,19 @@ def test_a_synthetic_training_step_reads_nothing_on_the_host(tmp_path: Path, mon
     with counted(monkeypatch) as reads:
         run_synth(cfg, tmp_path / "run")
     assert reads.steps == 5 and not reads.found, dict(reads.found)
+
+
+def test_a_run_stops_once_solved_records_the_steps_it_took_and_stays_stopped(tmp_path: Path) -> None:
+    """Train to a criterion: val/acc at or above `solved` at two validations in a row stops the run; the steps
+    it took are the first of them; the same command again resumes nothing (a solved run stays solved). Here
+    `solved=0.01`, which any accuracy meets, so the rule is what is tested, not the model."""
+    overrides = ["task=parity", "model=gru", "model.width=16", "task.train_examples=256", "task.val_examples=16"]
+    overrides += ["task.seq_len=16", "trainer.max_steps=40", "trainer.val_every=4", "logger=none", "solved=0.01"]
+    cfg = composed("synth", overrides)
+    metrics = run_synth(cfg, tmp_path / "run")
+    assert (metrics[M.TRAIN_STEPS], metrics[M.STEPS_TO_SOLVE], metrics["max_steps"]) == (8, 4, 40)
+    assert [step for step, _ in metrics["curve"]] == [4, 8] and metrics["solved"] == 0.01
+    again = run_synth(composed("synth", overrides), tmp_path / "run")
+    assert (again[M.TRAIN_STEPS], again["curve"]) == (8, metrics["curve"])
+    budget = run_synth(composed("synth", [*overrides[:-1], "solved=null", "trainer.max_steps=12"]), tmp_path / "b")
+    assert budget[M.TRAIN_STEPS] == 12 and M.STEPS_TO_SOLVE not in budget and len(budget["curve"]) == 3

@@ -21,9 +21,11 @@ from lmlab.core import metrics as M
 from lmlab.core.atomic import NUMBER, read_json, staged_dir
 from lmlab.core.errors import LmlabError
 
-SOLVED = 0.99  # an accuracy whose whole interval lies at or above this solves the task
+SOLVED = M.SOLVED  # an accuracy whose whole interval lies at or above this solves the task
+RISING = 0.02  # a run at its budget whose accuracy rose more than this over its last quarter has not converged
 PLOTS = {
     "mqar_accuracy_vs_state.png": "Associative recall: accuracy against the state a family carries",
+    "mqar_steps_vs_state.png": "Associative recall: steps to solve against the state a family carries",
     "parity_accuracy_vs_length.png": "Parity: accuracy at and beyond the training length",
 }
 REQUIRED = {"task": str, "family": str, "width": int, "seq_len": int, M.VAL_ACC: NUMBER, M.STATE_BYTES: int}
@@ -35,6 +37,10 @@ OPTIONAL = {
     M.TRAIN_STEPS: int,
     "lr": NUMBER,
     "intervals": dict,
+    "curve": list,  # [step, val/acc] at every validation
+    "max_steps": int,
+    "solved": NUMBER,
+    M.STEPS_TO_SOLVE: int,
 }
 REBUILD = "run `dvc repro synth/dvc.yaml` (or `lmlab synth` for that run) to write it again"
 
@@ -64,6 +70,37 @@ def parity_verdict(low: float, high: float, chance: float) -> str:
     return "partly"
 
 
+def still_rising(run: dict[str, Any]) -> bool | None:
+    """Whether a run that ended unsolved was still learning: its last validation's accuracy more than RISING
+    above the best of those in the first three quarters of its steps. None where it cannot be told (a run
+    made before lmlab recorded its curve, or one validation only)."""
+    if M.STEPS_TO_SOLVE in run:
+        return False
+    curve = run.get("curve") or []
+    if len(curve) < 2:
+        return None
+    last_step, last_acc = curve[-1]
+    earlier = [acc for step, acc in curve if step <= 0.75 * last_step]
+    return bool(earlier) and last_acc - max(earlier) > RISING
+
+
+def converged(verdict: str, run: dict[str, Any]) -> str:
+    """A verdict short of solved is one of what the family can learn only where its curve had flattened; a run
+    still rising at its budget has not converged, whatever its accuracy."""
+    if verdict == "solved":
+        return verdict
+    rising = still_rising(run)
+    if rising:
+        return f"not converged at {run.get(M.TRAIN_STEPS, 0):,} steps"
+    return verdict if rising is not None else f"{verdict} (convergence not recorded)"
+
+
+def steps_to_solve(run: dict[str, Any]) -> str:
+    if M.STEPS_TO_SOLVE in run:
+        return f"{run[M.STEPS_TO_SOLVE]:,}"
+    return f"> {run.get(M.TRAIN_STEPS, 0):,}" if M.TRAIN_STEPS in run else ""
+
+
 def recall_verdict(low: float, pairs: int | None) -> str:
     """MQAR's verdict. A model that learns only the format names one of the context's `pairs` values at random
     (accuracy 1/pairs) without binding any key to its value: an interval reaching down to that is no recall."""
@@ -84,6 +121,15 @@ MQAR_SETTING = ("family", "width", "seq_len", "pairs")
 PARITY_SETTING = ("family", "width", "seq_len", "modulus")
 
 
+STOPPING = (
+    f"Each run trains until its accuracy at the training length is at or above {SOLVED} at two validations in a "
+    "row ('steps to solve': the step of the first of them) or to its step budget ('> N': not solved in N steps). "
+    f"A run at its budget whose accuracy rose more than {RISING} over the last quarter of its steps is 'not "
+    "converged at N steps', whatever its accuracy: 'partly', 'no recall' and 'at chance' are verdicts on runs "
+    "whose curve had flattened."
+)
+
+
 def best_per_setting(runs: list[dict[str, Any]], setting: tuple[str, ...]) -> list[dict[str, Any]]:
     """Of the runs that differ only in learning rate, the one most accurate at the training length, with every
     rate tried and its accuracy under "tried" (the table shows them)."""
@@ -100,7 +146,8 @@ def best_per_setting(runs: list[dict[str, Any]], setting: tuple[str, ...]) -> li
                     f"({', '.join(f'{k} {run.get(k)}' for k in setting)}, lr {run.get('lr')}): remove one"
                 )
             by_lr[run.get("lr")] = run["path"]
-        chosen = max(items, key=lambda r: r[M.VAL_ACC])
+        # the most accurate; of runs that solved, the fastest
+        chosen = max(items, key=lambda r: (M.STEPS_TO_SOLVE in r, -r.get(M.STEPS_TO_SOLVE, 0), r[M.VAL_ACC]))
         tried = {r["lr"]: r[M.VAL_ACC] for r in items if "lr" in r and r is not chosen}
         best.append({**chosen, "tried": tried})
     return best
@@ -128,9 +175,11 @@ def write_report(cfg: ReportConfig) -> Path:
     colours = family_colours(sorted({run["family"] for run in mqar + parity}))
     lines = ["# Synthetic tasks", ""]
     with staged_dir(out) as staging:
+        lines += [STOPPING, ""]
         if mqar:
             lines += mqar_section(mqar)
             mqar_plot(mqar, colours, staging / "mqar_accuracy_vs_state.png")
+            steps_plot(mqar, colours, staging / "mqar_steps_vs_state.png")
         if parity:
             lines += parity_section(parity)
             parity_plot(parity, colours, staging / "parity_accuracy_vs_length.png")
@@ -150,16 +199,19 @@ def mqar_section(runs: list[dict[str, Any]]) -> list[str]:
         f"{RECIPE_CAVEAT}",
         "",
         "![accuracy against state size](mqar_accuracy_vs_state.png)",
+        "![steps to solve against state size](mqar_steps_vs_state.png)",
         "",
-        "| family | width | length | pairs | params | state KB | lr, steps; other lrs | accuracy | verdict |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|",
+        "| family | width | length | pairs | params | state KB | lr, steps; other lrs | accuracy | steps to solve "
+        "| verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for run in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r.get("pairs", 0), r["width"])):
         value, low, high = interval(run, M.VAL_ACC)
+        verdict = converged(recall_verdict(low, run.get("pairs")), run)
         lines.append(
             f"| {run['family']} | {run['width']} | {run['seq_len']} | {run.get('pairs', '')} "
             f"| {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} | {recipe(run)} "
-            f"| {shown(value, low, high)} | {recall_verdict(low, run.get('pairs'))} |"
+            f"| {shown(value, low, high)} | {steps_to_solve(run)} | {verdict} |"
         )
     return [*lines, ""]
 
@@ -180,8 +232,10 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
         "",
         "![accuracy against length](parity_accuracy_vs_length.png)",
         "",
-        "| family | m | length | state KB | lr, steps; other lrs | " + " | ".join(f"{f}x" for f in factors) + " |",
-        "|---|---:|---:|---:|---|" + "---|" * len(factors),
+        "| family | m | length | state KB | lr, steps; other lrs | steps to solve | "
+        + " | ".join(f"{f}x" for f in factors)
+        + " |",
+        "|---|---:|---:|---:|---|---:|" + "---|" * len(factors),
     ]
     for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
         chance = 1 / run.get("modulus", 2)
@@ -192,12 +246,12 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
                 cells.append("")
                 continue
             value, low, high = interval(run, key)
-            cells.append(
-                "no answers" if math.isnan(value) else f"{shown(value, low, high)} {parity_verdict(low, high, chance)}"
-            )
+            verdict = parity_verdict(low, high, chance)
+            verdict = converged(verdict, run) if factor == 1 else verdict  # the curve is the training length's
+            cells.append("no answers" if math.isnan(value) else f"{shown(value, low, high)} {verdict}")
         lines.append(
             f"| {run['family']} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} "
-            f"| {recipe(run)} | " + " | ".join(cells) + " |"
+            f"| {recipe(run)} | {steps_to_solve(run)} | " + " | ".join(cells) + " |"
         )
     return [*lines, ""]
 
@@ -260,5 +314,39 @@ def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path)
         ax.set_xlabel("sequence length (training length first)")
         ax.set_ylabel("accuracy (beyond the training length past 1x)")
         ax.set_ylim(0.0, 1.02)
+        ax.set_title(PLOTS[path.name], fontsize=10)
+        ax.legend(fontsize=8)
+
+
+def steps_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
+    """Steps to solve against state size (a run not solved by its budget: an open marker at its budget)."""
+    lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        lines[run["family"], setting_of(run, runs, ("seq_len", "pairs"))].append(run)
+    with plot(path, (6.4, 4.2)) as ax:
+        for (family, setting), items in sorted(lines.items()):
+            items.sort(key=lambda r: r[M.STATE_BYTES])
+            solved = [r for r in items if M.STEPS_TO_SOLVE in r]
+            label = f"{family} ({setting})" if setting else family
+            ax.plot(
+                [r[M.STATE_BYTES] / 1024 for r in solved],
+                [r[M.STEPS_TO_SOLVE] for r in solved],
+                marker="o",
+                color=colours[family],
+                label=label,
+            )
+            unsolved = [r for r in items if M.STEPS_TO_SOLVE not in r and M.TRAIN_STEPS in r]
+            ax.scatter(
+                [r[M.STATE_BYTES] / 1024 for r in unsolved],
+                [r[M.TRAIN_STEPS] for r in unsolved],
+                marker="^",
+                facecolors="none",
+                edgecolors=colours[family],
+                label=None if solved else f"{label}: not solved by its budget",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("state after the sequence (KB, log scale)")
+        ax.set_ylabel("optimizer steps to solve (open: budget, unsolved)")
         ax.set_title(PLOTS[path.name], fontsize=10)
         ax.legend(fontsize=8)

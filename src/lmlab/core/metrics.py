@@ -54,6 +54,10 @@ SCRATCH_TEST_ACC, SCRATCH_TEST_F1 = "scratch/test/acc", "scratch/test/f1"
 # ----- synthetic tasks (`lmlab synth`): loss and accuracy at the answer positions only -----
 VAL_ACC = "val/acc"  # at the training length
 STATE_BYTES = "model/state_bytes"  # what the model carries per sequence after the training length (KV cache too)
+# Solved: val/acc at or above this (a run's stopping rule, `lmlab synth`'s `solved`, and the report's verdict: there,
+# the whole interval); the step of the first of the validations in a row that stopped a run (None: not solved)
+SOLVED = 0.99
+STEPS_TO_SOLVE = "train/steps_to_solve"
 
 
 def val_acc_at(factor: int) -> str:

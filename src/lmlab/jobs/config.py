@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from lmlab.core import metrics as M
 from lmlab.core.rules import at_least, output_dir, output_file, path_name, rule
 from lmlab.data.config import (
     BatchesConfig,
@@ -39,6 +40,10 @@ class SynthConfig(RunConfig):
     model: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     name: str = "synth"
+    # train to a criterion: stop once val/acc is at or above `solved` at `solved_validations` validations in a row
+    # (the steps it took: train/steps_to_solve), else at trainer.max_steps; null: always the whole budget
+    solved: float | None = rule("in (0, 1]", lambda v: 0 < v <= 1, M.SOLVED)
+    solved_validations: int = at_least(1, 2)
 
 
 @dataclass

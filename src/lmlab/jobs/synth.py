@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from lmlab.analysis import stats
 from lmlab.core import metrics as M
@@ -34,13 +35,52 @@ log = logging.getLogger(__name__)
 
 
 def identity(cfg: SynthConfig) -> dict[str, Any]:
-    """What a checkpoint belongs to: the task (its examples follow from it), model, optimizer and schedule."""
+    """What a checkpoint belongs to: the task (its examples follow from it), model, optimizer, schedule and
+    stopping rule."""
     full = config_dict(cfg)
     return {
-        **{key: full[key] for key in ("task", "model", "optim")},
+        **{key: full[key] for key in ("task", "model", "optim", "solved", "solved_validations")},
         "schedule": optim.schedule_identity(cfg.optim, cfg.trainer),
         "code": code_version("lmlab.jobs.synth"),
     }
+
+
+class StopWhenSolved(Callback):
+    """Train to a criterion: stop once val/acc is at or above `solved` at `validations` validations in a row;
+    the run took the steps of the first of them (`solved_step`). A solver stops early, so the step budget can
+    be large for the families that need it (Zoology's runs all train a fixed budget, which caught this study's
+    Transformer mid-transition). `curve` keeps (step, val/acc) at every validation: the report tells a run
+    still rising at its budget ("not converged") from a flat one by it. Its state is in the checkpoints, so a
+    resumed run counts on and a rerun of a solved one stays stopped."""
+
+    def __init__(self, solved: float | None, validations: int) -> None:
+        self.solved, self.validations = solved, validations
+        self.streak, self.first, self.solved_step = 0, 0, None
+        self.curve: list[list[float]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.solved_step is not None:
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or M.VAL_ACC not in trainer.callback_metrics:
+            return
+        step, acc = trainer.global_step, float(trainer.callback_metrics[M.VAL_ACC])
+        if self.curve and self.curve[-1][0] == step:
+            return  # the validation of a run resumed at its end, counted already
+        self.curve.append([step, acc])
+        self.streak = self.streak + 1 if self.solved is not None and acc >= self.solved else 0
+        self.first = step if self.streak == 1 else self.first
+        if self.streak >= self.validations and self.solved_step is None:
+            self.solved_step = self.first
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"streak": self.streak, "first": self.first, "solved_step": self.solved_step, "curve": self.curve}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.streak, self.first = state_dict["streak"], state_dict["first"]
+        self.solved_step, self.curve = state_dict["solved_step"], state_dict["curve"]
 
 
 def check_task(cfg: SynthConfig) -> None:
@@ -83,6 +123,7 @@ class Synthetic(TrainingJob):
             model.compile()
         self.task = SynthTask(model, cfg.task, cfg.optim, cfg.trainer.max_steps, cfg.trainer.val_every)
         self.data = SynthData(cfg.task, cfg.trainer.accumulate)
+        self.stop = StopWhenSolved(cfg.solved, cfg.solved_validations)
         family, kind = cfg.model.family, cfg.task.kind
         return Fit(
             task=self.task,
@@ -95,6 +136,7 @@ class Synthetic(TrainingJob):
             hyperparams={M.PARAMS: model.num_params, M.STATE_BYTES: carried},
             monitor=M.VAL_ACC,
             mode="max",
+            callbacks=[self.stop],
         )
 
     def announce(self, trainer: L.Trainer, start: Start) -> str:
@@ -108,6 +150,11 @@ class Synthetic(TrainingJob):
 
     def metrics(self, trainer: L.Trainer) -> dict[str, Any]:
         metrics = final_metrics(self.cfg, trainer, self.task, self.carried)
+        metrics |= {"curve": self.stop.curve, "max_steps": self.cfg.trainer.max_steps}
+        if self.cfg.solved is not None:
+            metrics["solved"] = self.cfg.solved
+        if self.stop.solved_step is not None:
+            metrics[M.STEPS_TO_SOLVE] = self.stop.solved_step
         if trainer.is_global_zero:
             metrics["intervals"] = intervals(self.task.model, self.data, self.cfg.task)
         return metrics
@@ -119,7 +166,9 @@ class Synthetic(TrainingJob):
             f"{self.cfg.model.family} on {self.cfg.task.kind}: accuracy {metrics.get(M.VAL_ACC, float('nan')):.3f}"
             + (f" (beyond the training length: {beyond})" if beyond else "")
             + f", loss {metrics.get(M.VAL_LOSS, float('nan')):.4f}, {metrics[M.TRAIN_STEPS]} steps in "
-            f"{metrics[M.TRAIN_WALL_SECONDS]:.0f} s -> {written}"
+            f"{metrics[M.TRAIN_WALL_SECONDS]:.0f} s"
+            + (f" (solved at step {metrics[M.STEPS_TO_SOLVE]})" if M.STEPS_TO_SOLVE in metrics else "")
+            + f" -> {written}"
         )
 
 
