@@ -320,34 +320,43 @@ def random_inputs(length: int, seed: int, heads: int = 3) -> dict[str, torch.Ten
 
 @pytest.mark.parametrize("length", [1, 7, 16, 37])
 @pytest.mark.parametrize("groups", [1, 3])
-def test_ssd_and_its_step_equal_the_state_space_recurrence(length: int, groups: int) -> None:
+@pytest.mark.parametrize("signed", [False, True])
+def test_ssd_and_its_step_equal_the_state_space_recurrence(length: int, groups: int, signed: bool) -> None:
     """h_t = a_t h_(t-1) + x_t B_t^T, y_t = h_t C_t, per head; B and C per group of heads; chunks of 8
-    (lengths below, at and across a chunk)."""
+    (lengths below, at and across a chunk); `signed`: about half the decays negative (a_t in (-1, 1), the
+    negative-eigenvalue extension), given to the scan as log magnitude and sign."""
     from lmlab.models.mamba2 import ssd, step
 
     v = random_inputs(length, seed=length)
     B, C = v["B"][:, :, :groups], v["C"][:, :, :groups]
     per_head = 3 // groups
+    negative = (torch.rand(v["log_a"].shape, generator=torch.Generator().manual_seed(7)) < 0.5).double()
+    negative = negative if signed else None
+    a = v["log_a"].exp() * (1 - 2 * negative if signed else 1)
     for h0 in (torch.zeros_like(v["h0"]), v["h0"]):
         h, expected, stepped = h0, [], h0
         for t in range(length):
             Bt, Ct = B[:, t].repeat_interleave(per_head, 1), C[:, t].repeat_interleave(per_head, 1)
-            h = h * v["log_a"][:, t, :, None, None].exp() + v["x"][:, t, :, :, None] * Bt[:, :, None, :]
+            h = h * a[:, t, :, None, None] + v["x"][:, t, :, :, None] * Bt[:, :, None, :]
             expected.append((h @ Ct[:, :, :, None]).squeeze(-1))
-            y, stepped = step(v["x"][:, t], v["log_a"][:, t], B[:, t], C[:, t], stepped)
+            sign = negative[:, t] if signed else None
+            y, stepped = step(v["x"][:, t], v["log_a"][:, t], B[:, t], C[:, t], stepped, sign)
             torch.testing.assert_close(y[:, 0], expected[-1])
-        y, last = ssd(v["x"], v["log_a"], B, C, 8, h0)
+        y, last = ssd(v["x"], v["log_a"], B, C, 8, h0, negative)
         torch.testing.assert_close(y, torch.stack(expected, 1))
         torch.testing.assert_close(last, h)
         torch.testing.assert_close(stepped, h)
 
 
 @pytest.mark.parametrize("length", [1, 7, 16, 37])
-def test_chunkwise_delta_rule_equals_the_recurrence(length: int) -> None:
-    """S_t = a_t S_(t-1) (I - b k k^T) + b v k^T, o_t = S_t q_t (S stored as keys x values); chunks of 8."""
+@pytest.mark.parametrize("beta_scale", [1.0, 2.0])
+def test_chunkwise_delta_rule_equals_the_recurrence(length: int, beta_scale: float) -> None:
+    """S_t = a_t S_(t-1) (I - b k k^T) + b v k^T, o_t = S_t q_t (S stored as keys x values); chunks of 8;
+    b in (0, 2) too (the negative-eigenvalue extension: I - b k k^T reflects along k where b > 1)."""
     from lmlab.models.gated_deltanet import chunk_delta_rule
 
     v = random_inputs(length, seed=100 + length)
+    v["beta"] = v["beta"] * beta_scale
     q, k, values, S0 = v["C"], v["k"], v["x"], v["h0"].transpose(-1, -2)  # S: [b, h, K=5, V=4]
     for S in (torch.zeros_like(S0), S0):
         state, expected = S, []
@@ -444,3 +453,33 @@ def test_the_chunked_scans_from_none_equal_from_zeros() -> None:
         args = (v["C"], v["k"], v["x"], v["log_a"], v["beta"], 8)
         for a, b in zip(chunk_delta_rule(*args, None), chunk_delta_rule(*args, S), strict=True):
             torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("family", ["mamba2", "gated_deltanet"])
+def test_negative_eigenvalues_reach_the_layer_and_its_two_forms_agree(family: str) -> None:
+    """`negative_eigenvalues=true` (Grazzi et al. 2025): some decays are negative (Mamba-2) or some writing
+    strengths above 1 (Gated DeltaNet) at initialisation, the window form equals token by token across chunks,
+    and the option changes the model's output (default off: the papers' layers)."""
+    model = make(family, negative_eigenvalues=True, chunk_size=8).double().eval()
+    mixer = model.blocks[0].mixer
+    x = torch.randn(2, 37, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    a, beta = (mixer.in_proj(x)[..., -mixer.heads :], None) if family == "mamba2" else mixer.ab(x).chunk(2, dim=-1)
+    if family == "mamba2":
+        assert (2 * mixer.decay(a)[0].exp() - 1 < 0).any()
+    else:
+        assert (mixer.beta_scale * beta.sigmoid() > 1).any()
+    batch = random_tokens(2, 37, seed=4)
+    with torch.no_grad():
+        whole, whole_state = model(batch, model.init_state(2))
+        state, steps = model.init_state(2), []
+        for t in range(37):
+            logits, state = model(batch[:, t : t + 1], state)
+            steps.append(logits)
+        torch.testing.assert_close(torch.cat(steps, dim=1), whole)
+        plain = make(family, chunk_size=8).double().eval()
+        assert not torch.allclose(plain(batch, plain.init_state(2))[0], whole)
+
+
+def test_negative_eigenvalues_have_no_mamba_ssm_kernel() -> None:
+    with pytest.raises(LmlabError, match="negative_eigenvalues=true has no mamba-ssm kernel"):
+        make("mamba2", negative_eigenvalues=True, fused_kernels=True)

@@ -15,6 +15,10 @@ masked, decayed attention plus the entering state's contribution, and the state 
 token is the recurrence above. The layer's state is (the convolution's last inputs, S ``[B, heads, K, V]``).
 
 `fused_kernels`: on CUDA with flash-linear-attention installed, windows use its Triton chunk kernel.
+
+`negative_eigenvalues` (Grazzi et al., ICLR 2025): b = 2 sigmoid(.) in (0, 2), so I - b k k^T has the
+eigenvalue 1 - b in (-1, 1) along k: the state can be reflected, which lets the layer track parity. The
+chunkwise form is the same algebra for any b. Off by default (the paper's Gated DeltaNet).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class GatedDeltaNetConfig(BlockConfig):
     conv_kernel: int = at_least(1, 4)
     chunk_size: int = at_least(1, 64)
     fused_kernels: bool = False  # flash-linear-attention's Triton kernel for windows, on CUDA
+    negative_eigenvalues: bool = False  # writing strength in (0, 2): 2 sigmoid(.) (Grazzi et al. 2025)
 
     TUNABLE: ClassVar[tuple[str, ...]] = (*ModelConfig.TUNABLE, "chunk_size", "fused_kernels")
 
@@ -101,6 +106,7 @@ class GatedDeltaNetMixer(nn.Module):
         super().__init__()
         self.heads, self.key_dim, self.value_dim = cfg.heads, cfg.head_dim, cfg.expand_v * cfg.head_dim
         self.chunk, self.fused = cfg.chunk_size, cfg.fused_kernels
+        self.beta_scale = 2.0 if cfg.negative_eigenvalues else 1.0
         keys, values = cfg.heads * self.key_dim, cfg.heads * self.value_dim
         self.sizes = [keys, keys, values]
         self.qkv = nn.Linear(cfg.width, sum(self.sizes), bias=False)
@@ -142,7 +148,7 @@ class GatedDeltaNetMixer(nn.Module):
         q, k = F.normalize(q, dim=-1) * self.key_dim**-0.5, F.normalize(k, dim=-1)
         a, beta = self.ab(x).chunk(2, dim=-1)
         log_a, _ = self.decay(a)
-        beta = beta.sigmoid()
+        beta = self.beta_scale * beta.sigmoid()
         if self.fused and length > 1:
             o, S = fused_delta_rule(q, k, v, log_a, beta, S)
         elif length == 1:  # the recurrence: generation, one token at a time
