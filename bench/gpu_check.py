@@ -2,6 +2,7 @@
 file and to markdown tables ready for docs/benchmarks.md.
 
     python bench/gpu_check.py [--out gpu-check] [--dry-run] [--sections throughput,kernels,recurrence,cli]
+        [--families rnn,lstm,...]
         [--minutes 8] [--peak-tflops 989] [--threads N]
 
 On a lent machine (no network; its image lacks hydra-core, omegaconf and wandb), from the project root, after
@@ -263,8 +264,9 @@ def throughput_figures(family: str, bench: argparse.Namespace, tmp: Path, what: 
 def throughput_section(s: Settings, args: argparse.Namespace, corpus: Path, deadline: float) -> list[Row]:
     """Eager at both scales first (every family), then compiled: scale=small's first, issue 12's pair leading."""
     rows: list[Row] = []
-    compile_order = [*COMPILE_FIRST, *(f for f in FAMILIES if f not in COMPILE_FIRST)]
-    plan = [("tiny", False, list(FAMILIES)), ("small", False, list(s.small_families))]
+    compile_order = [f for f in [*COMPILE_FIRST, *FAMILIES] if f in args.families]
+    compile_order = list(dict.fromkeys(compile_order))
+    plan = [("tiny", False, args.families), ("small", False, [f for f in s.small_families if f in args.families])]
     plan += [("small", True, compile_order), ("tiny", True, compile_order)]
     with tempfile.TemporaryDirectory(prefix="lmlab-gpu-check-") as tmp:
         for scale, compiled, families in plan:
@@ -537,7 +539,7 @@ def recurrence_section(s: Settings, args: argparse.Namespace, deadline: float) -
     """Every family at the first length (issue 8's target is at T = 1,024) before any at the next."""
     rows: list[Row] = []
     for length in s.lengths:
-        for family in PARALLEL_FAMILIES:
+        for family in (f for f in PARALLEL_FAMILIES if f in args.families):
             figures = partial(forms, family, length, s, args.memory_share)
             measure(rows, {"family": family, "T": length}, figures, recurrence_line, deadline)
     return rows
@@ -728,6 +730,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default="gpu-check", help="folder for gpu_check.json, gpu_check.md, runs, corpus")
     parser.add_argument("--dry-run", action="store_true", help="the same code on the CPU at tiny sizes, in seconds")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, of %(default)s")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated, of %(default)s")
     parser.add_argument("--minutes", type=float, default=8.0, help="time budget of a GPU run (not a dry run's)")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (default: PEAK_TFLOPS by name)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; a dry run's: 1)")
@@ -737,6 +740,9 @@ def parse_args() -> argparse.Namespace:
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         parser.error(f"--sections: unknown {', '.join(unknown)}; use some of {', '.join(SECTIONS)}")
+    args.families = [name.strip() for name in args.families.split(",") if name.strip()]
+    if unknown := sorted(set(args.families) - set(FAMILIES)):
+        parser.error(f"--families: unknown {', '.join(unknown)}; use some of {', '.join(FAMILIES)}")
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU, or use --dry-run")
     if args.threads is None:
@@ -792,7 +798,7 @@ def main() -> int:
             elif name == "recurrence":
                 rows = recurrence_section(s, args, deadline)
             else:
-                rows = cli_section(s, data_dir, out, list(s.cli_families), deadline)
+                rows = cli_section(s, data_dir, out, [f for f in s.cli_families if f in args.families], deadline)
             wall = time.perf_counter() - begun
             record["sections"][name] = {"wall_s": round(wall, 1), "rows": rows}
             record["failures"] += [{"section": name, **r} for r in rows if r["status"] == "failed"]

@@ -161,7 +161,7 @@ def test_ctrl_c_ends_generate_quietly_with_130(trained: tuple[Path, Path]) -> No
             "lmlab",
             "generate",
             f"checkpoint={checkpoint}",
-            "max_new_tokens=100000",
+            "max_new_tokens=1000000000",  # never done: under a loaded suite 100,000 tokens had ended before the signal
             "stop_at_document_end=false",
         ],
         cwd=ROOT,
