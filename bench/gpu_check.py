@@ -460,47 +460,15 @@ def kernels_section(s: Settings, args: argparse.Namespace, deadline: float) -> l
 
 
 # ----- 3. recurrence -----
-def free_bytes(device: torch.device) -> int:
-    """Memory the step form's backward may draw on: the GPU's free memory, or the host's available memory."""
-    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else recurrence.available_bytes()
-
-
 def forms(family: str, length: int, s: Settings, memory_share: float) -> Row:
-    """bench/recurrence.py's `bench` on the device: its model, tokens, warm-up, memory check and alternating
-    rounds of `seconds`, each timed between device synchronisations (its own timing has none, and its memory
-    check reads the host's memory, not the GPU's)."""
-    device = torch.device(s.device)
-    model = recurrence.shipped(family).train().to(device)
-    tokens = torch.randint(0, recurrence.VOCAB, (s.batch, length), generator=torch.Generator().manual_seed(length))
-    tokens = tokens.to(device)
-    with torch.no_grad():
-        diff = (recurrence.parallel(model, tokens) - recurrence.stepwise(model, tokens)).abs().max().item()
-    short = tokens[:, : min(length, 64)]
-    recurrence.seconds(recurrence.parallel, model, short)  # warm-up: first-call allocations
-    need = recurrence.saved_bytes_per_token(model, short) * s.batch * length
-    room = memory_share * free_bytes(device)
-    names = ("parallel", "step") if need <= room else ("parallel",)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(s.scan_rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            form = recurrence.parallel if name == "parallel" else recurrence.stepwise
-            times[name].append(median_seconds(partial(recurrence.seconds, form, model, tokens), device, 1))
-    par = statistics.median(times["parallel"])
-    step = statistics.median(times["step"]) if "step" in times else None
-    return {
-        "batch": s.batch,
-        "parallel_tokens_per_sec": round(s.batch * length / par, 1),
-        "step_tokens_per_sec": round(s.batch * length / step, 1) if step else None,
-        "speedup": round(step / par, 2) if step else None,
-        "step_backward_gib": round(need / 2**30, 2),
-        "step_skipped": None
-        if step
-        else f"the step form's backward needs about {need / 2**30:.1f} GiB, over {memory_share:.0%} of the "
-        f"{room / memory_share / 2**30:.1f} GiB free: timed the parallel form only",
-        "max_abs_diff": diff,
-        "params": model.num_params,
-        **scan_errors(mixer_of(model), length, s),
-    }
+    """bench/recurrence.py's `bench` on the device (the two forms' speed and agreement, the step form left out
+    where its backward would not fit), and each scan's error against float64."""
+    figures = recurrence.bench(family, length, s.batch, s.scan_rounds, memory_share, s.device)
+    figures["step_skipped"] = figures.pop("skipped")
+    for key in ("family", "T", "threads", "torch"):  # the row's own, and meta's
+        figures.pop(key)
+    model = recurrence.shipped(family).to(s.device)
+    return {**figures, **scan_errors(mixer_of(model), length, s)}
 
 
 def scan_errors(mixer: nn.Module, length: int, s: Settings) -> Row:

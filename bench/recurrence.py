@@ -60,10 +60,14 @@ def stepwise(model: LanguageModel, tokens: torch.Tensor) -> torch.Tensor:
 def seconds(
     form: Callable[[LanguageModel, torch.Tensor], torch.Tensor], model: LanguageModel, tokens: torch.Tensor
 ) -> float:
-    """Forward and backward of one form over the window."""
+    """Forward and backward of one form over the window (on a GPU, between synchronisations: its queue is inside
+    the time)."""
+    sync = torch.cuda.synchronize if tokens.is_cuda else (lambda: None)
     model.zero_grad(set_to_none=True)
+    sync()
     started = time.perf_counter()
     form(model, tokens).sum().backward()
+    sync()
     return time.perf_counter() - started
 
 
@@ -84,8 +88,11 @@ def saved_bytes_per_token(model: LanguageModel, tokens: torch.Tensor) -> float:
     return max(sum(storages.values()) - weights, 0) / tokens.numel()
 
 
-def available_bytes() -> int:
-    """Memory the system can give without swapping (Linux's MemAvailable; elsewhere the free pages)."""
+def available_bytes(device: torch.device) -> int:
+    """Memory the step form's backward may draw on: a GPU's free memory; on the CPU, what the system can give
+    without swapping (Linux's MemAvailable; elsewhere the free pages)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():
         for line in meminfo.read_text().splitlines():
@@ -94,14 +101,16 @@ def available_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def bench(family: str, length: int, batch: int, rounds: int, memory_share: float) -> dict[str, Any]:
-    model = shipped(family).train()
-    tokens = torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(length))
+def bench(
+    family: str, length: int, batch: int, rounds: int, memory_share: float, device: str = "cpu"
+) -> dict[str, Any]:
+    model = shipped(family).train().to(device)
+    tokens = torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(length)).to(device)
     with torch.no_grad():
         diff = (parallel(model, tokens) - stepwise(model, tokens)).abs().max().item()
     seconds(parallel, model, tokens[:, : min(length, 64)])  # warm-up: first-call allocations
     need = saved_bytes_per_token(model, tokens[:, : min(length, 64)]) * batch * length
-    room = memory_share * available_bytes()
+    room = memory_share * available_bytes(torch.device(device))
     forms = ("parallel", "step") if need <= room else ("parallel",)
     times: dict[str, list[float]] = {form: [] for form in forms}
     for r in range(rounds):

@@ -265,13 +265,20 @@ def setting_of(run: dict[str, Any], runs: list[dict[str, Any]], keys: tuple[str,
 LABELS = {"seq_len": "T", "pairs": "pairs", "modulus": "m"}
 
 
-def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
+def mqar_lines(runs: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The MQAR plots' lines: a family at one setting (the length and pairs the runs differ in), its runs in
+    order of state size."""
     lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         lines[run["family"], setting_of(run, runs, ("seq_len", "pairs"))].append(run)
+    return [
+        (f, setting, sorted(items, key=lambda r: r[M.STATE_BYTES])) for (f, setting), items in sorted(lines.items())
+    ]
+
+
+def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
     with plot(path, (6.4, 4.2)) as ax:
-        for (family, setting), items in sorted(lines.items()):
-            items.sort(key=lambda r: r[M.STATE_BYTES])
+        for family, setting, items in mqar_lines(runs):
             xs = [r[M.STATE_BYTES] / 1024 for r in items]
             points = [interval(r, M.VAL_ACC) for r in items]
             ax.errorbar(
@@ -320,12 +327,8 @@ def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path)
 
 def steps_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
     """Steps to solve against state size (a run not solved by its budget: an open marker at its budget)."""
-    lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for run in runs:
-        lines[run["family"], setting_of(run, runs, ("seq_len", "pairs"))].append(run)
     with plot(path, (6.4, 4.2)) as ax:
-        for (family, setting), items in sorted(lines.items()):
-            items.sort(key=lambda r: r[M.STATE_BYTES])
+        for family, setting, items in mqar_lines(runs):
             solved = [r for r in items if M.STEPS_TO_SOLVE in r]
             label = f"{family} ({setting})" if setting else family
             ax.plot(
