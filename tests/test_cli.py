@@ -36,6 +36,68 @@ def test_usage_lists_every_verb() -> None:
         assert verb in result.stdout
 
 
+PLUGIN = '''"""``lmlab hello``: a verb another package adds."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+SUMMARY = "say hello to whom=<name>"
+
+
+@dataclass
+class HelloConfig:
+    whom: str = "world"
+
+
+SCHEMA = HelloConfig
+
+
+def job() -> Callable[[HelloConfig], None]:
+    def run(cfg: HelloConfig) -> None:
+        print(f"hello, {cfg.whom}")
+
+    return run
+'''
+
+
+def test_another_package_adds_a_verb_through_its_entry_point(tmp_path: Path) -> None:
+    """A verb is found by its entry point (group lmlab.verbs), so adding one edits no module that the pipeline's
+    stages import: no study goes stale for it. Here a package on PYTHONPATH, with its own dist-info, adds one."""
+    site = tmp_path / "site"
+    (site / "hello_verb").mkdir(parents=True)
+    (site / "hello_verb" / "__init__.py").write_text(PLUGIN)
+    info = site / "hello_verb-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hello-verb\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[lmlab.verbs]\nhello = hello_verb\n")
+    project = tmp_path / "project"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "hello.yaml").write_text(
+        "defaults:\n  - hello_schema\n  - _self_\nhydra:\n  output_subdir: null\n  run:\n    dir: .\n"
+    )
+    environment = {**env(), "PYTHONPATH": str(site)}
+    listed = subprocess.run(
+        [sys.executable, "-m", "lmlab", "--help"], cwd=project, env=environment, capture_output=True, text=True
+    )
+    assert "hello      say hello to whom=<name>" in listed.stdout and "pretrain" in listed.stdout, listed.stderr
+    ran = subprocess.run(
+        [sys.executable, "-m", "lmlab", "hello", "whom=lmlab"],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0 and "hello, lmlab" in ran.stdout, ran.stderr[-2000:]
+    wrong = subprocess.run(
+        [sys.executable, "-m", "lmlab", "hello", "whom_=x"],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode != 0 and "whom_" in wrong.stderr
+
+
 def test_unknown_verb_exits_nonzero_with_choices() -> None:
     result = lmlab("pretrian")
     assert result.returncode == 2
@@ -85,7 +147,7 @@ def test_a_verb_lists_only_the_groups_it_reads_and_refuses_another() -> None:
     refused = lmlab("evaluate", "task_data=sst2")
     assert refused.returncode == 2 and "No match" not in refused.stderr, refused.stderr
     assert "lmlab evaluate does not read the task_data group" in refused.stderr
-    assert "the verbs that do: download, split, tokenize, finetune" in refused.stderr
+    assert "the verbs that do: download, finetune, split, tokenize" in refused.stderr
 
 
 def test_library_error_is_a_message_not_a_traceback() -> None:
@@ -107,6 +169,7 @@ HEAVY = {"torch", "lightning", "wandb"}
 @pytest.mark.parametrize(
     "args",
     [
+        ["--help"],
         ["pretrain", "--help"],
         ["pretrain", "--cfg", "job"],
         ["finetune", "--info", "defaults"],

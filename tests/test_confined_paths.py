@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lmlab.cli.schemas import SCHEMAS, register_configs, typed
+from lmlab.cli import VERBS
+from lmlab.cli.schemas import register_configs, typed
 from lmlab.core.errors import LmlabError
 from lmlab.core.rules import plain_name
 from lmlab.data.config import PathsConfig, TokenizerConfig
@@ -48,7 +49,7 @@ def test_every_path_of_the_data_layout_refuses_a_name_that_leaves_its_root(tmp_p
                 method(bad, *extra)
 
 
-@pytest.mark.parametrize("verb", list(SCHEMAS))
+@pytest.mark.parametrize("verb", list(VERBS))
 def test_each_verb_refuses_a_name_that_would_leave_its_folder(verb: str) -> None:
     """Each key of NAMED, given through Hydra as a user would, is refused by the check every verb makes first."""
     register_configs(verb)

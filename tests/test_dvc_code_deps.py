@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -37,9 +38,23 @@ def verb_of(stage: dict) -> str:
     return verbs.pop()
 
 
+def verb_modules(verb: str) -> list[Path]:
+    """The verb module's code and its job's: `job()` imports the job's code only when a job runs (so that --help
+    loads no torch), and a stage runs one."""
+    tree = ast.parse((ROOT / "src" / "lmlab" / "cli" / f"{verb}.py").read_text())
+    job = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "job")
+    names = [f"lmlab.cli.{verb}"]
+    for node in ast.walk(job):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return sorted({path for name in names for path in code_modules(name)})
+
+
 def modules_run(stage: dict) -> list[Path]:
     """The verb's modules, and for `lmlab report` those of the study it writes (imported by name)."""
-    modules = code_modules(f"lmlab.cli.{verb_of(stage)}")
+    modules = verb_modules(verb_of(stage))
     if verb_of(stage) == "report":
         studies = {m.group(1) if (m := re.search(r"study=(\w+)", c)) else "comparison" for c in commands_of(stage)}
         modules += [path for study in studies for path in code_modules(f"lmlab.analysis.{study}")]
@@ -83,10 +98,10 @@ def test_a_new_family_file_is_a_dep_of_every_training_stage() -> None:
 
 
 def test_code_modules_follow_imports_through_packages() -> None:
-    names = {path.relative_to(ROOT / "src").as_posix() for path in code_modules("lmlab.cli.pretrain")}
+    names = {path.relative_to(ROOT / "src").as_posix() for path in verb_modules("pretrain")}
     assert {"lmlab/models/__init__.py", "lmlab/models/recurrent.py", "lmlab/training/optim.py"} <= names
     assert "lmlab/analysis/comparison.py" not in names and "lmlab/data/fetch.py" not in names
-    download = {path.relative_to(ROOT / "src").as_posix() for path in code_modules("lmlab.cli.download")}
+    download = {path.relative_to(ROOT / "src").as_posix() for path in verb_modules("download")}
     assert {"lmlab/data/fetch.py", "lmlab/data/archive.py", "lmlab/core/atomic.py"} <= download
     assert not {"lmlab/models/recurrent.py", "lmlab/training/config.py", "lmlab/jobs/config.py"} & download
 

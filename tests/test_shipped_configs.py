@@ -9,8 +9,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from lmlab.cli import verb_groups
-from lmlab.cli.schemas import SCHEMAS, schema
+from lmlab.cli import VERBS, verb_groups
+from lmlab.cli.schemas import schema
 from tests.helpers.project import ROOT
 
 
@@ -30,7 +30,7 @@ def disagreements(shipped: dict[str, Any], defaults: dict[str, Any], groups: set
     return found
 
 
-@pytest.mark.parametrize("verb", list(SCHEMAS))
+@pytest.mark.parametrize("verb", list(VERBS))
 def test_a_verb_file_states_no_default_of_its_schema(verb: str) -> None:
     shipped = yaml.safe_load((ROOT / "conf" / f"{verb}.yaml").read_text())
     defaults = OmegaConf.to_container(OmegaConf.structured(schema(verb)), resolve=False)

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +33,38 @@ from lmlab.cli.schemas import register_configs, typed
 from lmlab.core.children import stop_with_parent
 from lmlab.core.errors import DiskFull, LmlabError, Stopped
 from lmlab.core.malloc import steady_malloc
-from lmlab.core.rules import unwritable
+from lmlab.core.rules import dotted, unwritable
 
-VERBS = {
-    "download": "fetch the corpus and labeled set into data/raw (verified by sha256)",
-    "split": "cut documents into data/splits/<dataset>/{train,val,test}.jsonl",
-    "tokenize": "train sentencepiece on the corpus train split and encode every split",
-    "pretrain": "train one model family (model=<name>, one of conf/model/) on the tokenized corpus",
-    "synth": "train one family on a synthetic task: task=mqar (associative recall) or task=parity, made from a seed",
-    "generate": "sample text from a pretraining checkpoint (family=..., prompt=..., temperature=...)",
-    "finetune": "train a text classifier on the labeled set from a family's pretraining checkpoint (or from scratch)",
-    "evaluate": "test one family: perplexity, bits per byte, accuracy, F1, speed, memory -> metrics/<family>.json",
-    "report": "compare the families: reports/comparison.md and its plots, from the evaluate metrics",
-}
-TOOLS = {
-    "sweep": "run a W&B sweep file offline, trial by trial (sweeps/<name>.yaml --count N [-j J])",
-    "compare": "rank runs read back from offline W&B run folders or the W&B API (table, markdown, CSV, plots)",
-}
-USAGE = (
-    "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n       lmlab <tool> [options] [--help]\n\nverbs:\n"
-    + "\n".join(f"  {verb:10s} {text}" for verb, text in VERBS.items())
-    + "\n\ntools:\n"
-    + "\n".join(f"  {tool:10s} {text}" for tool, text in TOOLS.items())
-    + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
-    + '\nTAB completion in bash: eval "$(lmlab pretrain -sc install=bash)"'
-)
+VERB_GROUP, TOOL_GROUP = "lmlab.verbs", "lmlab.tools"  # entry-point groups: pyproject.toml's, or a plugin's
+
+
+def installed(group: str) -> dict[str, str]:
+    """The verbs (Hydra apps) or tools installed, name -> module, by name. Entry points, not a
+    table here: a verb added (by lmlab or by another package) touches no module that the other verbs import, so
+    no study's DVC stages go stale for it. Each module states its SUMMARY, and a verb its SCHEMA and `run`."""
+    return {point.name: point.value for point in entry_points(group=group)}
+
+
+VERBS = installed(VERB_GROUP)
+TOOLS = installed(TOOL_GROUP)
+
+
+def summary(name: str) -> str:
+    """A verb's or tool's one line for `lmlab --help` (its module's SUMMARY; the modules import no torch)."""
+    return importlib.import_module({**VERBS, **TOOLS}[name]).SUMMARY
+
+
+def usage() -> str:
+    return (
+        "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n       lmlab <tool> [options] [--help]\n\nverbs:\n"
+        + "\n".join(f"  {verb:10s} {summary(verb)}" for verb in VERBS)
+        + "\n\ntools:\n"
+        + "\n".join(f"  {tool:10s} {summary(tool)}" for tool in TOOLS)
+        + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
+        + '\nTAB completion in bash: eval "$(lmlab pretrain -sc install=bash)"'
+    )
+
+
 # What Lightning's DDP launcher sets in the launching process before it starts ranks 1..n-1.
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 # Hydra overrides that make a sweep: a multirun job's other ranks run that one job, not the sweep.
@@ -71,14 +79,19 @@ UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUO
 
 def main() -> None:
     args = sys.argv[1:]
+    if not VERBS:
+        print("lmlab: no verbs are registered: install lmlab (pip install -e . in the project root)", file=sys.stderr)
+        sys.exit(2)
     if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage())
         return
     verb = args[0]
     if verb in TOOLS:
-        sys.exit(importlib.import_module(f"lmlab.cli.{verb}").main(args[1:]))
+        sys.exit(importlib.import_module(TOOLS[verb]).main(args[1:]))
     if verb not in VERBS:
-        print(f"lmlab: unknown verb {verb!r}; choose one of: {', '.join([*VERBS, *TOOLS])}\n\n{USAGE}", file=sys.stderr)
+        print(
+            f"lmlab: unknown verb {verb!r}; choose one of: {', '.join([*VERBS, *TOOLS])}\n\n{usage()}", file=sys.stderr
+        )
         sys.exit(2)
     if COMPLETION_FLAGS & set(args):
         from lmlab.cli import completion  # TAB's code, not a job's: kept out of the stages' code deps
@@ -110,11 +123,10 @@ def main() -> None:
             sys.exit(2)
 
     prompt = None
-    if verb == "generate":
-        from lmlab.cli.generate import positional_prompt
-
+    module = importlib.import_module(VERBS[verb])
+    if hasattr(module, "positional_prompt"):  # generate: a prompt may stand beside the overrides
         try:
-            overrides, prompt = positional_prompt(args[1:])
+            overrides, prompt = module.positional_prompt(args[1:])
         except LmlabError as err:
             print(f"lmlab {verb}: error: {err}", file=sys.stderr)
             sys.exit(2)
@@ -124,7 +136,7 @@ def main() -> None:
     # The verb's code imports torch and Lightning (seconds): only a job needs it, not --help, --cfg, --info or
     # TAB. It is imported before Hydra sets up the job's logging: Lightning, imported into a configured root
     # logger, would print each of its messages twice (on its own stderr handler and on the job's).
-    run = importlib.import_module(f"lmlab.cli.{verb}").run if runs_job(sys.argv[1:]) else None
+    run = module.job() if runs_job(sys.argv[1:]) else None
 
     def task(cfg: DictConfig) -> Any:
         """One job; returns what the verb returns (a multirun sweeper such as Optuna's optimises it)."""
@@ -178,7 +190,7 @@ def verb_groups(conf: Path, verb: str) -> dict[str, Any]:
 def verb_help(conf: Path, verb: str) -> str:
     """`lmlab <verb> --help`: what the verb does and the config groups it reads, with their options."""
     lines = [
-        f"lmlab {verb}: {VERBS[verb]}",
+        f"lmlab {verb}: {summary(verb)}",
         "",
         f"usage: lmlab {verb} [group=option ...] [key=value ...] [--cfg job] [-m]",
         "",
@@ -236,7 +248,7 @@ def unwritable_message(err: OSError, cfg: DictConfig) -> str:
 def holding_key(path: Path, cfg: DictConfig) -> str | None:
     """The config key (or hydra.run.dir) whose path holds `path` most closely: the setting that moves it."""
     path = Path(os.path.abspath(path))
-    values = dict(flat(OmegaConf.to_container(cfg, resolve=True)))
+    values = dotted(OmegaConf.to_container(cfg, resolve=True))
     if HydraConfig.initialized():
         values["hydra.run.dir"] = HydraConfig.get().runtime.output_dir
     holding = [
@@ -245,14 +257,6 @@ def holding_key(path: Path, cfg: DictConfig) -> str | None:
         if isinstance(v, str) and v and path.is_relative_to(os.path.abspath(v))
     ]
     return max(holding)[1] if holding else None
-
-
-def flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from flat(value, f"{prefix}{key}.")
-    else:
-        yield prefix.rstrip("."), node
 
 
 def check_job_folder(config: DictConfig, key: str) -> None:

@@ -12,6 +12,8 @@ from lmlab.core.errors import LmlabError
 from lmlab.tools.rank import write_ranking
 from lmlab.tools.wandb_runs import Filters, load_runs
 
+SUMMARY = "rank runs read back from offline W&B run folders or the W&B API (table, markdown, CSV, plots)"
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -5,14 +5,15 @@ stdin (`echo "..." | lmlab generate - family=gru`), so text with commas or quote
 """
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from lmlab.core.errors import LmlabError
 from lmlab.jobs.config import GenerateConfig
-from lmlab.jobs.generate import stream_text
+
+SUMMARY = "sample text from a pretraining checkpoint (family=..., prompt=..., temperature=...)"
+SCHEMA = GenerateConfig
 
 # Hydra's flags that take the next argument as their value
 HYDRA_FLAGS_WITH_VALUE = {
@@ -43,12 +44,20 @@ def positional_prompt(args: list[str]) -> tuple[list[str], str | None]:
     return overrides, " ".join(words) if words else None
 
 
-def run(cfg: GenerateConfig, prompt: str | None = None) -> None:
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    if prompt is not None:
-        cfg = replace(cfg, prompt=prompt)
-    for piece in stream_text(cfg, Path(cfg.checkpoint)):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+def job() -> Callable[[GenerateConfig, str | None], None]:
+    """The job's code (torch), imported only to run one (not for --help, --cfg or TAB)."""
+    import torch
+
+    from lmlab.jobs.generate import stream_text
+
+    def run(cfg: GenerateConfig, prompt: str | None = None) -> None:
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        if prompt is not None:
+            cfg = replace(cfg, prompt=prompt)
+        for piece in stream_text(cfg, Path(cfg.checkpoint)):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    return run

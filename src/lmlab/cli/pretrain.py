@@ -1,15 +1,24 @@
 """``lmlab pretrain``: train one model family on the tokenized corpus (Hydra's output folder is the run folder)."""
 
+from collections.abc import Callable
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-
-from lmlab.core import metrics as M
 from lmlab.jobs.config import PretrainConfig
-from lmlab.jobs.pretrain import pretrain
+
+SUMMARY = "train one model family (model=<name>, one of conf/model/) on the tokenized corpus"
+SCHEMA = PretrainConfig
 
 
-def run(cfg: PretrainConfig) -> float:
-    """Train, and return the final validation bits per byte (bits per byte compare across tokenizers): the
-    value a Hydra sweeper (conf/hparams_search/, Optuna) minimises."""
-    return pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))[M.VAL_BPB]
+def job() -> Callable[[PretrainConfig], float]:
+    """The job's code (torch, Lightning), imported only to run one (not for --help, --cfg or TAB)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lmlab.core import metrics as M
+    from lmlab.jobs.pretrain import pretrain
+
+    def run(cfg: PretrainConfig) -> float:
+        """Train, and return the final validation bits per byte (bits per byte compare across tokenizers): the
+        value a Hydra sweeper (conf/hparams_search/, Optuna) minimises."""
+        return pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))[M.VAL_BPB]
+
+    return run

@@ -12,22 +12,12 @@ from omegaconf import OmegaConf
 
 from lmlab.core.rules import check_values, check_writable
 
-SCHEMAS = {  # verb -> the schema its conf/<verb>.yaml names in its defaults (`<verb>_schema`): module, class
-    "download": ("lmlab.data.config", "DownloadConfig"),
-    "split": ("lmlab.data.config", "SplitStageConfig"),
-    "tokenize": ("lmlab.data.config", "TokenizeConfig"),
-    "pretrain": ("lmlab.jobs.config", "PretrainConfig"),
-    "synth": ("lmlab.jobs.config", "SynthConfig"),
-    "generate": ("lmlab.jobs.config", "GenerateConfig"),
-    "finetune": ("lmlab.jobs.config", "FinetuneConfig"),
-    "evaluate": ("lmlab.jobs.config", "EvaluateConfig"),
-    "report": ("lmlab.analysis.config", "ReportConfig"),
-}
-
 
 def schema(verb: str) -> type:
-    module, name = SCHEMAS[verb]
-    return getattr(importlib.import_module(module), name)
+    """The dataclass conf/<verb>.yaml names in its defaults (`<verb>_schema`): its verb module's SCHEMA."""
+    from lmlab.cli import VERBS
+
+    return importlib.import_module(VERBS[verb]).SCHEMA
 
 
 def register_configs(verb: str | None = None) -> None:
@@ -35,8 +25,10 @@ def register_configs(verb: str | None = None) -> None:
     store for every config group `--help` lists, and the other verbs' schemas doubled its time."""
     from hydra.core.config_store import ConfigStore  # here: encode workers import this module too
 
+    from lmlab.cli import VERBS
+
     cs = ConfigStore.instance()
-    for name in SCHEMAS:
+    for name in VERBS:
         if verb in (None, name):
             cs.store(name=f"{name}_schema", node=schema(name))
 

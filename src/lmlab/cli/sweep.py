@@ -11,6 +11,8 @@ from rich.console import Console
 
 from lmlab.core.errors import LmlabError
 
+SUMMARY = "run a W&B sweep file offline, trial by trial (sweeps/<name>.yaml --count N [-j J])"
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -4,7 +4,7 @@ config by `check_values` before a verb changes anything on disk: the rule librar
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,20 @@ def confined(root: Path, part: str) -> Path:
 
 def rule(description: str, check: Callable[[Any], bool], default: Any) -> Any:
     return field(default=default, metadata={"rule": (description, check)})
+
+
+def dotted(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config sections as dotted keys, the way Hydra overrides name them (keys starting with `_` are
+    bookkeeping, such as W&B's `_wandb`, and are left out)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if str(key).startswith("_"):
+            continue
+        if isinstance(value, Mapping):
+            flat |= dotted(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def check_values(cfg: Any, prefix: str = "") -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.core.errors import LmlabError
+from lmlab.core.rules import dotted
 
 DEFAULT_PATHS = (Path("outputs"), Path("data/runs"))  # where `lmlab pretrain` puts run folders, by hand and under DVC
 HOW_TO_MAKE_RUNS = (
@@ -87,19 +88,6 @@ class Filters:
         return ", ".join(f"{key} {value!r}" for key, value in given if value is not None) or "no filter"
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config sections as dotted keys, the way Hydra overrides name them."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if key.startswith("_"):  # W&B's own bookkeeping (_wandb)
-            continue
-        if isinstance(value, Mapping):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def number(value: Any) -> float | None:
     """A finite metric value as a float; anything else (missing, text, NaN, inf) is None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -161,7 +149,7 @@ def add_summary(run: Run) -> Run:
     return replace(
         run,
         state=summary.get("state") or "unknown",
-        config=flatten(summary.get("config") or {}),
+        config=dotted(summary.get("config") or {}),
         summary=summary.get("summary") or {},
     )
 
@@ -235,7 +223,7 @@ def read_api_runs(project: str, filters: Filters) -> list[Run]:
                 job_type=run.job_type or "",
                 tags=list(run.tags or []),
                 state=run.state,
-                config=flatten(run.config),
+                config=dotted(run.config),
                 summary=dict(run.summary_metrics),
                 history=list(run.scan_history()),
                 sweep=sweep_of(run.sweep_name, run.tags or []),
