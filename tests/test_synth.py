@@ -197,9 +197,13 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "project")
     copy_files(root, ("synth/dvc.yaml", "synth/params.yaml"))
     params = yaml.safe_load((root / "synth/params.yaml").read_text())
-    params["families"] = ["lstm", "transformer"]
-    params["mqar"] |= {"widths": [16, 32], "steps": 4, "lrs": [0.001]}
-    params["parity"] |= {"width": 16, "steps": 4, "lrs": [0.003, 0.01]}
+    params["families"], params["recall_families"] = ["lstm", "transformer"], ["transformer"]
+    params["mqar"] |= {"steps": 4, "val_every": 2, "lrs": [0.001]}
+    params["mqar"]["short"] |= {"seq_len": 16, "widths": [16, 32]}
+    params["mqar"]["wide"] |= {"seq_len": 16, "widths": [48]}
+    params["mqar"]["long"] |= {"seq_len": 24, "pairs": 6, "widths": [16]}
+    params["parity"] |= {"width": 16, "steps": 4, "val_every": 2, "lrs": [0.003, 0.01]}
+    params["parity"]["negative_eigenvalues"] = ["gated_deltanet"]
     (root / "synth/params.yaml").write_text(yaml.safe_dump(params))
     for task in ("mqar", "parity"):
         path = root / f"conf/task/{task}.yaml"
@@ -214,11 +218,15 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (root / "reports/synth/synth.md").read_text()
     for family in ("lstm", "transformer"):
-        assert f"| {family} | 16 |" in report and f"| {family} | 32 |" in report
+        assert f"| {family} | 16 | 16 | 4 |" in report and f"| {family} | 32 | 16 | 4 |" in report
         for lr in (0.003, 0.01):  # one run per learning rate, one row in the report: the better
             metrics = json.loads((root / f"synth/metrics/parity/{family}-lr{lr}.json").read_text())
             assert metrics["lengths"] == [1, 2, 4] and metrics["lr"] == lr
         assert sum(line.startswith(f"| {family} | 2 | 16 |") for line in report.splitlines()) == 1
+    assert "| transformer | 48 | 16 | 4 |" in report and "| transformer | 16 | 24 | 6 |" in report
+    assert "| lstm | 48 |" not in report and "| lstm | 16 | 24 |" not in report  # the recall families only
+    negative = "| gated_deltanet (negative eigenvalues) | 2 | 16 |"
+    assert sum(line.startswith(negative) for line in report.splitlines()) == 1
     assert sorted(p.name for p in (root / "reports/synth").glob("*.png")) == [
         "mqar_accuracy_vs_state.png",
         "mqar_steps_vs_state.png",

@@ -41,6 +41,7 @@ OPTIONAL = {
     "max_steps": int,
     "solved": NUMBER,
     M.STEPS_TO_SOLVE: int,
+    "negative_eigenvalues": bool,  # Mamba-2's and Gated DeltaNet's option (Grazzi et al. 2025), when on
 }
 REBUILD = "run `dvc repro synth/dvc.yaml` (or `lmlab synth` for that run) to write it again"
 
@@ -117,8 +118,13 @@ RECIPE_CAVEAT = (
     "a narrow learning-rate window, which differs by family (docs/diagnostics.md: Mamba-2 solves this recall "
     "at lr 3e-3 and not at 1e-3). A verdict holds for the rates and steps shown."
 )
-MQAR_SETTING = ("family", "width", "seq_len", "pairs")
-PARITY_SETTING = ("family", "width", "seq_len", "modulus")
+MQAR_SETTING = ("family", "negative_eigenvalues", "width", "seq_len", "pairs")
+PARITY_SETTING = ("family", "negative_eigenvalues", "width", "seq_len", "modulus")
+
+
+def model_name(run: dict[str, Any]) -> str:
+    """The family, and the option that changes what it can track when it is on."""
+    return f"{run['family']} (negative eigenvalues)" if run.get("negative_eigenvalues") else run["family"]
 
 
 STOPPING = (
@@ -205,11 +211,11 @@ def mqar_section(runs: list[dict[str, Any]]) -> list[str]:
         "| verdict |",
         "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
-    for run in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r.get("pairs", 0), r["width"])):
+    for run in sorted(runs, key=lambda r: (model_name(r), r["seq_len"], r.get("pairs", 0), r["width"])):
         value, low, high = interval(run, M.VAL_ACC)
         verdict = converged(recall_verdict(low, run.get("pairs")), run)
         lines.append(
-            f"| {run['family']} | {run['width']} | {run['seq_len']} | {run.get('pairs', '')} "
+            f"| {model_name(run)} | {run['width']} | {run['seq_len']} | {run.get('pairs', '')} "
             f"| {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} | {recipe(run)} "
             f"| {shown(value, low, high)} | {steps_to_solve(run)} | {verdict} |"
         )
@@ -237,7 +243,7 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
         + " |",
         "|---|---:|---:|---:|---|---:|" + "---|" * len(factors),
     ]
-    for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
+    for run in sorted(runs, key=lambda r: (model_name(r), r.get("modulus", 2), r["seq_len"])):
         chance = 1 / run.get("modulus", 2)
         cells = []
         for factor in factors:
@@ -250,7 +256,7 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
             verdict = converged(verdict, run) if factor == 1 else verdict  # the curve is the training length's
             cells.append("no answers" if math.isnan(value) else f"{shown(value, low, high)} {verdict}")
         lines.append(
-            f"| {run['family']} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} "
+            f"| {model_name(run)} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} "
             f"| {recipe(run)} | {steps_to_solve(run)} | " + " | ".join(cells) + " |"
         )
     return [*lines, ""]
@@ -270,15 +276,16 @@ def mqar_lines(runs: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str
     order of state size."""
     lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        lines[run["family"], setting_of(run, runs, ("seq_len", "pairs"))].append(run)
+        lines[model_name(run), setting_of(run, runs, ("seq_len", "pairs"))].append(run)
     return [
-        (f, setting, sorted(items, key=lambda r: r[M.STATE_BYTES])) for (f, setting), items in sorted(lines.items())
+        (name, setting, sorted(items, key=lambda r: r[M.STATE_BYTES]))
+        for (name, setting), items in sorted(lines.items())
     ]
 
 
 def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
     with plot(path, (6.4, 4.2)) as ax:
-        for family, setting, items in mqar_lines(runs):
+        for name, setting, items in mqar_lines(runs):
             xs = [r[M.STATE_BYTES] / 1024 for r in items]
             points = [interval(r, M.VAL_ACC) for r in items]
             ax.errorbar(
@@ -287,8 +294,9 @@ def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -
                 yerr=[[v - lo for v, lo, _ in points], [hi - v for v, _, hi in points]],
                 marker="o",
                 capsize=3,
-                color=colours[family],
-                label=f"{family} ({setting})" if setting else family,
+                color=colours[items[0]["family"]],
+                linestyle="--" if items[0].get("negative_eigenvalues") else "-",
+                label=f"{name} ({setting})" if setting else name,
             )
         for pairs in sorted({r["pairs"] for r in runs if "pairs" in r}):
             ax.axhline(1 / pairs, color="grey", linestyle=":", label=f"1/pairs ({pairs}): a context value at random")
@@ -302,7 +310,7 @@ def mqar_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -
 
 def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
     with plot(path, (6.4, 4.2)) as ax:
-        for run in sorted(runs, key=lambda r: (r["family"], r.get("modulus", 2), r["seq_len"])):
+        for run in sorted(runs, key=lambda r: (model_name(r), r.get("modulus", 2), r["seq_len"])):
             setting = setting_of(run, runs, ("seq_len", "modulus"))
             factors = lengths_of(run)
             points = [interval(run, M.val_acc_at(f)) for f in factors]
@@ -313,7 +321,8 @@ def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path)
                 marker="o",
                 capsize=3,
                 color=colours[run["family"]],
-                label=f"{run['family']} ({setting})" if setting else run["family"],
+                linestyle="--" if run.get("negative_eigenvalues") else "-",
+                label=f"{model_name(run)} ({setting})" if setting else model_name(run),
             )
         for chance in sorted({1 / r.get("modulus", 2) for r in runs}):
             ax.axhline(chance, color="grey", linestyle=":", label="chance" if chance == 0.5 else f"chance {chance:.2f}")
@@ -328,9 +337,10 @@ def parity_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path)
 def steps_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) -> None:
     """Steps to solve against state size (a run not solved by its budget: an open marker at its budget)."""
     with plot(path, (6.4, 4.2)) as ax:
-        for family, setting, items in mqar_lines(runs):
+        for name, setting, items in mqar_lines(runs):
+            family = items[0]["family"]
             solved = [r for r in items if M.STEPS_TO_SOLVE in r]
-            label = f"{family} ({setting})" if setting else family
+            label = f"{name} ({setting})" if setting else name
             ax.plot(
                 [r[M.STATE_BYTES] / 1024 for r in solved],
                 [r[M.STEPS_TO_SOLVE] for r in solved],

@@ -23,7 +23,14 @@ from lmlab.core.errors import DiskFull, LmlabError
 
 Types = type | tuple[type, ...]
 NUMBER = (int, float)
-TYPE_NAMES = {NUMBER: "a number", int: "an integer", str: "a string", list: "a list", dict: "an object"}
+TYPE_NAMES = {
+    NUMBER: "a number",
+    int: "an integer",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    bool: "true or false",
+}
 JSON_NAMES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
@@ -223,5 +230,5 @@ def check_keys(
                 raise LmlabError(f"{path} has no key {within + key!r}: {rebuild}")
             continue
         value = data[key]
-        if isinstance(value, bool) or not isinstance(value, types):  # JSON's true is no number
+        if isinstance(value, bool) != (types is bool) or not isinstance(value, types):  # JSON's true is no number
             raise LmlabError(f"{path}: {within + key!r} is {reprlib.repr(value)}, not {TYPE_NAMES[types]}: {rebuild}")

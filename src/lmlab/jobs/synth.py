@@ -208,6 +208,8 @@ def final_metrics(cfg: SynthConfig, trainer: L.Trainer, task: SynthTask, carried
         "seq_len": cfg.task.seq_len,
         "lengths": list(cfg.task.lengths),
         **({"pairs": cfg.task.pairs} if cfg.task.kind == "mqar" else {"modulus": cfg.task.modulus}),
+        # the families' option that changes what they can track (Grazzi et al. 2025): a setting of its own
+        **({"negative_eigenvalues": True} if getattr(cfg.model, "negative_eigenvalues", False) else {}),
         "lr": cfg.optim.lr,
         M.PARAMS: task.model.num_params,
         M.STATE_BYTES: carried,
