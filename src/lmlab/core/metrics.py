@@ -77,6 +77,15 @@ def synth_curve(factors: list[int]) -> tuple[str, ...]:
     return (STEP, TRAIN_TOKENS, TRAIN_FLOPS, TRAIN_WALL_SECONDS, VAL_LOSS, *map(val_acc_at, factors), TRAIN_LR)
 
 
+# ----- lm-evaluation-harness (`lmlab harness`): a task's figures under the harness's own metric names -----
+HARNESS = "harness/"  # harness/<task>/<metric> (acc, acc_norm, perplexity, ...), with the harness's stderr as
+# its 95% interval (+-1.96 stderr) in the summary's `intervals`
+
+
+def harness_metric(task: str, metric: str) -> str:
+    return f"{HARNESS}{task}/{metric}"
+
+
 # ----- inference -----
 INFER_TOKENS_PER_SEC = "infer/tokens_per_sec"
 INFER_MS_PER_TOKEN = "infer/ms_per_generated_token"
