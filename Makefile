@@ -6,6 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 # The suite on both cores, a test file per worker (its module fixtures built once): 11m24s against 17m01s on
 # one core, this 2-core machine. `make test PYTEST_ARGS=` runs it on one.
 PYTEST_ARGS ?= -n 2 --dist loadfile
@@ -25,12 +26,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps sweeps==0.3.0
 	touch $(STAMP)
 
+# What only the tests need beyond `make run`'s: the extras for a model outside lmlab (export, Hub, harness).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,hub,harness]"
+	touch $(TEST_STAMP)
+
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo; awk '/^## Results/{on=1} /^## Plots/{on=0} on && !/^- \*\*/' reports/comparison.md
 	@echo "report: $(CURDIR)/reports/comparison.md (plots beside it; metrics/seed<k>/<family>.json; \`dvc plots show\` for curves)"
 
-test: setup
+test: setup $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,103 @@
+"""`lmlab fanout`: a pipeline's stale stages side by side, then committed as `dvc repro` would have (real DVC)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.helpers.project import dvc, env
+
+# Each stage writes its output from its params; `a` and `b` each wait for the other to have started, so they
+# pass only if they run at once (no timing assertion: a barrier, with a timeout that fails the stage).
+STAGE = """import pathlib, sys, time, yaml
+name, partner = sys.argv[1], sys.argv[2]
+pathlib.Path(f"started-{name}").write_text("")
+deadline = time.monotonic() + 60
+while partner != "-" and not pathlib.Path(f"started-{partner}").exists():
+    if time.monotonic() > deadline:
+        sys.exit(f"{partner} never started beside {name}")
+    time.sleep(0.05)
+if name == "edits":
+    pathlib.Path("code.py").write_text("changed while it ran\\n")
+value = yaml.safe_load(open("params.yaml"))["value"]
+pathlib.Path(f"out-{name}.txt").write_text(f"{name} {value}\\n")
+"""
+
+
+def pipeline(root: Path, stages: dict[str, str]) -> None:
+    """A git + DVC repository whose stages run stage.py; `report` reads every other stage's output."""
+    root.mkdir()
+    (root / "stage.py").write_text(STAGE)
+    (root / "code.py").write_text("the stages' code\n")
+    (root / "params.yaml").write_text("value: 1\n")
+    spec = {
+        name: {
+            "cmd": f"{sys.executable} stage.py {name} {partner}",
+            "deps": ["stage.py", "code.py"],
+            "params": ["value"],
+            "outs": [f"out-{name}.txt"],
+        }
+        for name, partner in stages.items()
+    }
+    spec["report"] = {"cmd": "cat out-*.txt > report.txt", "deps": [f"out-{name}.txt" for name in stages]}
+    spec["report"]["outs"] = ["report.txt"]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": spec}))
+    for command in (["git", "init", "-q"], [str(Path(sys.executable).parent / "dvc"), "init", "-q"]):
+        subprocess.run(command, cwd=root, check=True, env=env())
+
+
+def fanout(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmlab", "fanout", "dvc.yaml", *args],
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_stages_run_side_by_side_and_are_committed_as_dvc_repro_would(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    pipeline(root, {"a": "b", "b": "a", "c": "-"})
+    result = fanout(root, "-j", "2")
+    assert result.returncode == 0, result.stderr
+    assert "3 stale stages" in result.stderr and "1 wait for them" in result.stderr
+    assert (root / "out-a.txt").read_text() == "a 1\n"
+    status = dvc("status", "--json", cwd=root).stdout
+    assert '"report"' in status and '"a"' not in status and '"c"' not in status  # only the report is left
+    repro = dvc("repro", cwd=root)
+    assert repro.returncode == 0 and "Running stage 'report'" in repro.stdout
+    assert "Running stage 'a'" not in repro.stdout and "Running stage 'c'" not in repro.stdout
+    assert (root / "report.txt").read_text().splitlines() == ["a 1", "b 1", "c 1"]
+
+
+def test_a_stage_whose_code_changed_while_it_ran_is_not_committed(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    pipeline(root, {"edits": "-", "c": "-"})
+    result = fanout(root, "-j", "1")
+    assert result.returncode == 1
+    assert "not committed  edits: code.py changed while it ran" in result.stderr
+    assert "done    c in" in result.stderr
+    assert '"edits"' in dvc("status", "--json", cwd=root).stdout  # dvc repro runs it again
+
+
+def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
+    """--list gives one shell line per stage (what an array job runs); --commit records those that finished."""
+    root = tmp_path / "project"
+    pipeline(root, {"a": "-", "b": "-"})
+    listed = fanout(root, "--list", "--only", "a,b")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2 and all(line.endswith(("stage.py a -", "stage.py b -")) for line in lines)
+    subprocess.run(["bash", "-c", lines[0]], cwd=root, check=True)  # one finished, the other not yet
+    first = fanout(root, "--commit")
+    assert first.returncode == 1 and "committed  a\n" in first.stderr and "not finished" in first.stderr
+    subprocess.run(["bash", "-c", lines[1]], cwd=root, check=True)
+    second = fanout(root, "--commit")
+    assert second.returncode == 0 and "1 of 1 listed stages committed" in second.stderr
+    assert '"a"' not in dvc("status", "--json", cwd=root).stdout
+    wrong = fanout(root, "--only", "nope")
+    assert wrong.returncode == 2 and "no stage group nope" in wrong.stderr
