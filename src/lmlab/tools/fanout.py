@@ -143,7 +143,8 @@ def run_here(
         with lock:
             if code != 0:
                 failed.append(stage.address)
-                say(f"failed  {stage.address} (exit {code}) after {took:.0f} s: {log}")
+                hint = " (command not found: is lmlab on PATH, as for `dvc repro`?)" if code == 127 else ""
+                say(f"failed  {stage.address} (exit {code}{hint}) after {took:.0f} s: {log}")
                 return
             problem = commit_if_unchanged(repo_root, stage.address)
             if problem:
