@@ -17,7 +17,6 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -30,40 +29,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from lmlab.cli.schemas import register_configs, typed
+from lmlab.cli.verbs import TOOLS, VERBS, summary, usage
 from lmlab.core.children import stop_with_parent
 from lmlab.core.errors import DiskFull, LmlabError, Stopped
 from lmlab.core.malloc import steady_malloc
 from lmlab.core.rules import dotted, unwritable
-
-VERB_GROUP, TOOL_GROUP = "lmlab.verbs", "lmlab.tools"  # entry-point groups: pyproject.toml's, or a plugin's
-
-
-def installed(group: str) -> dict[str, str]:
-    """The verbs (Hydra apps) or tools installed, name -> module, by name. Entry points, not a
-    table here: a verb added (by lmlab or by another package) touches no module that the other verbs import, so
-    no study's DVC stages go stale for it. Each module states its SUMMARY, and a verb its SCHEMA and `run`."""
-    return {point.name: point.value for point in entry_points(group=group)}
-
-
-VERBS = installed(VERB_GROUP)
-TOOLS = installed(TOOL_GROUP)
-
-
-def summary(name: str) -> str:
-    """A verb's or tool's one line for `lmlab --help` (its module's SUMMARY; the modules import no torch)."""
-    return importlib.import_module({**VERBS, **TOOLS}[name]).SUMMARY
-
-
-def usage() -> str:
-    return (
-        "usage: lmlab <verb> [key=value ...] [--help] [--cfg job]\n       lmlab <tool> [options] [--help]\n\nverbs:\n"
-        + "\n".join(f"  {verb:10s} {summary(verb)}" for verb in VERBS)
-        + "\n\ntools:\n"
-        + "\n".join(f"  {tool:10s} {summary(tool)}" for tool in TOOLS)
-        + "\n\nRun from the project root (the folder holding conf/). `lmlab <verb> --help` lists its config groups."
-        + '\nTAB completion in bash: eval "$(lmlab pretrain -sc install=bash)"'
-    )
-
 
 # What Lightning's DDP launcher sets in the launching process before it starts ranks 1..n-1.
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")

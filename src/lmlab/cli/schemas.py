@@ -10,13 +10,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lmlab.cli.verbs import VERBS
 from lmlab.core.rules import check_values, check_writable
 
 
 def schema(verb: str) -> type:
     """The dataclass conf/<verb>.yaml names in its defaults (`<verb>_schema`): its verb module's SCHEMA."""
-    from lmlab.cli import VERBS
-
     return importlib.import_module(VERBS[verb]).SCHEMA
 
 
@@ -24,8 +23,6 @@ def register_configs(verb: str | None = None) -> None:
     """Put the schemas (or only `verb`'s) in the ConfigStore. The CLI stores one: Hydra copies the whole
     store for every config group `--help` lists, and the other verbs' schemas doubled its time."""
     from hydra.core.config_store import ConfigStore  # here: encode workers import this module too
-
-    from lmlab.cli import VERBS
 
     cs = ConfigStore.instance()
     for name in VERBS:
