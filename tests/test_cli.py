@@ -15,8 +15,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.cli import TOOLS, VERBS, sigterm_unwinds
+from lmlab.cli import sigterm_unwinds
 from lmlab.cli.schemas import register_configs, typed
+from lmlab.cli.verbs import TOOLS, VERBS
 from lmlab.core.errors import Stopped
 from lmlab.data import readers, sources
 from tests.helpers.project import ROOT, env, lmlab

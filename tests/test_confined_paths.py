@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lmlab.cli import VERBS
 from lmlab.cli.schemas import register_configs, typed
+from lmlab.cli.verbs import VERBS
 from lmlab.core.errors import LmlabError
 from lmlab.core.rules import plain_name
 from lmlab.data.config import PathsConfig, TokenizerConfig

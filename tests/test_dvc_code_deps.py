@@ -14,7 +14,7 @@ from lmlab.training.identity import code_modules, code_text, code_version
 from tests.helpers.project import ROOT
 
 DVC_FILES = ("dvc.yaml", "synth/dvc.yaml", "transfer/dvc.yaml")  # the main study, synthetic tasks, transfer
-TRAINING = ("pretrain", "finetune", "synth", "evaluate")
+TRAINING = ("pretrain", "finetune", "synth", "evaluate", "harness")  # the stages that run a family's model
 MODELS = "src/lmlab/models"
 
 

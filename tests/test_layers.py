@@ -17,11 +17,13 @@ MAY_IMPORT = {
     "analysis": {"core"},
     "training": {"core", "models", "data"},
     "tasks": {"core", "models", "data", "training", "analysis"},
-    "jobs": {"core", "models", "data", "training", "tasks", "analysis"},
+    # a model outside the run folders (export, load, the Hub): beside the jobs, which load through it
+    "hub": {"core", "models", "data", "training", "analysis"},
+    "jobs": {"core", "models", "data", "training", "tasks", "analysis", "hub"},
     # the tools compose a verb's config as the CLI does (cli.schemas)
     "tools": {"core", "analysis", "data", "training", "jobs", "lmlab.cli.schemas"},
-    "cli": {"core", "models", "data", "training", "tasks", "jobs", "analysis", "tools"},
-    "lmlab": {"cli"},  # __init__, __main__
+    "cli": {"core", "models", "data", "training", "tasks", "jobs", "analysis", "tools", "hub"},
+    "lmlab": {"cli", "hub"},  # __init__ (lmlab.load), __main__
 }
 
 

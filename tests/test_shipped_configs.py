@@ -9,8 +9,9 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from lmlab.cli import VERBS, verb_groups
+from lmlab.cli import verb_groups
 from lmlab.cli.schemas import schema
+from lmlab.cli.verbs import VERBS
 from tests.helpers.project import ROOT
 
 

@@ -1,7 +1,8 @@
 """`lmlab report`: the families side by side, from what `lmlab evaluate` wrote.
 
-Reads ``<metrics_dir>/<family>.json``, ``<metrics_dir>/curves/<family>/*.csv``
-and ``<samples_dir>/<family>/{sample.txt,examples.npz,setting.json}``; writes ``<out_dir>/comparison.md``,
+Reads ``<metrics_dir>/<family>.json``, ``<metrics_dir>/curves/<family>/*.csv``,
+``<samples_dir>/<family>/{sample.txt,examples.npz,setting.json}`` and, where `lmlab harness` wrote them,
+``<metrics_dir>/harness/<family>/<task>.json`` (`lmlab.analysis.harness`); writes ``<out_dir>/comparison.md``,
 ``<out_dir>/summary.json`` (the headline test figures, the pipeline's DVC metrics)
 (every compared figure with its 95% interval, verdicts that follow the intervals: `lmlab.analysis.figures`),
 its PNG plots, and ``<out_dir>/curves/{pretrain,finetune,scratch}.csv``: every
@@ -18,10 +19,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from lmlab.analysis import lengths
+from lmlab.analysis import harness, lengths
 from lmlab.analysis.colours import family_colours
 from lmlab.analysis.config import ReportConfig
-from lmlab.analysis.evaluations import load
+from lmlab.analysis.evaluations import load, seed_folders
 from lmlab.analysis.figures import pretraining_verdict
 from lmlab.analysis.plots import plot
 from lmlab.analysis.stats import CONFIDENCE, Interval
@@ -79,6 +80,7 @@ def summary(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def write_report(cfg: ReportConfig) -> Path:
     families = load(cfg, SHOWN)
+    benchmarks = harness.load(cfg, list(families), seed_folders(cfg))
     out = Path(cfg.out_dir)
     with staged_into(out, "out_dir") as staging:
         curve_plot(families, M.TRAIN_TOKENS, "training tokens", staging / "val_loss_vs_tokens.png")
@@ -88,7 +90,7 @@ def write_report(cfg: ReportConfig) -> Path:
         curve_plot(families, M.TRAIN_FLOPS, "training FLOPs", staging / "val_loss_vs_flops.png", log_x=True)
         pareto_plot(families, staging / "pareto.png")
         lengths.plots(families, staging)
-        (staging / "comparison.md").write_text(markdown(families))
+        (staging / "comparison.md").write_text(markdown(families, benchmarks))
         write_json(staging / SUMMARY, summary(families))
         combine_curves(families, staging / "curves")
     return out / "comparison.md"
@@ -123,7 +125,7 @@ def cell(f: dict[str, Any], key: str, fmt: str) -> str:
     return shown + (" (collapsed)" if COLLAPSE_MARKED.get(key) in f["figures"].collapsed else "")
 
 
-def markdown(families: dict[str, dict[str, Any]]) -> str:
+def markdown(families: dict[str, dict[str, Any]], benchmarks: harness.HarnessFigures) -> str:
     header = ["family", *(c[0] for c in COLUMNS)]
     rows = [[name, *(cell(f, key, fmt) for _, key, fmt in COLUMNS)] for name, f in families.items()]
     majority: Interval = next(iter(families.values()))["figures"].majority
@@ -156,6 +158,7 @@ def markdown(families: dict[str, dict[str, Any]]) -> str:
         "predicting the train split's most frequent class for every document. **(collapsed)**: the classifier "
         "predicts one class for at least 95% of test documents.",
         "",
+        *harness.section(benchmarks, {name: f["figures"].ppl for name, f in families.items()}),
         "## Does pretraining pay?",
         "",
         "Fine-tuned from the pretrained model minus the same recipe from scratch, on the same test documents "

@@ -1,4 +1,5 @@
-"""``lmlab generate``: stream text sampled from a pretraining checkpoint to stdout.
+"""``lmlab generate``: stream text sampled from a pretraining checkpoint, or a model `lmlab export` wrote (a
+folder, or a Hub repo id of one), to stdout.
 
 The prompt may come as a positional argument (`lmlab generate "Fellow citizens, I" family=gru`) or from
 stdin (`echo "..." | lmlab generate - family=gru`), so text with commas or quotes needs no Hydra quoting.
@@ -12,7 +13,7 @@ from pathlib import Path
 from lmlab.core.errors import LmlabError
 from lmlab.jobs.config import GenerateConfig
 
-SUMMARY = "sample text from a pretraining checkpoint (family=..., prompt=..., temperature=...)"
+SUMMARY = "sample text from a pretraining checkpoint or exported model (family=..., checkpoint=..., prompt=...)"
 SCHEMA = GenerateConfig
 
 # Hydra's flags that take the next argument as their value

@@ -98,22 +98,13 @@ def encode_prompt(sp: spm.SentencePieceProcessor, prompt: str) -> list[int]:
 
 
 def stream_text(cfg: GenerateConfig, checkpoint: Path) -> Iterator[str]:
-    """Text pieces as they are sampled: each is what the new token adds to the decoded continuation."""
-    from lmlab.training.checkpoints import load_language_model
+    """Text pieces as they are sampled: each is what the new token adds to the decoded continuation.
+    `checkpoint`: a pretraining checkpoint or run folder, a folder `lmlab export` wrote, or a Hub repo id of one
+    (`lmlab.hub.load`), with the tokenizer it was trained with."""
+    from lmlab.hub import load
 
-    loaded = load_language_model(checkpoint, cfg.device)
-    folder = loaded.corpus.get("folder")
-    if not folder or not (Path(folder) / "tokenizer.model").is_file():
-        raise LmlabError(
-            f"{checkpoint} names its tokenized corpus {folder!r}, which has no tokenizer.model here; "
-            "run the tokenize stage for that corpus first"
-        )
-    sp = spm.SentencePieceProcessor(model_file=str(Path(folder) / "tokenizer.model"))
-    if sp.get_piece_size() != loaded.model.vocab_size:
-        raise LmlabError(
-            f"{folder}/tokenizer.model has {sp.get_piece_size()} pieces but {checkpoint} was trained with "
-            f"{loaded.model.vocab_size}: the corpus was re-tokenized since; retrain or use the matching tokenizer"
-        )
+    loaded = load(checkpoint, cfg.device)
+    sp = loaded.tokenizer
     yield cfg.prompt
     stop = sp.eos_id() if cfg.stop_at_document_end else None
     tokens = generate(

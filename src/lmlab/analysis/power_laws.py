@@ -1,0 +1,391 @@
+"""Scaling laws of a set of runs: each family's compute-efficient frontier, power laws fitted to it with
+bootstrap intervals over runs, the compute-optimal size, and where two families' fitted frontiers cross.
+
+Pure numpy: the study's report (`lmlab report study=scaling`) and the tool (`lmlab scaling`) both fit here, on
+`Point`s from wherever the runs came from. The rules (docs/scaling.md says why):
+
+- Configurations. Runs of one family at one size and one training compute (seeds) are one configuration, whose
+  loss is the mean of theirs. A point from a run's validation curve (`final=False`) is never merged with a run's
+  end: an intermediate loss of a cosine run is not the loss of a run of that length (Chinchilla's caveat).
+- Frontier. A configuration is on the frontier when its loss is the lowest at its compute and lower than that
+  of every configuration with less compute (the lower envelope: the best loss reached at each compute).
+- Fits. `L(C) = a C^-b + c` on the frontier; `L(N) = a N^-b + c` on each size's lowest loss (non-embedding
+  parameters N, Kaplan et al.'s Figure 7: at the largest budget a size was trained to); `N_opt(C) = k C^e` by
+  least squares in logs on the sizes of the frontier. A law is fitted by profiling its exponent over a grid of
+  b in [B_ZERO, B_MAX] (no starting point to get wrong: every b is tried), each b's (a, c) by weighted least
+  squares on the relative residuals (the log residuals to first order) with Huber weights (IRLS, threshold
+  HUBER): a > 0, 0 <= c <= the lowest loss fitted.
+- Intervals. 95% percentile intervals from a bootstrap over runs (seeded), never from the fit's covariance: the
+  configurations, frontier and fits are rebuilt from each draw. Where every configuration has several runs
+  (seeds), each configuration's runs are drawn with replacement among themselves (the departure of their mean
+  rescaled for the few seeds, `Grid.draw`): the grid stays, the noise of a run is what varies. Otherwise the
+  runs are drawn with replacement from all of the family's: which configurations were measured varies too, and
+  a short frontier gives wide intervals (or an undetermined fit).
+- Verdict. A law is a power law unless: fewer than MIN_POINTS points were fitted (the frontier of a family
+  whose loss does not keep falling with compute is short); the interval of b reaches B_ZERO (no fall); the fall
+  the law gives over the range is within FLAT times the residual RMSE (flat); or, where seeds measure the
+  noise of a configuration, the residual RMSE exceeds LACK_OF_FIT times it (the points bend away from the law).
+  A fit that fails (fewer than MIN_FIT points, or no exponent fits) in more than MAX_FAILED of the resamples is
+  undetermined: too few runs near the frontier for an interval.
+  A family given fewer than MIN_POINTS configurations or MIN_SIZES sizes is refused (LmlabError).
+- Crossovers: see `crossover`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lmlab.analysis.stats import CONFIDENCE, SEED, Interval
+from lmlab.core.errors import LmlabError
+
+RESAMPLES = 1000
+MIN_SIZES = 3  # sizes a family needs (and the frontier, for N_opt)
+MIN_POINTS = 5  # points a law is fitted to: three parameters and two to test them
+MIN_FIT = 4  # a resample with fewer points fits nothing
+HUBER = 0.01  # log residuals beyond 1% count linearly (outliers)
+HUBER_PASSES = 3
+B_ZERO, B_MAX = 1e-3, 3.0
+B_GRID = np.geomspace(B_ZERO, B_MAX, 161)  # 5% apart; the best is refined by a parabola
+MAX_FAILED = 0.1
+FLAT = 2.0
+LACK_OF_FIT = 2.0
+POWER_LAW = "power law"
+FRONTIER_SHORT = "the loss stops falling as compute grows, or the grid needs more budgets"
+BY_RUNS, BY_SEEDS = "bootstrap over runs", "bootstrap over each configuration's seeds"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured loss of a run: its end (trained to its own budget) or, `final=False`, a validation on the
+    way. `params`: non-embedding parameters, None where the run did not record its embedding's."""
+
+    family: str
+    size: str
+    params: int | None
+    flops: float
+    tokens: float
+    loss: float
+    run: str  # the unit the bootstrap draws
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    a: float
+    b: float
+    c: float
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray:
+        return np.exp(np.log(self.a) - self.b * np.log(x)) + self.c
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A configuration: the runs of one size at one compute, their mean loss."""
+
+    size: str
+    params: int | None
+    flops: float
+    tokens: float
+    loss: float
+    runs: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class LawFit:
+    """A fitted law with its intervals (`a`, `b`, `c`; `k`, `e` for N_opt), or only the verdict saying why not."""
+
+    verdict: str
+    law: PowerLaw | None = None
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    rmse: float = float("nan")  # of the residuals in log loss
+    span: tuple[float, float] = (float("nan"), float("nan"))  # the range of x it saw
+    resampled: np.ndarray | None = None  # (resamples, parameters), NaN where the resample's fit failed
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == POWER_LAW
+
+
+@dataclass(frozen=True)
+class FamilyFit:
+    family: str
+    sizes: list[str]  # smallest first
+    cells: list[Cell]
+    frontier: list[Cell]
+    compute: LawFit  # L(C) on the frontier
+    size: LawFit  # L(N) on each size's lowest loss
+    optimal: LawFit  # N_opt(C) = k C^e: intervals k and e, no `law`
+    noise: float | None  # a configuration's log-loss noise, from seeds; None with one run per configuration
+    curves: bool  # validation-curve points among the fitted
+
+
+class Grid:
+    """A family's configurations and which runs make each, so that a draw of runs rebuilds them as arrays."""
+
+    def __init__(self, points: Sequence[Point]) -> None:
+        self.runs = sorted({p.run for p in points})
+        budget = {run: max((p.flops, p.size) for p in points if p.run == run) for run in self.runs}
+        groups: dict[tuple[float, str], list[int]] = {}
+        for j, run in enumerate(self.runs):
+            groups.setdefault(budget[run], []).append(j)
+        self.strata = list(groups.values())  # the runs of one size and budget: seeds
+        keys = sorted({(p.flops, p.size, p.final) for p in points})
+        index = {key: i for i, key in enumerate(keys)}
+        self.flops = np.array([k[0] for k in keys])
+        self.sizes = sorted({p.size for p in points}, key=lambda s: size_order(s, points))
+        self.size = np.array([self.sizes.index(k[1]) for k in keys])
+        self.final = np.array([k[2] for k in keys])
+        self.member = np.zeros((len(keys), len(self.runs)))
+        self.loss = np.zeros((len(keys), len(self.runs)))
+        run_index = {run: j for j, run in enumerate(self.runs)}
+        by_cell: dict[int, Point] = {}
+        for p in points:
+            i, j = index[p.flops, p.size, p.final], run_index[p.run]
+            self.member[i, j], self.loss[i, j] = 1, p.loss
+            by_cell[i] = p
+        self.params = np.array([np.nan if by_cell[i].params is None else by_cell[i].params for i in range(len(keys))])
+        self.tokens = np.array([by_cell[i].tokens for i in range(len(keys))])
+
+    def counts(self, resamples: int, seed: int) -> tuple[np.ndarray, str]:
+        """(1 + resamples, runs) times each run is drawn: row 0 every run once, then the resamples; and how they
+        were drawn (module docstring: within configurations where all have seeds)."""
+        rng = np.random.default_rng(seed)
+        n = len(self.runs)
+        if all(len(runs) > 1 for runs in self.strata):
+            drawn = np.concatenate([rng.choice(runs, (resamples, len(runs))) for runs in self.strata], axis=1)
+            how = BY_SEEDS
+        else:
+            drawn, how = rng.integers(0, n, (resamples, n)), BY_RUNS
+        return np.r_[np.ones((1, n)), np.stack([np.bincount(row, minlength=n) for row in drawn])], how
+
+    def draw(self, counts: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each configuration's mean loss and its number of runs under draws of runs (`counts`: (R, runs); row 0
+        every run once). Drawn among a configuration's n seeds, a mean's departure from theirs is scaled by
+        sqrt(n / (n - 1)): a mean of n draws varies (n - 1) / n times as much as one of n new runs (Davison and
+        Hinkley 1997, 3.7)."""
+        weight = counts @ self.member.T
+        loss = (counts @ self.loss.T) / np.where(weight > 0, weight, 1)
+        if how == BY_SEEDS:
+            runs = self.member.sum(axis=1)
+            loss = loss[0] + np.sqrt(runs / np.maximum(runs - 1, 1)) * (loss - loss[0])
+        return np.where(weight > 0, loss, np.inf), weight
+
+    def frontier(self, loss: np.ndarray) -> np.ndarray:
+        """(R, cells) mask of the frontier: the lowest loss at a compute, below all at less compute."""
+        order = np.argsort(self.flops, kind="stable")
+        flops, ordered = self.flops[order], loss[:, order]
+        starts = np.flatnonzero(np.r_[True, flops[1:] != flops[:-1]])
+        lowest = np.repeat(np.minimum.reduceat(ordered, starts, axis=1), np.diff(np.r_[starts, len(flops)]), axis=1)
+        eligible = np.where(ordered <= lowest, ordered, np.inf)
+        before = np.minimum.accumulate(np.c_[np.full(len(loss), np.inf), eligible[:, :-1]], axis=1)
+        mask = np.zeros_like(loss, dtype=bool)
+        mask[:, order] = np.isfinite(eligible) & (eligible < before)
+        return mask
+
+    def best_per_size(self, loss: np.ndarray) -> np.ndarray:
+        """(R, cells) mask of each size's lowest-loss configuration."""
+        mask = np.zeros_like(loss, dtype=bool)
+        for s in range(len(self.sizes)):
+            cells = np.flatnonzero(self.size == s)
+            best = cells[np.argmin(loss[:, cells], axis=1)]
+            mask[np.arange(len(loss)), best] = np.isfinite(loss[np.arange(len(loss)), best])
+        return mask
+
+    def cells(self, loss: np.ndarray, weight: np.ndarray, mask: np.ndarray | None = None) -> list[Cell]:
+        chosen = np.flatnonzero(np.isfinite(loss) if mask is None else mask)
+        return [
+            Cell(
+                size=self.sizes[self.size[i]],
+                params=None if np.isnan(self.params[i]) else int(self.params[i]),
+                flops=float(self.flops[i]),
+                tokens=float(self.tokens[i]),
+                loss=float(loss[i]),
+                runs=int(weight[i]),
+                final=bool(self.final[i]),
+            )
+            for i in sorted(chosen, key=lambda i: self.flops[i])
+        ]
+
+    def noise(self) -> float | None:
+        """The standard error of a configuration's mean log loss, pooled over those with several runs."""
+        runs = self.member.sum(axis=1)
+        several = runs > 1
+        if not several.any():
+            return None
+        logs = np.where(self.member > 0, np.log(np.where(self.member > 0, self.loss, 1)), 0)
+        means = logs.sum(axis=1) / np.maximum(runs, 1)
+        squares = ((logs - means[:, None]) ** 2 * self.member)[several].sum()
+        variance = squares / (runs[several] - 1).sum()
+        return float(np.sqrt(variance / runs.mean()))
+
+
+def size_order(size: str, points: Sequence[Point]) -> tuple[float, float, str]:
+    """Sizes in order of parameters, then of a numeric label (widths), then by name."""
+    params = [p.params for p in points if p.size == size and p.params is not None]
+    return (min(params) if params else np.inf, float(size) if size.isdigit() else np.inf, size)
+
+
+def fit_laws(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(R, 3) a, b, c of `y ~ a x^-b + c` for each row of weights `w` (0: a point left out); NaN where a row has
+    fewer than MIN_FIT points or no exponent fits. Profiled over `B_GRID`, Huber-weighted (module docstring)."""
+    x0 = np.exp(np.mean(np.log(x)))
+    t = np.log(x / x0)
+    used = w > 0
+    c_max = np.min(np.where(used, y, np.inf), axis=1, keepdims=True)
+    robust = np.ones_like(y)
+    best = np.full((len(y), 3), np.nan)
+    rows = np.arange(len(y))
+    for _ in range(HUBER_PASSES):
+        costs = _solve(t, y, w * robust, B_GRID, c_max)[2]
+        j = np.clip(np.argmin(costs, axis=1), 1, len(B_GRID) - 2)  # the parabola through j and its neighbours
+        lo, mid, hi = (costs[rows, j + k] for k in (-1, 0, 1))
+        with np.errstate(invalid="ignore"):
+            curve = lo - 2 * mid + hi
+            step = np.where(np.isfinite(curve) & (curve > 0), 0.5 * (lo - hi) / np.where(curve > 0, curve, 1), 0)
+        b = np.clip(B_GRID[j] * (B_GRID[1] / B_GRID[0]) ** np.clip(step, -1, 1), B_ZERO, B_MAX)[:, None]
+        big_a, c, cost = _solve(t, y, w * robust, b, c_max)
+        ok = np.isfinite(cost[:, 0]) & (used.sum(axis=1) >= MIN_FIT)
+        best = np.where(ok[:, None], np.c_[big_a * x0**b, b, c], np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            residual = np.abs(np.log((big_a * np.exp(-b * t) + c) / y))
+        robust = np.where(ok[:, None], np.minimum(1, HUBER / np.maximum(residual, 1e-12)), 1)
+    return best
+
+
+def _solve(t: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, c_max: np.ndarray) -> tuple:
+    """Each row's (A, c) minimising sum w ((A e^{-bt} + c) / y - 1)^2 with 0 <= c <= c_max, and that sum (inf
+    where A <= 0): at every exponent of a grid `b` ((G,): results (R, G)), or at one per row (`b` (R, 1))."""
+    wq, wqq = w / y, w / y**2
+    if b.ndim == 1:
+        e = np.exp(-np.outer(b, t))
+        sp, spq, spp = wq @ e.T, wqq @ e.T, wqq @ (e**2).T
+    else:
+        e = np.exp(-b * t)
+        sp, spq, spp = ((m * f).sum(axis=1, keepdims=True) for m, f in ((wq, e), (wqq, e), (wqq, e**2)))
+    sq, sqq, s1 = (m.sum(axis=1, keepdims=True) for m in (wq, wqq, w))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.clip((spp * sq - spq * sp) / (spp * sqq - spq**2), 0, c_max)
+        c = np.where(np.isfinite(c), c, 0)
+        big_a = (sp - c * spq) / spp
+        cost = big_a**2 * spp + c**2 * sqq + s1 + 2 * big_a * c * spq - 2 * big_a * sp - 2 * c * sq
+    return big_a, c, np.where((big_a > 0) & np.isfinite(cost), cost, np.inf)
+
+
+def fit_slopes(x: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(R, 2) k, e of `y = k x^e` by weighted least squares in logs; NaN where a row's points hold fewer than two
+    `groups` (sizes)."""
+    lx, ly = np.log(x), np.log(y)
+    total = w.sum(axis=1)
+    mx, my = (w @ lx) / np.maximum(total, 1), (w @ ly) / np.maximum(total, 1)
+    dx = lx - mx[:, None]
+    sxx, sxy = (w * dx**2).sum(axis=1), (w * dx * (ly - my[:, None])).sum(axis=1)
+    distinct = np.array([len(set(groups[row > 0])) for row in w])
+    e = np.where((distinct >= 2) & (sxx > 0), sxy / np.where(sxx > 0, sxx, 1), np.nan)
+    return np.c_[np.exp(my - e * mx), e]
+
+
+def interval(values: np.ndarray, estimate: float, how: str) -> Interval:
+    """The percentile interval of the resamples whose fit did not fail."""
+    finite = values[np.isfinite(values)]
+    low, high = np.quantile(finite, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2]) if len(finite) else (np.nan,) * 2
+    return Interval(float(estimate), float(low), float(high), f"{how} ({len(values)} resamples)")
+
+
+def undetermined(failed: float) -> str:
+    return f"undetermined: the fit failed in {failed:.0%} of the resamples (more than {MAX_FAILED:.0%}): too few runs"
+
+
+def law_fit(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, fitted: np.ndarray, noise: float | None, of: str, how: str, hint: str
+) -> LawFit:
+    """The verdict and intervals of a law from its fits (row 0: all runs; the others: resamples) and the points
+    row 0 was fitted to (`of`: what they are; `hint`: why there may be too few)."""
+    used = w[0] > 0
+    if used.sum() < MIN_POINTS:
+        return LawFit(f"no fit: {used.sum()} {of}, {MIN_POINTS} needed: {hint}")
+    if np.isnan(fitted[0]).any():
+        return LawFit(f"no fit: no exponent in [{B_ZERO:g}, {B_MAX:g}] fits the {of}")
+    law = PowerLaw(*fitted[0])
+    xs, ys, ws = x[used], y[0, used], w[0, used]
+    rmse = float(np.sqrt(np.sum(ws * np.log(law(xs) / ys) ** 2) / ws.sum()))
+    resampled = fitted[1:]
+    intervals = {name: interval(resampled[:, k], fitted[0, k], how) for k, name in enumerate("abc")}
+    failed = float(np.isnan(resampled[:, 0]).mean())
+    fall = float(np.log(law(xs.min()) / law(xs.max())))
+    if failed > MAX_FAILED:
+        verdict = undetermined(failed)
+    elif intervals["b"].low <= B_ZERO * 1.05:
+        verdict = f"no power law: the 95% interval of b reaches 0 ({intervals['b'].show()}), the loss does not fall"
+    elif fall <= FLAT * rmse:
+        verdict = f"no power law: its fall over the range ({fall:.3f} in log loss) is within {FLAT:g}x the residuals"
+    elif noise is not None and rmse > LACK_OF_FIT * noise:
+        verdict = f"no power law: residuals (RMSE {rmse:.4f}) over {LACK_OF_FIT:g}x the seeds' noise ({noise:.4f})"
+    else:
+        verdict = POWER_LAW
+    return LawFit(verdict, law, intervals, rmse, (float(xs.min()), float(xs.max())), resampled)
+
+
+def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = SEED) -> FamilyFit:
+    """Frontier, laws, intervals and verdicts of one family's points (module docstring)."""
+    families = sorted({p.family for p in points})
+    if len(families) != 1:
+        raise LmlabError(f"fit one family at a time, not {', '.join(families) or 'no points'}")
+    bad = next((p for p in points if not (np.isfinite(p.loss) and p.loss > 0 < p.flops and (p.params or 1) > 0)), None)
+    if bad is not None:
+        raise LmlabError(
+            f"run {bad.run}: loss {bad.loss} at {bad.flops} FLOPs, {bad.params} non-embedding parameters; a scaling "
+            "fit needs positive figures"
+        )
+    grid = Grid(points)
+    if len(grid.flops) < MIN_POINTS or len(grid.sizes) < MIN_SIZES:
+        raise LmlabError(
+            f"{families[0]}: {len(grid.flops)} configurations of {len(grid.sizes)} sizes; a scaling fit needs at "
+            f"least {MIN_POINTS} configurations (size x budget) and {MIN_SIZES} sizes"
+        )
+    counts, how = grid.counts(resamples, seed)
+    loss, weight = grid.draw(counts, how)
+    on_frontier, best = grid.frontier(loss), grid.best_per_size(loss)
+    noise = grid.noise()
+    front_w, y = np.where(on_frontier, weight, 0), np.where(np.isfinite(loss), loss, 1)
+    compute = law_fit(
+        grid.flops, y, front_w, fit_laws(grid.flops, y, front_w), noise, "points on the frontier", how, FRONTIER_SHORT
+    )
+    unknown = int(np.isnan(grid.params).sum())
+    if unknown:
+        why = f"not fitted: {unknown} configurations without model/embedding_params (non-embedding size unknown)"
+        size, optimal = LawFit(why), LawFit(why)
+    else:
+        size_w = np.where(best, weight, 0)
+        size = law_fit(grid.params, y, size_w, fit_laws(grid.params, y, size_w), noise, "sizes", how, "add sizes")
+        optimal = size_rule(grid, front_w, how)
+    cells = grid.cells(loss[0], weight[0])
+    frontier = grid.cells(loss[0], weight[0], on_frontier[0])
+    curves = not bool(grid.final.all())
+    return FamilyFit(families[0], grid.sizes, cells, frontier, compute, size, optimal, noise, curves)
+
+
+def size_rule(grid: Grid, front_w: np.ndarray, how: str) -> LawFit:
+    """N_opt(C) = k C^e from the sizes on the frontier, with intervals of k and e; a trend when e's excludes 0."""
+    on = front_w[0] > 0
+    sizes = len(set(grid.size[on]))
+    if sizes < MIN_SIZES:
+        return LawFit(f"not measured: the frontier holds {sizes} sizes, {MIN_SIZES} needed")
+    fitted = fit_slopes(grid.flops, grid.params, front_w, grid.size)
+    k, e = fitted[0]
+    intervals = {"k": interval(fitted[1:, 0], k, how), "e": interval(fitted[1:, 1], e, how)}
+    residual = np.log(k * grid.flops[on] ** e / grid.params[on])
+    rmse = float(np.sqrt(np.mean(residual**2)))
+    span = (float(grid.flops[on].min()), float(grid.flops[on].max()))
+    failed = float(np.isnan(fitted[1:, 1]).mean())
+    if failed > MAX_FAILED:
+        verdict = undetermined(failed)
+    elif not intervals["e"].excludes_zero():
+        verdict = f"no trend: the 95% interval of e holds 0 ({intervals['e'].show()})"
+    else:
+        verdict = POWER_LAW
+    return LawFit(verdict, None, intervals, rmse, span, fitted[1:])
