@@ -199,7 +199,7 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     params = yaml.safe_load((root / "synth/params.yaml").read_text())
     params["families"], params["recall_families"] = ["lstm", "transformer"], ["transformer"]
     params["mqar"] |= {"steps": 4, "val_every": 2, "lrs": [0.001]}
-    params["mqar"]["short"] |= {"seq_len": 16, "widths": [16, 32]}
+    params["mqar"]["short"] |= {"seq_len": 16, "widths": [16]}
     params["mqar"]["wide"] |= {"seq_len": 16, "widths": [48]}
     params["mqar"]["long"] |= {"seq_len": 24, "pairs": 6, "widths": [16]}
     params["parity"] |= {"width": 16, "steps": 4, "val_every": 2, "lrs": [0.003, 0.01]}
@@ -218,7 +218,7 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (root / "reports/synth/synth.md").read_text()
     for family in ("lstm", "transformer"):
-        assert f"| {family} | 16 | 16 | 4 |" in report and f"| {family} | 32 | 16 | 4 |" in report
+        assert f"| {family} | 16 | 16 | 4 |" in report
         for lr in (0.003, 0.01):  # one run per learning rate, one row in the report: the better
             metrics = json.loads((root / f"synth/metrics/parity/{family}-lr{lr}.json").read_text())
             assert metrics["lengths"] == [1, 2, 4] and metrics["lr"] == lr

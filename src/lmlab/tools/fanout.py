@@ -141,6 +141,10 @@ def run_here(
             running.pop(stage.address)
         took = time.monotonic() - started
         with lock:
+            if stop.is_set():
+                failed.append(stage.address)
+                say(f"stopped {stage.address} after {took:.0f} s; the next `lmlab fanout` or `dvc repro` resumes it")
+                return
             if code != 0:
                 failed.append(stage.address)
                 hint = " (command not found: is lmlab on PATH, as for `dvc repro`?)" if code == 127 else ""
