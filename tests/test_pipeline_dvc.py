@@ -18,7 +18,11 @@ from tests.helpers.pipeline import edit_yaml, shrink_training, write_tiny_datase
 from tests.helpers.project import ROOT, copy_project, dvc, env
 
 PIPELINE = yaml.safe_load((ROOT / "conf" / "dvc" / "pipeline.yaml").read_text())
-FAMILIES, (SEED,) = PIPELINE["families"], PIPELINE["seeds"]  # what `make run` runs: one seed
+(SEED,) = PIPELINE["seeds"]  # what `make run` runs: one seed
+# Two of make run's families, one recurrent and the Transformer: the stages are a matrix over families, and each
+# family's own code is tested in-process (tests/test_family_contract.py); the four others cost 2 minutes here.
+FAMILIES = ["gru", "transformer"]
+assert set(FAMILIES) <= set(PIPELINE["families"])
 DATA_STAGES = ["download_corpus", "download_task", "split_corpus", "split_task", "tokenize"]
 PRETRAIN_STAGES = [f"pretrain@{family}-{SEED}" for family in FAMILIES]
 LATER_STAGES = [f"{stage}@{family}-{SEED}" for stage in ("finetune", "evaluate") for family in FAMILIES] + ["report"]
