@@ -31,7 +31,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -58,7 +58,37 @@ class _Resource:
     content_type: str
 
 
-class FileServer:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port), its handler class (`HANDLER`) reading `owner`."""
+
+    HANDLER: type[BaseHTTPRequestHandler]
+
+    def __init__(self) -> None:
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (self.HANDLER,), {"owner": self}))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FileServer(_LocalServer):
     """A threaded HTTP/1.1 server bound to 127.0.0.1 on a free port."""
 
     def __init__(self) -> None:
@@ -69,8 +99,7 @@ class FileServer:
         self.ignore_range = False
         self.gzip_when_accepted = False
         self.requests: list[Request] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- content ---------------------------------------------------------------------------
 
@@ -123,28 +152,6 @@ class FileServer:
         if not path.startswith("/"):
             path = "/" + path
         return self.base_url + path
-
-    def start(self) -> FileServer:
-        handler = type("Handler", (_Handler,), {"owner": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FileServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- used by the handler ---------------------------------------------------------------
 
@@ -274,7 +281,7 @@ class HubRepo:
         return next((commit for commit in self.commits if commit[0] == revision), None)
 
 
-class HubServer:
+class HubServer(_LocalServer):
     """The part of the Hugging Face Hub's HTTP API that huggingface_hub calls for `create_repo`, `upload_folder`
     (every file "regular": committed base64 in the commit itself, no LFS or Xet storage) and `snapshot_download`
     (repo info at a revision, the file tree, each file's HEAD metadata and body), on 127.0.0.1. One user,
@@ -289,33 +296,12 @@ class HubServer:
         self.repos: dict[str, HubRepo] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     @property
     def base_url(self) -> str:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> HubServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_HubHandler,), {"owner": self}))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def files(self, repo_id: str) -> dict[str, bytes]:
         """The files at the head of the repo's default branch."""
@@ -452,3 +438,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(payload)
+
+
+FileServer.HANDLER = _Handler  # the handlers come after the servers they serve
+HubServer.HANDLER = _HubHandler
