@@ -26,9 +26,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps sweeps==0.3.0
 	touch $(STAMP)
 
-# What only the tests need beyond `make run`'s: the extras for a model outside lmlab (export, Hub, harness).
+# What only the tests need beyond `make run`'s: the extras for a model outside lmlab (export, Hub, harness) and
+# the submitit launcher (cluster).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,hub,harness]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,hub,harness,cluster]"
 	touch $(TEST_STAMP)
 
 run: setup
