@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmlab.cli.verbs import VERBS
 from lmlab.training import identity
 from lmlab.training.identity import code_modules, code_text, code_version
 from tests.helpers.project import ROOT
 
-DVC_FILES = ("dvc.yaml", "synth/dvc.yaml", "transfer/dvc.yaml")  # the main study, synthetic tasks, transfer
+# the main study, synthetic tasks, transfer, scaling laws
+DVC_FILES = ("dvc.yaml", "synth/dvc.yaml", "transfer/dvc.yaml", "scaling/dvc.yaml")
 TRAINING = ("pretrain", "finetune", "synth", "evaluate", "harness")  # the stages that run a family's model
 MODELS = "src/lmlab/models"
 
@@ -32,10 +34,51 @@ def commands_of(stage: dict) -> list[str]:
     return body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
 
 
+def verbs_of(stage: dict) -> list[str]:
+    """The verbs and tools the stage's commands run (a scaling stage: pretrain, then `lmlab scaling point`)."""
+    return sorted({verb(command) for command in commands_of(stage)})
+
+
+def verb(command: str) -> str:
+    return re.match(r"\s*lmlab (\w+)", command).group(1)
+
+
 def verb_of(stage: dict) -> str:
-    verbs = {re.match(r"\s*lmlab (\w+)", command).group(1) for command in commands_of(stage)}
-    assert len(verbs) == 1, verbs
-    return verbs.pop()
+    """The stage's verb: a training verb where it runs one."""
+    verbs = verbs_of(stage)
+    return next((verb for verb in verbs if verb in TRAINING), verbs[0])
+
+
+def imported(tree: ast.AST) -> list[str]:
+    """The module names an AST imports, anywhere in it."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return names
+
+
+def tool_modules(command: str) -> list[Path]:
+    """The code a tool's command runs: its module's, the function named by the command's second word where the
+    module has one (`lmlab scaling point` runs `point`), and the `lmlab.tools` modules these reach, with what
+    all of them import inside functions too (a tool imports what a command needs where it runs it)."""
+    tool, *words = command.split()[1:]
+    tree = ast.parse((ROOT / "src" / "lmlab" / "cli" / f"{tool}.py").read_text())
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    ran = functions.get(words[0] if words else "", tree)
+    names, todo, read = [f"lmlab.cli.{tool}", *imported(ran)], [], set()
+    todo = [name for name in names if name.startswith("lmlab.tools.")]
+    while todo:
+        name = todo.pop()
+        path = ROOT / "src" / (name.replace(".", "/") + ".py")
+        if path.is_file() and name not in read:
+            read.add(name)
+            found = imported(ast.parse(path.read_text()))
+            names += found
+            todo += [n for n in found if n.startswith("lmlab.tools.")]
+    return sorted({path for name in names for path in code_modules(name)})
 
 
 def verb_modules(verb: str) -> list[Path]:
@@ -43,18 +86,17 @@ def verb_modules(verb: str) -> list[Path]:
     loads no torch), and a stage runs one."""
     tree = ast.parse((ROOT / "src" / "lmlab" / "cli" / f"{verb}.py").read_text())
     job = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "job")
-    names = [f"lmlab.cli.{verb}"]
-    for node in ast.walk(job):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    names = [f"lmlab.cli.{verb}", *imported(job)]
     return sorted({path for name in names for path in code_modules(name)})
 
 
 def modules_run(stage: dict) -> list[Path]:
-    """The verb's modules, and for `lmlab report` those of the study it writes (imported by name)."""
-    modules = verb_modules(verb_of(stage))
+    """The verbs' and tools' modules, and for `lmlab report` those of the study it writes (imported by name)."""
+    modules = [
+        path
+        for command in commands_of(stage)
+        for path in (verb_modules(verb(command)) if verb(command) in VERBS else tool_modules(command))
+    ]
     if verb_of(stage) == "report":
         studies = {m.group(1) if (m := re.search(r"study=(\w+)", c)) else "comparison" for c in commands_of(stage)}
         modules += [path for study in studies for path in code_modules(f"lmlab.analysis.{study}")]

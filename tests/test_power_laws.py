@@ -199,7 +199,7 @@ def test_the_tool_fits_run_folders_and_leaves_out_what_is_no_pretraining_run(tmp
     (finetune / ".hydra/config.yaml").write_text(yaml.safe_dump({"model": {"family": "transformer", "width": 64}}))
     (finetune / "metrics.json").write_text(json.dumps({M.TEST_ACC: 0.5}))
     out = tmp_path / "fits"
-    assert scaling_main([str(root), "--out", str(out), "--resamples", "200"]) == 0
+    assert scaling_main(["fit", str(root), "--out", str(out), "--resamples", "200"]) == 0
     report = (out / "scaling.md").read_text()
     assert "| mamba2 | 24 | 8 |" in report and "| transformer | 24 | 8 |" in report
     assert f"| {POWER_LAW} |" in report and "- mamba2: cross at" in report
@@ -215,16 +215,16 @@ def test_the_tool_fits_run_folders_and_leaves_out_what_is_no_pretraining_run(tmp
 
 def test_the_tool_refuses_what_it_cannot_fit_with_a_clear_message(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
-    assert scaling_main([str(tmp_path / "empty")]) == 2
+    assert scaling_main(["fit", str(tmp_path / "empty")]) == 2
     assert "no W&B runs" in capsys.readouterr().err
     root = tmp_path / "runs"
     for run in runs("gru", sizes=2, seeds=1):
         write_run_folder(root / name(run), run)
-    assert scaling_main([str(root), "--out", str(tmp_path / "out"), "--resamples", "100"]) == 0
+    assert scaling_main(["fit", str(root), "--out", str(tmp_path / "out"), "--resamples", "100"]) == 0
     assert "gru: 4 configurations of 2 sizes; a scaling fit needs" in (tmp_path / "out/scaling.md").read_text()
     for run in runs("gru", sizes=1, seeds=1, seed=1):
         write_run_folder(root / "odd" / name(run), {**run, "family": None})
-    assert scaling_main([str(root)]) == 2
+    assert scaling_main(["fit", str(root)]) == 2
     assert "its config has no model.family; name the key that holds it with --family-key" in capsys.readouterr().err
 
 

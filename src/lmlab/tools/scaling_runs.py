@@ -10,25 +10,18 @@ parameters from its figures (W&B runs lack model/embedding_params, so only L(C) 
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lmlab.analysis.power_laws import Point
 from lmlab.analysis.scaling import Measured
 from lmlab.core import metrics as M
-from lmlab.core.atomic import NUMBER, read_json
+from lmlab.core.atomic import read_json
 from lmlab.core.errors import LmlabError
-from lmlab.core.rules import dotted
+from lmlab.tools.scaling_points import END, FIGURES, HYDRA_CONFIG, REBUILD, RECORD, curve, label, run_config
 from lmlab.tools.wandb_runs import Filters, Run, load_runs, number
 
-FIGURES = {M.VAL_LOSS: NUMBER, M.TRAIN_FLOPS: NUMBER, M.TRAIN_TOKENS: NUMBER, M.PARAMS: int, M.EMBEDDING_PARAMS: int}
-END = (M.VAL_LOSS, M.TRAIN_FLOPS, M.TRAIN_TOKENS)  # what makes a pretraining run's end a point
-HYDRA_CONFIG, RECORD, CURVE = Path(".hydra/config.yaml"), "run.json", "val_curve.csv"
-REBUILD = "`lmlab pretrain` writes it at the end of a run; rerun that run, or leave its folder out"
 CURVE_NOTE = (
     "Validation-curve points are fitted with the runs' ends (`--curves`): a point of a run with a decaying "
     "schedule (cosine: {runs}) before its end is not the loss of a run of that length (Chinchilla's caveat); the "
@@ -41,19 +34,6 @@ def run_folders(path: Path) -> list[Path]:
     found = {m.parent for m in path.rglob("metrics.json") if (m.parent / HYDRA_CONFIG).is_file()}
     found |= {m.parent for m in path.rglob("metrics.json") if (m.parent / RECORD).is_file()}
     return sorted(found)
-
-
-def run_config(folder: Path) -> dict[str, Any]:
-    """The run's config as dotted keys: Hydra's copy, else the identity its run.json records."""
-    if (folder / HYDRA_CONFIG).is_file():
-        return dotted(yaml.safe_load((folder / HYDRA_CONFIG).read_text()) or {})
-    return dotted(read_json(folder / RECORD, REBUILD, {"identity": dict})["identity"])
-
-
-def label(config: dict[str, Any], key: str, where: str, option: str) -> str:
-    if config.get(key) is None:
-        raise LmlabError(f"{where}: its config has no {key}; name the key that holds it with {option}")
-    return str(config[key])
 
 
 def non_embedding(params: Any, embedding: Any) -> int | None:
@@ -71,12 +51,8 @@ def folder_run(folder: Path, family_key: str, size_key: str, curves: bool) -> tu
     size = label(config, size_key, str(folder), "--size-key")
     params = non_embedding(figures.get(M.PARAMS), figures.get(M.EMBEDDING_PARAMS))
     end = Point(family, size, params, figures[M.TRAIN_FLOPS], figures[M.TRAIN_TOKENS], figures[M.VAL_LOSS], str(folder))
-    rows = []
-    if (folder / CURVE).is_file():
-        with (folder / CURVE).open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get(M.VAL_LOSS) and r.get(M.TRAIN_FLOPS)]
-    curve = [(float(r[M.TRAIN_TOKENS]), float(r[M.TRAIN_FLOPS]), float(r[M.VAL_LOSS])) for r in rows]
-    return [end, *along(end, curve, curves)], (config.get("optim.schedule"), curve)
+    validations = curve(folder)
+    return [end, *along(end, validations, curves)], (config.get("optim.schedule"), validations)
 
 
 def along(end: Point, curve: list[tuple[float, float, float]], curves: bool) -> list[Point]:
@@ -126,9 +102,9 @@ def read_runs(
         raise LmlabError(f"no finished pretraining runs (val/loss, train/flops, train/tokens) in {where}")
     measured = Measured([p for points, _ in kept.values() for p in points], where)
     cosine = 0
-    for points, (schedule, curve) in kept.values():
+    for points, (schedule, validations) in kept.values():
         end = points[0]
-        measured.curves[end.family, end.size, end.run] = ([c[1] for c in curve], [c[2] for c in curve])
+        measured.curves[end.family, end.size, end.run] = ([c[1] for c in validations], [c[2] for c in validations])
         cosine += schedule == "cosine"
     skipped = [source for source, got in read if got is None]
     if skipped:
