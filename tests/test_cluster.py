@@ -139,6 +139,7 @@ def test_local_launcher_runs_each_job_in_its_own_process_into_the_folders_of_a_p
         assert summary["exit_code"] == 0
         assert summary["run_id"] == json.loads((job / "run.json").read_text())["wandb_id"]
         assert summary["config"]["model"]["family"] == family
+        assert f"job:{job_id}" in summary["tags"] and f"job:{job_id}" in summary["config"]["tags"], "no job id"
         summaries.append(summary)
     assert summaries[0]["run_id"] != summaries[1]["run_id"], "the jobs share a W&B run"
     assert not (runs["projects"]["families"] / "outputs").exists(), "a job wrote outside hydra.sweep.dir"
@@ -203,3 +204,25 @@ def test_slurm_preset_asks_for_one_task_per_gpu_of_the_trainer_and_a_signal_befo
     assert f"#SBATCH --signal=USR2@{params['signal_delay_s']}\n" in script
     assert f"#SBATCH --time={params['timeout_min']}\n" in script
     assert "\nsrun " in script  # one task per GPU, started by srun: Lightning's SLURM environment reads the ranks
+
+
+def test_ddp_jobs_of_a_local_launcher_multirun_run_their_ranks_as_lmlab(tmp_path: Path) -> None:
+    """Two `trainer=ddp_cpu` jobs at once under hydra/launcher=local: Lightning starts each job's rank 1 from the
+    job process, whose main module is submitit's; rank 1 must run lmlab with the job's overrides, in its folder."""
+    project = copy_project(tmp_path / "project")
+    write_corpus(project / "data")
+    steps = 6
+    args = ["-m", "lmlab", "pretrain", "-m", "hydra/launcher=local", *tiny_overrides(steps, val_every=3)]
+    args += ["model=gru,lstm", "trainer=ddp_cpu", "logger=csv", f"hydra.sweep.dir={SWEEP}"]
+    result = subprocess.run([sys.executable, *args], cwd=project, env=env(), capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    sweep = project / SWEEP
+    assert len(submitit_jobs(sweep)) == 2
+    for job, family in ((sweep / "0-gru", "gru"), (sweep / "1-lstm", "lstm")):
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        per_rank = config["batches"]["batch_size"] * config["batches"]["bptt"]
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert (metrics["train/steps"], metrics["train/tokens"]) == (steps, steps * per_rank * 2), "not two ranks"
+        assert f"pretraining {family} " in (job / "pretrain.log").read_text()
+        assert "cpu x2" in (job / "pretrain.log").read_text()
+        assert (job / "train_ddp_process_1.log").is_file(), "rank 1 did not run in the job's folder"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -117,8 +118,11 @@ def main() -> None:
         steady_malloc()
         if DVC_STAGE in os.environ:  # a stage of `dvc repro`: stop when DVC does
             stop_with_parent(os.getppid())
+        if (job_id := launcher_job_id()) is not None and "tags" in cfg:
+            with read_write(cfg):
+                cfg.tags = [*cfg.tags, f"job:{job_id}"]  # W&B's tags and config: the run of a SLURM job
         try:
-            with sigterm_unwinds():
+            with sigterm_unwinds(), ranks_run_lmlab():
                 return run(typed(cfg)) if prompt is None else run(typed(cfg), prompt)
         except LmlabError as err:
             where = holding_key(err.path, cfg) if isinstance(err, DiskFull) else None
@@ -323,6 +327,33 @@ def job_argv(argv: list[str]) -> list[str]:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     kept = [arg for arg in hydra_cfg.overrides.hydra if not arg.lstrip("+~").startswith(SWEEP_KEYS)]
     return [*argv[:2], *hydra_cfg.overrides.task, *kept, "hydra.mode=RUN"]
+
+
+def launcher_job_id() -> str | None:
+    """The job id of a scheduler that runs this job through Hydra's submitit launcher (hydra/launcher=slurm:
+    SLURM's, `<array id>_<index>` in an array; local: the job's process id), which submitit writes in
+    `hydra.job.id`; None for a job of lmlab's own process (a plain run or Hydra's basic launcher)."""
+    hydra_cfg = HydraConfig.get()
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
+    return str(hydra_cfg.job.id) if "submitit" in target and OmegaConf.select(hydra_cfg, "job.id") else None
+
+
+@contextmanager
+def ranks_run_lmlab() -> Iterator[None]:
+    """Lightning's DDP launcher starts ranks 1..n-1 as `python -m <the main module>` with this job's command line
+    (`job_argv`). In a job that another program runs, such as submitit's (`python -m submitit.core._submit
+    <folder>`, hydra/launcher=local or slurm), that module is not lmlab: the ranks would run submitit with lmlab's
+    arguments. For the job's length the main module reads as `lmlab`'s, so the ranks run `python -m lmlab`."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if main is None or spec is None or spec.name.split(".")[0] == "lmlab":
+        yield  # the lmlab script (Lightning re-runs sys.argv[0]) or `python -m lmlab`
+        return
+    main.__spec__ = importlib.util.find_spec("lmlab")
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
 
 
 def end_launched_ranks(before: Mapping[str, str | None]) -> None:
