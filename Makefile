@@ -27,9 +27,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # What only the tests need beyond `make run`'s: the extras for a model outside lmlab (export, Hub, harness) and
-# the submitit launcher (cluster).
+# the submitit launcher (cluster); and transformers, in a folder of its own (TRANSFORMERS_DIR: a test reads an
+# export with it there), not in the environment, where torchmetrics would import it in every Lightning process.
+TRANSFORMERS_DIR := $(VENV)/transformers
+TRANSFORMERS_SPEC ?= transformers==5.25.0 tokenizers==0.23.3
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,hub,harness,cluster]"
+	$(BIN)/python -m pip install --quiet --upgrade --no-deps --target $(TRANSFORMERS_DIR) $(TRANSFORMERS_SPEC)
 	touch $(TEST_STAMP)
 
 run: setup
@@ -40,7 +44,8 @@ run: setup
 test: setup $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" LMLAB_TRANSFORMERS_PATH="$(CURDIR)/$(TRANSFORMERS_DIR)" \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/tokenize_throughput.py

@@ -10,10 +10,12 @@ where `lmlab evaluate` writes one (metrics/seed1337/gru.json, data/eval/seed1337
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -320,3 +322,101 @@ def test_push_to_a_hub_and_load_by_repo_id(runs: dict[str, Path], tmp_path: Path
     assert f"the Hub at {hub.base_url} has no model repo lmlab-tests/missing" in child.stdout
     assert (tmp_path / "hf/hub/models--lmlab-tests--tiny-transformer").is_dir()  # huggingface_hub's cache
     assert TOKEN not in child.stdout + child.stderr
+
+
+# The folder `make test` installs transformers into, apart from the suite's environment (installed there,
+# torchmetrics would import it in every Lightning process: docs/hub.md).
+TRANSFORMERS = os.environ.get("LMLAB_TRANSFORMERS_PATH")
+HF_READ = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, tokens, texts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+read = {}
+if tokens:
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        read |= {"class": type(model).__name__, "logits": model(torch.tensor(tokens)).logits.tolist()}
+if texts:
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    read["ids"] = [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+    read["decoded"] = [tokenizer.decode(ids) for ids in read["ids"]]
+print(json.dumps(read))
+"""
+
+
+def read_with_transformers(folder: Path, tokens: torch.Tensor, texts: list[str]) -> dict:
+    """What `transformers` (in its own folder, or the suite's environment) reads from an export."""
+    if TRANSFORMERS is None and find_spec("transformers") is None:
+        pytest.skip("transformers is not installed: `make test` installs it apart (LMLAB_TRANSFORMERS_PATH)")
+    run_env = env()
+    if TRANSFORMERS is not None:
+        run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [TRANSFORMERS, run_env.get("PYTHONPATH")]))
+    args = [sys.executable, "-c", HF_READ, str(folder), json.dumps(tokens.tolist()), json.dumps(texts)]
+    result = subprocess.run(args, env=run_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_transformer_exports_as_gpt_neox_that_transformers_loads_with_the_same_logits(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "neox"
+    assert export_main([str(runs["transformer"]), str(out), "--format", "transformers"]) == 0
+    # the fixture's tokenizer is a unigram one: no transformers tokenizer files, and the card says to use sentencepiece
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.model"]
+    assert json.loads((out / "config.json").read_text())["model_type"] == "gpt_neox"
+    card = (out / "README.md").read_text()
+    assert "AutoModelForCausalLM.from_pretrained" in card and "sentencepiece.SentencePieceProcessor" in card
+    saved = load_language_model(runs["transformer"] / BEST).model.eval()
+    tokens = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+    read = read_with_transformers(out, tokens, [])
+    assert read["class"] == "GPTNeoXForCausalLM"
+    with torch.no_grad():
+        ours, _ = saved(tokens, None)
+    assert torch.allclose(torch.tensor(read["logits"]), ours, atol=1e-5, rtol=0), "transformers' logits differ"
+    with pytest.raises(LmlabError, match="is a transformers model \\(gpt_neox\\), not an lmlab export"):
+        lmlab.load(out)
+
+
+def test_a_bpe_tokenizer_reads_the_same_ids_in_transformers(tmp_path: Path) -> None:
+    """lmlab's default tokenizer (BPE, byte fallback, lmlab's special ids) as transformers' LlamaTokenizer."""
+    from lmlab.core.atomic import write_json
+    from lmlab.data.corpus import SPECIAL_IDS
+    from lmlab.hub.neox import has_transformers_tokenizer, tokenizer_files
+
+    prefix = tmp_path / "tokenizer"
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(make_docs(60, seed=1)),
+        model_prefix=str(prefix),
+        vocab_size=300,
+        model_type="bpe",
+        byte_fallback=True,
+        unk_id=SPECIAL_IDS["unk"],
+        bos_id=SPECIAL_IDS["bos"],
+        eos_id=SPECIAL_IDS["eod"],
+        pad_id=SPECIAL_IDS["pad"],
+        normalization_rule_name="identity",  # lmlab.data.tokenize's: lossless
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        minloglevel=2,
+    )
+    tokenizer = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
+    assert has_transformers_tokenizer(tokenizer)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(tokenizer.serialized_model_proto())
+    for name, content in tokenizer_files(tokenizer, 64).items():
+        write_json(folder / name, content)
+    texts = ["the day was hot", "  two  spaces\nand a line", "Ünïcödé: bytes"]
+    read = read_with_transformers(folder, torch.zeros(0), texts)
+    assert read["ids"] == [tokenizer.encode(text) for text in texts]
+    assert read["decoded"] == texts
+
+
+def test_a_family_without_a_transformers_class_is_refused_and_nothing_written(
+    runs: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    assert export_main([str(runs["gru"]), str(tmp_path / "gru"), "--format", "transformers"]) == 2
+    assert "the gru family has no `transformers` model class" in capsys.readouterr().err
+    assert not (tmp_path / "gru").exists()

@@ -29,6 +29,13 @@ def parser() -> argparse.ArgumentParser:
         help="the `lmlab evaluate` of this run whose test figures the card shows (its metrics file and its "
         "<eval_dir>/<family> folder); default: where the pipeline evaluates a pipeline run",
     )
+    p.add_argument(
+        "--format",
+        choices=("lmlab", "transformers"),
+        default="lmlab",
+        help="lmlab (default: every family, read by lmlab.load) or transformers (the Transformer family as "
+        "GPT-NeoX, read by AutoModelForCausalLM and lm_eval --model hf)",
+    )
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="then push the folder to this Hugging Face Hub repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     return p
@@ -52,7 +59,7 @@ def main(argv: list[str]) -> int:
             if args.evaluation
             else None
         )
-        loaded = export(args.source, args.out, evaluation, args.push_to_hub)
+        loaded = export(args.source, args.out, evaluation, args.push_to_hub, args.format == "transformers")
         print(f"exported {loaded.config['family']} ({loaded.model.num_params:,} parameters) to {args.out}")
         if args.push_to_hub:
             print(f"pushed {args.out} to {push(args.out, args.push_to_hub, args.private)}")

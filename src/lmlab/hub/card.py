@@ -69,15 +69,18 @@ def model_card(
     evaluation: Evaluation | None,
     figures: dict[str, Any] | None,
     where: str,
+    transformers: bool = False,
+    auto_tokenizer: bool = False,
 ) -> str:
     """README.md for the export of `model` (config.json's `config`) from the checkpoint `source`, trained by
-    `command`; `figures`: `evaluated_figures(evaluation)`; `where`: what `lmlab.load` is given to load it."""
+    `command`; `figures`: `evaluated_figures(evaluation)`; `where`: what loads it (`lmlab.load`, or with
+    `transformers`, the GPT-NeoX form's `from_pretrained`; `auto_tokenizer`: its tokenizer's too)."""
     family, corpus, training = config["family"], config.get("corpus", {}), config.get("training", {})
     keys = ", ".join(f"`{key}={value}`" for key, value in config["model"].items() if key != "family")
     params, embedding = model.num_params, model.num_embedding_params
     lines = [
         "---",
-        "library_name: lmlab",
+        f"library_name: {'transformers' if transformers else 'lmlab'}",
         "pipeline_tag: text-generation",
         "tags:",
         "- lmlab",
@@ -99,7 +102,7 @@ def model_card(
         f"({config['vocab_size']:,} pieces, `{TOKENIZER_FILE}`) |",
         f"| Training | {spent(training)} |",
         f"| Trained by | {command} |",
-        f"| Format | lmlab {config.get('lmlab_version', 'unknown')}, export format_version {FORMAT_VERSION} |",
+        f"| Format | {FORMATS[transformers].format(version=config.get('lmlab_version', 'unknown'))} |",
         "",
         "## Test figures",
         "",
@@ -107,6 +110,33 @@ def model_card(
         "",
         "## Use",
         "",
+        *(transformers_use(where, auto_tokenizer) if transformers else lmlab_use(where)),
+        "",
+        "## Files",
+        "",
+        f"- `{WEIGHTS_FILE}`: the weights (safetensors: no pickle)"
+        + ("" if transformers else f", each checked against `{CONFIG_FILE}` before loading"),
+        f"- `{CONFIG_FILE}`: "
+        + (
+            "GPT-NeoX's config (transformers' GPTNeoXConfig)"
+            if transformers
+            else "the family, every model key, the vocabulary size, the corpus and the training budget"
+        ),
+        f"- `{TOKENIZER_FILE}`: the sentencepiece tokenizer the corpus was tokenized with"
+        + (" (read by transformers' LlamaTokenizer: tokenizer_config.json)" if auto_tokenizer else ""),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+FORMATS = {
+    False: "lmlab {version}, export format_version " + str(FORMAT_VERSION),
+    True: "transformers' GPT-NeoX (`GPTNeoXForCausalLM`), exported by lmlab {version}: the same logits",
+}
+
+
+def lmlab_use(where: str) -> list[str]:
+    return [
         "```python",
         "import lmlab",
         "",
@@ -116,16 +146,32 @@ def model_card(
         "```bash",
         f'lmlab generate checkpoint={where} "The year began"  # in an lmlab project folder (it reads conf/)',
         "```",
-        "",
-        "## Files",
-        "",
-        f"- `{WEIGHTS_FILE}`: the weights (safetensors: no pickle), each checked against `{CONFIG_FILE}` before "
-        "loading",
-        f"- `{CONFIG_FILE}`: the family, every model key, the vocabulary size, the corpus and the training budget",
-        f"- `{TOKENIZER_FILE}`: the sentencepiece tokenizer the corpus was tokenized with",
-        "",
     ]
-    return "\n".join(lines)
+
+
+def transformers_use(where: str, auto_tokenizer: bool) -> list[str]:
+    tokenizer = (
+        [f'tokenizer = AutoTokenizer.from_pretrained("{where}")  # no BOS: pieces only, as lmlab trained it']
+        if auto_tokenizer
+        else [
+            "# a unigram or char sentencepiece model: transformers' tokenizers would misread it; use sentencepiece",
+            f'tokenizer = sentencepiece.SentencePieceProcessor(model_file="{where}/{TOKENIZER_FILE}")',
+        ]
+    )
+    return [
+        "```python",
+        "from transformers import AutoModelForCausalLM" + (", AutoTokenizer" if auto_tokenizer else ""),
+        *([] if auto_tokenizer else ["import sentencepiece"]),
+        "",
+        f'model = AutoModelForCausalLM.from_pretrained("{where}")',
+        *tokenizer,
+        "```",
+        *(
+            ["", "```bash", f"lm_eval --model hf --model_args pretrained={where} --tasks lambada_openai", "```"]
+            if auto_tokenizer
+            else []
+        ),
+    ]
 
 
 def spent(training: dict[str, int | float]) -> str:

@@ -118,6 +118,11 @@ def read_config(path: Path) -> dict[str, Any]:
     """config.json, its keys and their types checked; keys another version of lmlab wrote are refused by name."""
     if not path.is_file():
         raise LmlabError(f"{path.parent} is not an lmlab export: it has no {path.name}")
+    if "model_type" in (raw := read_json(path, REWRITE)):  # transformers' config (`lmlab export --format transformers`)
+        raise LmlabError(
+            f"{path.parent} is a transformers model ({raw['model_type']}), not an lmlab export: load it with "
+            "transformers' AutoModelForCausalLM.from_pretrained, or export the run again in the lmlab format"
+        )
     config = read_json(path, REWRITE, REQUIRED, OPTIONAL)
     written = config["format_version"]
     unknown = sorted(set(config) - set(REQUIRED) - set(OPTIONAL))
