@@ -30,7 +30,8 @@ $(STAMP): pyproject.toml
 # the submitit launcher (cluster); and transformers, in a folder of its own (TRANSFORMERS_DIR: a test reads an
 # export with it there), not in the environment, where torchmetrics would import it in every Lightning process.
 TRANSFORMERS_DIR := $(VENV)/transformers
-TRANSFORMERS_SPEC ?= transformers==5.25.0 tokenizers==0.23.3
+# (accelerate: lm-evaluation-harness's `hf` model needs it)
+TRANSFORMERS_SPEC ?= transformers==5.25.0 tokenizers==0.23.3 accelerate==1.16.0
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,hub,harness,cluster]"
 	$(BIN)/python -m pip install --quiet --upgrade --no-deps --target $(TRANSFORMERS_DIR) $(TRANSFORMERS_SPEC)

@@ -331,7 +331,7 @@ HF_READ = """
 import json, sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-folder, tokens, texts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+folder, tokens, texts, requests = sys.argv[1], *(json.loads(arg) for arg in sys.argv[2:])
 read = {}
 if tokens:
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -341,18 +341,28 @@ if texts:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     read["ids"] = [tokenizer.encode(text, add_special_tokens=False) for text in texts]
     read["decoded"] = [tokenizer.decode(ids) for ids in read["ids"]]
+if requests:  # lm-evaluation-harness's own model for transformers
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    lm = HFLM(pretrained=folder, device="cpu", batch_size=2)
+    asked = [Instance("loglikelihood", {}, tuple(pair), i) for i, pair in enumerate(requests)]
+    read["loglikelihood"] = [logprob for logprob, _ in lm.loglikelihood(asked)]
 print(json.dumps(read))
 """
 
 
-def read_with_transformers(folder: Path, tokens: torch.Tensor, texts: list[str]) -> dict:
-    """What `transformers` (in its own folder, or the suite's environment) reads from an export."""
+def read_with_transformers(
+    folder: Path, tokens: torch.Tensor, texts: list[str], requests: list[tuple[str, str]] | None = None
+) -> dict:
+    """What `transformers` (in its own folder, or the suite's environment) reads from an export: the logits of
+    `tokens`, the ids of `texts`, and lm-evaluation-harness's `hf` model's loglikelihood of (context,
+    continuation) `requests`."""
     if TRANSFORMERS is None and find_spec("transformers") is None:
         pytest.skip("transformers is not installed: `make test` installs it apart (LMLAB_TRANSFORMERS_PATH)")
     run_env = env()
     if TRANSFORMERS is not None:
         run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [TRANSFORMERS, run_env.get("PYTHONPATH")]))
-    args = [sys.executable, "-c", HF_READ, str(folder), json.dumps(tokens.tolist()), json.dumps(texts)]
+    args = [sys.executable, "-c", HF_READ, str(folder), *map(json.dumps, (tokens.tolist(), texts, requests or []))]
     result = subprocess.run(args, env=run_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -379,11 +389,14 @@ def test_the_transformer_exports_as_gpt_neox_that_transformers_loads_with_the_sa
         lmlab.load(out)
 
 
-def test_a_bpe_tokenizer_reads_the_same_ids_in_transformers(tmp_path: Path) -> None:
-    """lmlab's default tokenizer (BPE, byte fallback, lmlab's special ids) as transformers' LlamaTokenizer."""
-    from lmlab.core.atomic import write_json
+def test_a_bpe_tokenizer_reads_the_same_ids_in_transformers_and_the_harness_hf_model_lmlabs_loglikelihoods(
+    tmp_path: Path,
+) -> None:
+    """lmlab's default tokenizer (BPE, byte fallback, lossless, lmlab's special ids) as transformers'
+    LlamaTokenizer, and a Transformer exported with it read by lm-eval's own `hf` model."""
     from lmlab.data.corpus import SPECIAL_IDS
-    from lmlab.hub.neox import has_transformers_tokenizer, tokenizer_files
+    from lmlab.hub import neox
+    from lmlab.models import build_model, family_config
 
     prefix = tmp_path / "tokenizer"
     spm.SentencePieceTrainer.train(
@@ -402,16 +415,25 @@ def test_a_bpe_tokenizer_reads_the_same_ids_in_transformers(tmp_path: Path) -> N
         minloglevel=2,
     )
     tokenizer = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
-    assert has_transformers_tokenizer(tokenizer)
+    assert neox.has_transformers_tokenizer(tokenizer)
+    torch.manual_seed(0)
+    config = {"family": "transformer", "layers": 2, "width": 32, "heads": 4, "context": 64}
+    model = build_model(family_config(config), tokenizer.get_piece_size()).eval()
     folder = tmp_path / "folder"
     folder.mkdir()
-    (folder / "tokenizer.model").write_bytes(tokenizer.serialized_model_proto())
-    for name, content in tokenizer_files(tokenizer, 64).items():
-        write_json(folder / name, content)
+    neox.write(folder, model, tokenizer)
     texts = ["the day was hot", "  two  spaces\nand a line", "Ünïcödé: bytes"]
-    read = read_with_transformers(folder, torch.zeros(0), texts)
+    requests = [("the day was", " hot"), ("  two  spaces", "\nand a line")]
+    read = read_with_transformers(folder, torch.zeros(0), texts, requests)
     assert read["ids"] == [tokenizer.encode(text) for text in texts]
     assert read["decoded"] == texts
+    ours = []
+    for context, continuation in requests:
+        ids, start = tokenizer.encode(context + continuation), len(tokenizer.encode(context))
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([ids]), None)[0][0], dim=-1)
+        ours.append(sum(logprobs[k - 1, ids[k]].item() for k in range(start, len(ids))))
+    assert read["loglikelihood"] == pytest.approx(ours, abs=1e-4)
 
 
 def test_a_family_without_a_transformers_class_is_refused_and_nothing_written(
