@@ -218,3 +218,10 @@ def test_evaluate_auto_takes_the_device_the_pretraining_run_trained_on(
         assert resolved_device("cuda:1", run) == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolved_device("auto", tmp_path / "gpu") == "cpu"  # trained on a GPU, evaluated where there is none
+
+
+def test_a_markdown_table_escapes_a_bar_in_a_cell_and_aligns_numbers_right() -> None:
+    from lmlab.analysis.tables import table
+
+    lines = table(["run", "loss"], [["a|b", "1.5"], ["c", "2.0"]], right=["loss"])
+    assert lines == ["| run | loss |", "|---|---:|", "| a\\|b | 1.5 |", "| c | 2.0 |"]

@@ -26,6 +26,7 @@ from lmlab.analysis.evaluations import load, seed_folders
 from lmlab.analysis.figures import pretraining_verdict
 from lmlab.analysis.plots import plot
 from lmlab.analysis.stats import CONFIDENCE, Interval
+from lmlab.analysis.tables import table
 from lmlab.core import metrics as M
 from lmlab.core.atomic import NUMBER, staged_into, write_json
 
@@ -142,10 +143,7 @@ def markdown(families: dict[str, dict[str, Any]], benchmarks: harness.HarnessFig
         "",
         "## Results",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "| " + " | ".join(baseline) + " |",
+        *table(header, [*rows, baseline]),
         "",
         "- **params**: trainable parameters (a tied embedding counted once); **non-emb params**: those outside "
         "the embedding (and an untied output layer). **train s**, **train tok/s**: "

@@ -28,6 +28,7 @@ from scipy.stats import norm
 from lmlab.analysis import stats
 from lmlab.analysis.config import ReportConfig
 from lmlab.analysis.stats import CONFIDENCE, Interval
+from lmlab.analysis.tables import table
 from lmlab.core import metrics as M
 from lmlab.core.atomic import read_json
 from lmlab.core.errors import LmlabError
@@ -181,12 +182,8 @@ def section(found: HarnessFigures, ppl: dict[str, Interval]) -> list[str]:
         "overlap, and above chance (**chance**: picking a multiple-choice answer at random) only where its whole "
         "interval is.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
+        *table(header, [*rows, *([chance_row] if found.chance else [])]),
     ]
-    if found.chance:
-        lines.append("| " + " | ".join(chance_row) + " |")
     lines += [
         "",
         *(

@@ -8,6 +8,7 @@ from typing import Any
 
 from lmlab.analysis.colours import family_colours
 from lmlab.analysis.plots import plot
+from lmlab.analysis.tables import table
 from lmlab.core.metrics import GENERATION_FILE, LENGTH_FILE, POSITION_FILE
 
 PLOTS = {
@@ -54,9 +55,7 @@ def section(families: dict[str, dict[str, Any]]) -> list[str]:
         "length n; **state KB @n**: what the family carries there (a KV cache grows with n, a recurrent state "
         "does not).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
+        *table(header, rows),
         "",
     ]
 

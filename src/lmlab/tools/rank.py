@@ -20,6 +20,7 @@ from rich.table import Table
 
 from lmlab.analysis.colours import family_colours
 from lmlab.analysis.plots import plot
+from lmlab.analysis.tables import table
 from lmlab.core import metrics as M
 from lmlab.core.atomic import write_atomic
 from lmlab.core.errors import LmlabError
@@ -147,11 +148,12 @@ def markdown(rows: Sequence[Row], metric: str, maximize: bool, varied: Sequence[
         f"{len(rows)} runs from {sources}; {'higher' if maximize else 'lower'} is better. "
         "Only finished runs are ranked; the others are listed after them with their state.",
         "",
-        "| " + " | ".join(header(metric)) + " |",
-        "|" + "|".join("---" if name in TEXT_COLUMNS else "---:" for name in header(metric)) + "|",
+        *table(
+            header(metric),
+            [cells(row, metric, varied) for row in rows],
+            right=[name for name in header(metric) if name not in TEXT_COLUMNS],
+        ),
     ]
-    for row in rows:
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells(row, metric, varied)) + " |")
     lines += ["", f"![{metric} per run](curves.png)", "", f"![best {metric} per family](best_per_family.png)", ""]
     return "\n".join(lines)
 
