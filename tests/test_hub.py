@@ -359,7 +359,7 @@ def read_with_transformers(
     continuation) `requests`."""
     if TRANSFORMERS is None and find_spec("transformers") is None:
         pytest.skip("transformers is not installed: `make test` installs it apart (LMLAB_TRANSFORMERS_PATH)")
-    run_env = env()
+    run_env = env() | {"USE_HUB_KERNELS": "NO"}  # transformers 5 would fetch kernels from the Hub (or want `kernels`)
     if TRANSFORMERS is not None:
         run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [TRANSFORMERS, run_env.get("PYTHONPATH")]))
     args = [sys.executable, "-c", HF_READ, str(folder), *map(json.dumps, (tokens.tolist(), texts, requests or []))]
