@@ -25,9 +25,9 @@ GRID = {
 
 
 def test_the_scaling_study_runs_each_budget_on_from_the_last_and_reports(tmp_path: Path) -> None:
-    """One wsd run per family and size through three budgets, each continuing the one before from its cooldown's
-    start, each end a point with its curve (the longest with its loss by position); the report names why two
-    families of one size get no fit; then a no-op."""
+    """One wsd run per family and size through three budgets, each in its own folder starting from the one
+    before's cooldown start, each end a point with its curve (the longest with its loss by position); the report
+    names why two families of one size get no fit; then a no-op, and a stage run again resumes its finished runs."""
     root = copy_project(tmp_path / "project")
     write_tiny_datasets(root, tmp_path)
     shrink_training(root)
@@ -55,15 +55,23 @@ def test_the_scaling_study_runs_each_budget_on_from_the_last_and_reports(tmp_pat
             assert ("position" in point) == (steps == 12)
             flops.append(point[M.TRAIN_FLOPS])
         assert flops[0] < flops[1] < flops[2]
-        log = (root / f"data/runs/scaling/seed1/{family}-16/pretrain.log").read_text()
-        assert log.count("continuing ") == 2  # medium from short's cooldown start, long from medium's
+        runs = f"data/runs/scaling/seed1/{family}-16"
+        for steps, before in ((8, 4), (12, 8)):  # each budget from the one before's cooldown start (wsd: 80%)
+            log = (root / runs / str(steps) / "pretrain.log").read_text()
+            assert f"resuming from {runs}/{before}/checkpoints/stable.ckpt" in log
     positions = json.loads((root / "scaling/metrics/gated_deltanet-16-12-s1.json").read_text())["position"]
     assert positions[0]["position_from"] == 0 and positions[-1]["position_to"] == 8  # the training window
-    config = yaml.safe_load((root / "data/runs/scaling/seed1/gated_deltanet-16/.hydra/config.yaml").read_text())
+    config = yaml.safe_load((root / "data/runs/scaling/seed1/gated_deltanet-16/12/.hydra/config.yaml").read_text())
     assert config["model"]["head_dim"] == 4 and config["optim"]["schedule"] == "wsd"
     report = (root / "reports/scaling/scaling.md").read_text()
     assert "gru: 3 configurations of 1 sizes; a scaling fit needs" in report
     assert "Running stage" not in dvc("repro", "scaling/dvc.yaml", cwd=root).stdout
+    # a stage run again (as after a code edit) resumes each budget's finished run, not the one before's checkpoint
+    again = dvc("repro", "-f", "-s", "scaling/dvc.yaml:pretrain@gru-16-1", cwd=root)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    log = (root / "data/runs/scaling/seed1/gru-16/12/pretrain.log").read_text()
+    assert log.count("resuming from") == 2
+    assert f"resuming from {root / 'data/runs/scaling/seed1/gru-16/12/checkpoints/last.ckpt'}" in log
 
 
 def test_a_point_is_refused_with_the_reason_and_nothing_written(tmp_path: Path, capsys) -> None:

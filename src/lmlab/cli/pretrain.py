@@ -15,10 +15,15 @@ def job() -> Callable[[PretrainConfig], float]:
 
     from lmlab.core import metrics as M
     from lmlab.jobs.pretrain import pretrain
+    from lmlab.training.runs import RunFolder
 
     def run(cfg: PretrainConfig) -> float:
         """Train, and return the final validation bits per byte (bits per byte compare across tokenizers): the
         value a Hydra sweeper (conf/hparams_search/, Optuna) minimises."""
-        return pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))[M.VAL_BPB]
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        started = any(RunFolder(run_dir).checkpoints.glob("*.ckpt"))
+        if cfg.continue_from is not None and cfg.resume == "auto" and not started:
+            cfg.resume = cfg.continue_from  # no checkpoint of its own yet: start from the one given
+        return pretrain(cfg, run_dir)[M.VAL_BPB]
 
     return run

@@ -29,6 +29,10 @@ class PretrainConfig(RunConfig):
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    # a run folder without a checkpoint of its own starts from this checkpoint (as resume=<path>); once it has one,
+    # resume=auto continues that: how the scaling study continues each budget from the one before's cooldown start
+    # (scaling/dvc.yaml), so that a stage run again resumes its finished runs at once
+    continue_from: str | None = None
 
 
 @dataclass
