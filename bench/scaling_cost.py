@@ -2,14 +2,15 @@
 family and width, timed on one thread (as `lmlab fanout scaling/dvc.yaml` runs each stage), and the hours its
 stages take at that rate.
 
-    python bench/scaling_cost.py [--grid scaling/params.yaml] [--jobs 2] [--steps 5] [--warmup 2]
+    python bench/scaling_cost.py [--grid scaling/params.yaml] [--scale tiny] [--jobs 2] [--steps 5] [--warmup 2]
 
-Each point composes `lmlab pretrain` as the study's stage does (the family, `model.width`, `model.embed_dim=null`,
-Gated DeltaNet's `model.head_dim`), builds the model and times forward, backward and AdamW's step on a training
-batch (`batches.batch_size` x `batches.bptt` tokens) after `--warmup` untimed steps, the median of `--steps`, and
-a validation batch's forward. A stage trains `short` steps, then continues from each budget's cooldown start to
-the next (wsd: `optim.cooldown`), validating every `val_every` steps on `batches.val_max_tokens`. One JSON line
-per point goes to stdout, a table to stderr with the grid's hours on `--jobs` cores. Asserts nothing.
+Each point composes `lmlab pretrain` as the study's stage does (the family, params.yaml's `scale`, `model.width`,
+`model.embed_dim=null`, Gated DeltaNet's `model.head_dim`), builds the model and times forward, backward and
+AdamW's step on a training batch (`batches.batch_size` x `batches.bptt` tokens) after `--warmup` untimed steps,
+the median of `--steps`, and a validation batch's forward. A stage trains `short` steps, then continues from each
+budget's cooldown start to the next (wsd: `optim.cooldown`), validating every `val_every` steps on
+`batches.val_max_tokens`. One JSON line per point goes to stdout, a table to stderr with the grid's hours on
+`--jobs` cores. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", type=Path, default=ROOT / "scaling/params.yaml")
     p.add_argument("--jobs", type=int, default=2, help="stages at once (one thread each)")
+    p.add_argument(
+        "--scale", default=yaml.safe_load((ROOT / "params.yaml").read_text())["scale"], help="default: params.yaml's"
+    )
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args()
@@ -77,7 +81,8 @@ def main() -> None:
     total = 0.0
     print(f"{'family':>15} {'width':>6} {'ms/step':>8} {'ms/val batch':>12} {'min/stage':>10}", file=sys.stderr)
     for family, size in points:
-        overrides = [f"model={family}", "model.embed_dim=null", *(f"model.{k}={v}" for k, v in size.items())]
+        overrides = [f"model={family}", f"scale={args.scale}", "model.embed_dim=null"]
+        overrides += [f"model.{key}={value}" for key, value in size.items()]
         step, forward, cfg = seconds(overrides, args)
         steps, start = 0, 0
         for budget in budgets:  # each budget continues the previous one's run from its cooldown start

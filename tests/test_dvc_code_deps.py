@@ -67,8 +67,11 @@ def tool_modules(command: str) -> list[Path]:
     tool, *words = command.split()[1:]
     tree = ast.parse((ROOT / "src" / "lmlab" / "cli" / f"{tool}.py").read_text())
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    ran = functions.get(words[0] if words else "", tree)
-    names, todo, read = [f"lmlab.cli.{tool}", *imported(ran)], [], set()
+    if words and words[0] in functions:  # `main` parses the arguments (`parser`), then runs that command
+        ran = [functions[name] for name in ("main", "parser", words[0]) if name in functions]
+    else:
+        ran = [tree]
+    names, todo, read = [f"lmlab.cli.{tool}", *(name for node in ran for name in imported(node))], [], set()
     todo = [name for name in names if name.startswith("lmlab.tools.")]
     while todo:
         name = todo.pop()

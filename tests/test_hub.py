@@ -417,7 +417,7 @@ def test_a_bpe_tokenizer_reads_the_same_ids_in_transformers_and_the_harness_hf_m
     tokenizer = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
     assert neox.has_transformers_tokenizer(tokenizer)
     torch.manual_seed(0)
-    config = {"family": "transformer", "layers": 2, "width": 32, "heads": 4, "context": 64}
+    config = {"family": "transformer", "layers": 2, "width": 32, "heads": 4, "context": 64, "bias": True}
     model = build_model(family_config(config), tokenizer.get_piece_size()).eval()
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -434,6 +434,17 @@ def test_a_bpe_tokenizer_reads_the_same_ids_in_transformers_and_the_harness_hf_m
             logprobs = torch.log_softmax(model(torch.tensor([ids]), None)[0][0], dim=-1)
         ours.append(sum(logprobs[k - 1, ids[k]].item() for k in range(start, len(ids))))
     assert read["loglikelihood"] == pytest.approx(ours, abs=1e-4)
+    # pushed whole: the tokenizer's transformers files go with lmlab's
+    (folder / "README.md").write_text("card")
+    with HubServer(token=TOKEN) as hub:
+        hub_env = {**env(), "HF_ENDPOINT": hub.base_url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf")}
+        hub_env.pop("HF_HUB_OFFLINE", None)
+        push = "import sys, pathlib, lmlab.hub.remote as r; r.push(pathlib.Path(sys.argv[1]), sys.argv[2])"
+        child = subprocess.run(
+            [sys.executable, "-c", push, str(folder), "lmlab-tests/neox"], env=hub_env, capture_output=True, text=True
+        )
+        assert child.returncode == 0, child.stderr[-3000:]
+        assert hub.files("lmlab-tests/neox") == {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 def test_a_family_without_a_transformers_class_is_refused_and_nothing_written(

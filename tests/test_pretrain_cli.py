@@ -351,3 +351,25 @@ def test_torchrun_style_ranks_share_one_folder_identical_weights_and_disjoint_st
         for k, b in enumerate(seen):
             expected = StreamWindows(tokens, batch, bptt, rank, world).batch(k)[0].tolist()
             assert b["inputs"] == expected, f"rank {rank} micro-batch {k}"
+
+
+def test_continue_from_names_a_missing_checkpoint_and_refuses_what_it_cannot_decide(project: Path) -> None:
+    """`continue_from` (the scaling study's next budget): a missing checkpoint is named as continue_from's, and
+    the settings where it would be ambiguous (another resume, several ranks) are refused; nothing is written."""
+    for extra, said in (
+        ([], "continue_from='nowhere.ckpt': no such checkpoint"),
+        (["resume=never"], "continue_from='nowhere.ckpt' applies with resume=auto"),
+        (["trainer=ddp_cpu"], "each rank would decide alone"),
+    ):
+        run_dir = project / "outputs" / "continue_from"
+        result = subprocess.run(
+            [sys.executable, "-m", "lmlab", "pretrain", "model=gru", *TINY, "logger=none", "continue_from=nowhere.ckpt"]
+            + [f"hydra.run.dir={run_dir}", *extra],
+            cwd=project,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 2 and said in result.stderr, result.stderr[-3000:]
+        assert not (run_dir / "run.json").exists() and not (run_dir / "checkpoints").exists()

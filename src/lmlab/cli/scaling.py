@@ -13,8 +13,6 @@ SUMMARY = "fit scaling laws per family (frontier, L(C), L(N), N_opt, crossovers)
 
 
 def parser() -> argparse.ArgumentParser:
-    from lmlab.analysis.power_laws import RESAMPLES
-
     top = argparse.ArgumentParser(prog="lmlab scaling", description=SUMMARY + "; the method: docs/scaling.md")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="{fit,point}")
     p = verbs.add_parser(
@@ -47,13 +45,13 @@ def parser() -> argparse.ArgumentParser:
         help="fit the validation curves' points too, flagged as such (a cosine run's intermediate loss is not "
         "the loss of a run that long: use the runs' ends where you can)",
     )
-    p.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default: {RESAMPLES})")
+    p.add_argument("--resamples", type=int, help="bootstrap resamples (default: the fits' own, 1000)")
     point = verbs.add_parser(
         "point",
         help="write a finished run's end as a point of the scaling study (its metrics file)",
         description="Write the run's final figures, family, size, budget, seed, validation curve and (with "
         "--position-windows) its last checkpoint's test loss by position as one JSON file: the scaling study's "
-        "metrics file, which `lmlab report study=scaling` reads. Run it right after the run ends (scaling/dvc.yaml).",
+        "metrics file, which `lmlab report study=scaling` reads (scaling/dvc.yaml runs it after each budget).",
     )
     point.add_argument("run", type=Path, help="a finished pretraining run folder")
     point.add_argument("--budget", type=float, required=True, help="the grid's budget this run ended (a label)")
@@ -91,6 +89,7 @@ def point(args: argparse.Namespace) -> int:
 
 
 def fit(args: argparse.Namespace) -> int:
+    from lmlab.analysis.power_laws import RESAMPLES
     from lmlab.analysis.scaling import write_files
     from lmlab.tools.scaling_runs import read_runs
     from lmlab.tools.wandb_runs import Filters
@@ -98,6 +97,7 @@ def fit(args: argparse.Namespace) -> int:
     try:
         if not args.paths and not args.project:
             raise LmlabError("give the folders that hold the runs, or --project entity/project")
+        args.resamples = RESAMPLES if args.resamples is None else args.resamples
         if args.resamples < 100:
             raise LmlabError(f"--resamples {args.resamples}: at least 100 for a 95% interval")
         filters = Filters(group=args.group, tags=tuple(args.tag), sweep=args.sweep, job_type="pretrain")

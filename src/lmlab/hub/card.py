@@ -154,7 +154,8 @@ def transformers_use(where: str, auto_tokenizer: bool) -> list[str]:
         [f'tokenizer = AutoTokenizer.from_pretrained("{where}")  # no BOS: pieces only, as lmlab trained it']
         if auto_tokenizer
         else [
-            "# a unigram or char sentencepiece model: transformers' tokenizers would misread it; use sentencepiece",
+            "# transformers' LlamaTokenizer would misread this sentencepiece model (not a lossless BPE one);",
+            f'# from the Hub, the file is huggingface_hub.hf_hub_download("<repo id>", "{TOKENIZER_FILE}")',
             f'tokenizer = sentencepiece.SentencePieceProcessor(model_file="{where}/{TOKENIZER_FILE}")',
         ]
     )

@@ -28,12 +28,12 @@ import torch
 from lmlab.core.atomic import write_json
 from lmlab.core.errors import LmlabError
 from lmlab.data.corpus import SPECIAL_IDS, TOKENIZER_FILE
-from lmlab.hub.folder import WEIGHTS_FILE, require
+from lmlab.hub.folder import CONFIG_FILE, WEIGHTS_FILE, require
 from lmlab.models import LanguageModel
 
-CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS = "special_tokens_map.json"
+TOKENIZER_FILES = (TOKENIZER_CONFIG, SPECIAL_TOKENS)  # beside lmlab's files (`folder.FILES`): a push takes them too
 ROTARY_BASE = 10000.0  # lmlab.models.transformer.rotary_tables' default
 
 

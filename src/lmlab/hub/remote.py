@@ -58,6 +58,8 @@ def push(folder: Path, repo_id: str, private: bool = False) -> str:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HTTPError  # httpx's base of the Hub's HTTP errors and of connection errors
 
+    from lmlab.hub.neox import TOKENIZER_FILES
+
     check_repo_id(repo_id)
     api = HfApi()
     try:
@@ -65,7 +67,7 @@ def push(folder: Path, repo_id: str, private: bool = False) -> str:
         api.upload_folder(
             repo_id=url.repo_id,
             folder_path=folder,
-            allow_patterns=list(FILES),
+            allow_patterns=[*FILES, *TOKENIZER_FILES],  # an lmlab export's, or a transformers export's
             commit_message=f"lmlab export: {folder.name}",
         )
     except (HTTPError, OSError, ValueError) as err:

@@ -28,9 +28,12 @@ def run_config(folder: Path) -> dict[str, Any]:
     return dotted(read_json(folder / RECORD, REBUILD, {"identity": dict})["identity"])
 
 
-def label(config: dict[str, Any], key: str, where: str, option: str) -> str:
+def label(config: dict[str, Any], key: str, where: str, option: str | None) -> str:
+    """The config's `key`, as text; a config without it is an error naming the `option` that names another key
+    (None: the key is fixed, and the folder is no lmlab pretraining run)."""
     if config.get(key) is None:
-        raise LmlabError(f"{where}: its config has no {key}; name the key that holds it with {option}")
+        fix = f"name the key that holds it with {option}" if option else "give an lmlab pretraining run folder"
+        raise LmlabError(f"{where}: its config has no {key}; {fix}")
     return str(config[key])
 
 
@@ -46,8 +49,7 @@ def curve(folder: Path) -> list[tuple[float, float, float]]:
 def study_point(folder: Path, budget: float, position_windows: int, size_key: str = "model.width") -> dict[str, Any]:
     """A finished pretraining run as one point of the scaling study (`lmlab.analysis.scaling`'s metrics file):
     its end's figures, labels from its config, its validation curve, and with `position_windows` its last
-    checkpoint's loss by position over the training window (Kaplan et al. 2020, Figure 7, right). Read right
-    after the run ends: the study's longer budgets continue the same folder."""
+    checkpoint's loss by position over the training window (Kaplan et al. 2020, Figure 7, right)."""
     figures = read_json(folder / "metrics.json", REBUILD, optional={**FIGURES, M.TRAIN_STEPS: int})
     missing = [key for key in (*END, M.PARAMS, M.EMBEDDING_PARAMS, M.TRAIN_STEPS) if key not in figures]
     if missing:
@@ -55,9 +57,11 @@ def study_point(folder: Path, budget: float, position_windows: int, size_key: st
     config = run_config(folder)
     size = config.get(size_key)
     if not isinstance(size, int):
-        raise LmlabError(f"{folder}: its config's {size_key} is {size!r}, not a whole number; name the size key")
+        raise LmlabError(
+            f"{folder}: its config's {size_key} is {size!r}, not a whole number; name the size's key with --size-key"
+        )
     point: dict[str, Any] = {
-        "family": label(config, "model.family", str(folder), "--family-key"),
+        "family": label(config, "model.family", str(folder), None),
         "width": size,
         "budget": budget,
         "seed": config.get("seed"),
@@ -81,7 +85,12 @@ def position_loss(folder: Path, config: dict[str, Any], windows: int) -> list[di
     if not checkpoint.is_file():
         raise LmlabError(f"{folder} has no {checkpoint.relative_to(folder)}: {REBUILD}")
     loaded = load_language_model(checkpoint)
+    if not loaded.corpus.get("folder") or not isinstance(config.get("batches.bptt"), int):
+        raise LmlabError(
+            f"{checkpoint} names no tokenized corpus, or its run's config no batches.bptt: not a pretraining run of "
+            "this lmlab; measure its loss by position with `lmlab evaluate`, or leave out --position-windows"
+        )
     corpus = Corpus.open(Path(loaded.corpus["folder"]))
-    window = loaded.model.window(int(config["batches.bptt"]))
+    window = loaded.model.window(config["batches.bptt"])
     nats = window_losses(loaded.model.eval(), corpus.tokens("test"), window, windows, 16, "cpu")
     return by_position(nats)
