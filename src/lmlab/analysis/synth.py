@@ -17,6 +17,7 @@ from typing import Any
 from lmlab.analysis.colours import family_colours
 from lmlab.analysis.config import ReportConfig
 from lmlab.analysis.plots import plot
+from lmlab.analysis.tables import table
 from lmlab.core import metrics as M
 from lmlab.core.atomic import NUMBER, read_json, staged_dir
 from lmlab.core.errors import LmlabError
@@ -207,19 +208,20 @@ def mqar_section(runs: list[dict[str, Any]]) -> list[str]:
         "![accuracy against state size](mqar_accuracy_vs_state.png)",
         "![steps to solve against state size](mqar_steps_vs_state.png)",
         "",
-        "| family | width | length | pairs | params | state KB | lr, steps; other lrs | accuracy | steps to solve "
-        "| verdict |",
-        "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
+    header = ["family", "width", "length", "pairs", "params", "state KB", "lr, steps; other lrs", "accuracy"]
+    header += ["steps to solve", "verdict"]
+    rows = []
     for run in sorted(runs, key=lambda r: (model_name(r), r["seq_len"], r.get("pairs", 0), r["width"])):
         value, low, high = interval(run, M.VAL_ACC)
         verdict = converged(recall_verdict(low, run.get("pairs")), run)
-        lines.append(
-            f"| {model_name(run)} | {run['width']} | {run['seq_len']} | {run.get('pairs', '')} "
-            f"| {run.get(M.PARAMS, 0):,} | {run[M.STATE_BYTES] / 1024:,.1f} | {recipe(run)} "
-            f"| {shown(value, low, high)} | {steps_to_solve(run)} | {verdict} |"
+        rows.append(
+            [model_name(run), str(run["width"]), str(run["seq_len"]), str(run.get("pairs", ""))]
+            + [f"{run.get(M.PARAMS, 0):,}", f"{run[M.STATE_BYTES] / 1024:,.1f}", recipe(run)]
+            + [shown(value, low, high), steps_to_solve(run), verdict]
         )
-    return [*lines, ""]
+    right = ("width", "length", "pairs", "params", "state KB", "steps to solve")
+    return [*lines, *table(header, rows, right=right), ""]
 
 
 def lengths_of(run: dict[str, Any]) -> list[int]:
@@ -238,11 +240,10 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
         "",
         "![accuracy against length](parity_accuracy_vs_length.png)",
         "",
-        "| family | m | length | state KB | lr, steps; other lrs | steps to solve | "
-        + " | ".join(f"{f}x" for f in factors)
-        + " |",
-        "|---|---:|---:|---:|---|---:|" + "---|" * len(factors),
     ]
+    header = ["family", "m", "length", "state KB", "lr, steps; other lrs", "steps to solve"]
+    header += [f"{f}x" for f in factors]
+    rows = []
     for run in sorted(runs, key=lambda r: (model_name(r), r.get("modulus", 2), r["seq_len"])):
         chance = 1 / run.get("modulus", 2)
         cells = []
@@ -255,11 +256,11 @@ def parity_section(runs: list[dict[str, Any]]) -> list[str]:
             verdict = parity_verdict(low, high, chance)
             verdict = converged(verdict, run) if factor == 1 else verdict  # the curve is the training length's
             cells.append("no answers" if math.isnan(value) else f"{shown(value, low, high)} {verdict}")
-        lines.append(
-            f"| {model_name(run)} | {run.get('modulus', 2)} | {run['seq_len']} | {run[M.STATE_BYTES] / 1024:,.1f} "
-            f"| {recipe(run)} | {steps_to_solve(run)} | " + " | ".join(cells) + " |"
+        rows.append(
+            [model_name(run), str(run.get("modulus", 2)), str(run["seq_len"]), f"{run[M.STATE_BYTES] / 1024:,.1f}"]
+            + [recipe(run), steps_to_solve(run), *cells]
         )
-    return [*lines, ""]
+    return [*lines, *table(header, rows, right=("m", "length", "state KB", "steps to solve")), ""]
 
 
 def setting_of(run: dict[str, Any], runs: list[dict[str, Any]], keys: tuple[str, ...]) -> str:

@@ -23,6 +23,7 @@ from lmlab.analysis.evaluations import figures_over_seeds, read_evaluation, seed
 from lmlab.analysis.figures import Figures, outcome, pretraining_verdict
 from lmlab.analysis.plots import plot
 from lmlab.analysis.stats import Interval
+from lmlab.analysis.tables import table
 from lmlab.core import metrics as M
 from lmlab.core.atomic import staged_dir
 from lmlab.core.errors import LmlabError
@@ -154,21 +155,15 @@ def markdown(studies: Studies) -> str:
     for family, budgets in studies.items():
         first = scratch_of(budgets)
         scratch = first.accuracy[M.SCRATCH_TEST].show() + (" (collapsed)" if M.SCRATCH_TEST in first.collapsed else "")
-        lines += [
-            f"## {family}",
-            "",
-            "| pretraining steps | tokens | LM test ppl | accuracy | pretrained − scratch (points) |",
-            "|---:|---:|---:|---|---|",
-            f"| 0 (from scratch) | 0 | — | {scratch} | — |",
-        ]
+        header = ["pretraining steps", "tokens", "LM test ppl", "accuracy", "pretrained − scratch (points)"]
+        rows = [["0 (from scratch)", "0", "—", scratch, "—"]]
         for steps, evaluation in budgets.items():
             f: Figures = evaluation["figures"]
             collapsed = " (collapsed)" if M.TEST in f.collapsed else ""
             gain = f.gain.map(lambda x: 100 * x).show(1) if f.gain else "—"
-            lines.append(
-                f"| {steps:,} | {tokens_of(evaluation):,.0f} | {f.ppl.show(1)} | "
-                f"{f.accuracy[M.TEST].show()}{collapsed} | {gain} |"
-            )
+            accuracy = f"{f.accuracy[M.TEST].show()}{collapsed}"
+            rows.append([f"{steps:,}", f"{tokens_of(evaluation):,.0f}", f.ppl.show(1), accuracy, gain])
+        lines += [f"## {family}", "", *table(header, rows, right=header[:3])]
         lines += ["", *(pretraining_verdict(f"{steps:,} steps", e["figures"]) for steps, e in budgets.items()), ""]
     return "\n".join(lines)
 
