@@ -262,7 +262,7 @@ def test_report_study_scaling_writes_the_tables_and_plots(tmp_path: Path, monkey
     config = ReportConfig(study="scaling", scaling_dir=str(metrics), out_dir=str(reports))
     out = write_report(config).parent
     report = (out / "scaling.md").read_text()
-    assert "| rnn | | | | | - | - | - | - | rnn: 1 configurations of 1 sizes" in report
+    assert "| rnn |  |  |  |  | - | - | - | - | rnn: 1 configurations of 1 sizes" in report
     assert "- lstm: cross at" in report and "an extrapolation" in report
     assert (
         "- transformer: 24 runs; widths 64, 128, 256, 512, 1024, 2048, 4096, 8192; budgets 1, 2, 4; seeds 0" in report

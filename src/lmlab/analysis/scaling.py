@@ -31,6 +31,7 @@ from lmlab.analysis.crossovers import Crossover, crossover
 from lmlab.analysis.plots import plot
 from lmlab.analysis.power_laws import RESAMPLES, FamilyFit, LawFit, Point, fit_family
 from lmlab.analysis.stats import Interval
+from lmlab.analysis.tables import table
 from lmlab.core import metrics as M
 from lmlab.core.atomic import NUMBER, check_keys, read_json, staged_dir, write_atomic
 from lmlab.core.errors import LmlabError
@@ -209,22 +210,21 @@ def markdown(
         *(["![loss against compute](scaling_compute.png)", "![frontiers](scaling_frontiers.png)", ""] if fits else []),
         "## Loss against training compute: L(C) = a C^-b + c on the frontier",
         "",
-        "| family | runs | sizes | frontier points | compute fitted (FLOPs) | a | b | c | RMSE (log loss) | verdict |",
-        "|---|---:|---:|---:|---|---|---|---|---:|---|",
     ]
+    header = ["family", "runs", "sizes", "frontier points", "compute fitted (FLOPs)", "a", "b", "c"]
+    header += ["RMSE (log loss)", "verdict"]
+    rows = []
     for name in names:
         if name in refused:
-            lines.append(f"| {name} | | | | | - | - | - | - | {refused[name]} |")
+            rows.append([name, "", "", "", "", "-", "-", "-", "-", refused[name]])
             continue
         fit = fits[name]
         runs = sum(c.runs for c in fit.cells if c.final)
         span = f"{fit.compute.span[0]:.2g}-{fit.compute.span[1]:.2g}" if fit.compute.ok else ""
         curve = " (with validation-curve points: not the loss of runs that long)" if fit.curves else ""
-        lines.append(
-            f"| {name}{curve} | {runs} | {len(fit.sizes)} | {len(fit.frontier)} | {span} | "
-            + " | ".join(law_cells(fit.compute, "abc"))
-            + " |"
-        )
+        counts = [str(runs), str(len(fit.sizes)), str(len(fit.frontier)), span]
+        rows.append([f"{name}{curve}", *counts, *law_cells(fit.compute, "abc")])
+    lines += table(header, rows, right=("runs", "sizes", "frontier points", "RMSE (log loss)"))
     lines += [
         "",
         "## Loss against non-embedding parameters, and the compute-optimal size",
@@ -233,11 +233,10 @@ def markdown(
         "where its loss had flattened); N_opt(C) = k C^e on the sizes of the frontier.",
         "",
         *(["![loss against parameters](scaling_params.png)", ""] if fits else []),
-        "| family | L(N): a | b | c | RMSE | verdict | N_opt: k | e | RMSE (log N) | verdict |",
-        "|---|---|---|---|---:|---|---|---|---:|---|",
     ]
-    for name, fit in fits.items():
-        lines.append(f"| {name} | " + " | ".join(law_cells(fit.size, "abc") + law_cells(fit.optimal, "ke")) + " |")
+    header = ["family", "L(N): a", "b", "c", "RMSE", "verdict", "N_opt: k", "e", "RMSE (log N)", "verdict"]
+    rows = [[name, *law_cells(fit.size, "abc"), *law_cells(fit.optimal, "ke")] for name, fit in fits.items()]
+    lines += table(header, rows, right=("RMSE", "RMSE (log N)"))
     lines += ["", f"## Crossovers with the {reference}", ""]
     if reference not in fits:
         lines.append(f"None: no fit of the {reference} ({refused.get(reference, 'no runs')}).")
