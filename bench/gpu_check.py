@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.analysis.tables import table
 from lmlab.cli.schemas import register_configs
 from lmlab.core import metrics as M
 from lmlab.core.malloc import steady_malloc
@@ -581,11 +582,6 @@ def status_note(row: Row) -> str:
     return ""
 
 
-def table(header: list[str], lines: list[list[str]]) -> str:
-    rows = [header, ["---"] * len(header), *lines]
-    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
-
-
 def markdown(record: Row) -> str:
     """The tables for docs/benchmarks.md, one per section that ran."""
     meta, sections = record["meta"], record["sections"]
@@ -616,7 +612,7 @@ def markdown(record: Row) -> str:
         header = ["family", "scale", "compile", "params", "batch x window", "Lightning tok/s", "raw loop tok/s"]
         header += ["ratio", "TFLOP/s", "MFU", "peak MiB", "note"]
         precision = next((r["precision"] for r in sections["throughput"]["rows"] if "precision" in r), "—")
-        parts.append(f"### Training throughput ({precision})\n\n" + table(header, lines))
+        parts += [f"### Training throughput ({precision})", "\n".join(table(header, lines))]
     if "kernels" in sections:
         lines = [
             [
@@ -636,7 +632,7 @@ def markdown(record: Row) -> str:
         ]
         header = ["scan", "kernel", "mode", "T", "pure tok/s", "fused tok/s", "speedup", "max abs diff out"]
         header += ["max abs diff grads", "max rel diff grads", "note"]
-        parts.append("### Fused kernels against lmlab's pure scans (forward + backward)\n\n" + table(header, lines))
+        parts += ["### Fused kernels against lmlab's pure scans (forward + backward)", "\n".join(table(header, lines))]
     if "recurrence" in sections:
         lines = [
             [
@@ -654,7 +650,7 @@ def markdown(record: Row) -> str:
         ]
         header = ["family", "T", "parallel tok/s", "step tok/s", "speedup", "max abs diff (log-probs)"]
         header += ["scan rel. error fp32", "scan rel. error bf16", "note"]
-        parts.append("### Parallel form against the step form (forward + backward, fp32)\n\n" + table(header, lines))
+        parts += ["### Parallel form against the step form (forward + backward, fp32)", "\n".join(table(header, lines))]
     if "cli" in sections:
         lines = [
             [
@@ -670,7 +666,7 @@ def markdown(record: Row) -> str:
         ]
         command = next((r["command"] for r in sections["cli"]["rows"] if "command" in r), "")
         header = ["family", "exit code", "wall s", "steps", "tokens/s", "val bpb", "note"]
-        parts.append(f"### `lmlab pretrain` through the CLI\n\n`{command}`\n\n" + table(header, lines))
+        parts += ["### `lmlab pretrain` through the CLI", f"`{command}`", "\n".join(table(header, lines))]
     return "\n\n".join(parts) + "\n"
 
 

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
 from hydra import compose, initialize_config_dir
+from timing import step_seconds
 
 from lmlab.cli.schemas import register_configs, typed
 from lmlab.core.malloc import steady_malloc
@@ -42,23 +40,8 @@ def seconds(overrides: list[str], args: argparse.Namespace) -> tuple[float, floa
         cfg = typed(compose(config_name="pretrain", overrides=[*overrides, "logger=none"]))
     torch.manual_seed(0)
     model = build_model(family_config(cfg.model), VOCAB).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
-    window = model.window(cfg.batches.bptt)
-    tokens = torch.randint(0, VOCAB, (cfg.batches.batch_size, window + 1))
-    train, forward = [], []
-    for k in range(args.warmup + args.steps):
-        started = time.perf_counter()
-        logits, _ = model(tokens[:, :-1])
-        F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        middle = time.perf_counter()
-        with torch.no_grad():
-            model(tokens[:, :-1])
-        if k >= args.warmup:
-            train.append(middle - started)
-            forward.append(time.perf_counter() - middle)
-    return statistics.median(train), statistics.median(forward), cfg
+    tokens = torch.randint(0, VOCAB, (cfg.batches.batch_size, model.window(cfg.batches.bptt) + 1))
+    return (*step_seconds(model, tokens[:, :-1], tokens[:, 1:], args.steps, args.warmup), cfg)
 
 
 def main() -> None:

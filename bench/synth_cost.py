@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from timing import step_seconds
 
 from lmlab.cli.schemas import register_configs, typed
 from lmlab.core.malloc import steady_malloc
@@ -37,7 +35,7 @@ from lmlab.tasks.synthetic import TRAIN, make_examples, vocab_size
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def step_seconds(
+def train_seconds(
     task: str, family: str, width: int, seq_len: int, pairs: int | None, args: argparse.Namespace
 ) -> float:
     overrides = [f"task={task}", f"model={family}", f"model.width={width}", f"task.seq_len={seq_len}", "logger=none"]
@@ -46,18 +44,8 @@ def step_seconds(
         cfg = typed(compose(config_name="synth", overrides=overrides))
     torch.manual_seed(0)
     model = build_model(fitted_model_config(cfg), vocab_size(cfg.task)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
     batch = make_examples(cfg.task, cfg.task.batch_size, seq_len, (TRAIN,))
-    times = []
-    for k in range(args.warmup + args.steps):
-        started = time.perf_counter()
-        logits, _ = model(batch.inputs)
-        F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if k >= args.warmup:
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return step_seconds(model, batch.inputs, batch.targets, args.steps, args.warmup, ignore_index=IGNORE)[0]
 
 
 def main() -> None:
@@ -78,7 +66,7 @@ def main() -> None:
         seq_len, _, pairs = setting.partition(":")
         for width in map(int, args.widths.split(",")):
             for family in args.families.split(","):
-                seconds = step_seconds(args.task, family, width, int(seq_len), int(pairs) if pairs else None, args)
+                seconds = train_seconds(args.task, family, width, int(seq_len), int(pairs) if pairs else None, args)
                 rows.append(
                     {
                         "task": args.task,

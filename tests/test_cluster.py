@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers.project import ROOT, copy_project, env
+from tests.helpers.project import ROOT, cli_env, copy_project, env, finish, start
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
 from tests.helpers.wandb_offline import wandb_summary
 
@@ -61,35 +61,16 @@ def wait_for(condition: Any, proc: subprocess.Popen[str], what: str, timeout: fl
         time.sleep(0.02)
 
 
-def finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    out = proc.communicate(timeout=300)[0]
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Start both multiruns; SIGTERM the preempted one's job once it has saved its first checkpoint; run that
     multirun again as soon as the job has ended (while the other multirun still trains) and collect them all."""
     tmp = tmp_path_factory.mktemp("cluster")
-    run_env = env()
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        run_env[var] = str(tmp / var.lower())
-    run_env.pop("WANDB_MODE", None)  # offline is the default
-
-    def start(project: Path, args: list[str]) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, *args],
-            cwd=project,
-            env=run_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
+    run_env = cli_env(tmp)
     projects = {name: copy_project(tmp / name) for name in COMMANDS}
     for project in projects.values():
         write_corpus(project / "data")
-    procs = {name: start(projects[name], args) for name, args in COMMANDS.items()}
+    procs = {name: start(args, projects[name], run_env) for name, args in COMMANDS.items()}
     try:
         sweep, stopped = projects["preempted"] / SWEEP, procs["preempted"]
         wait_for(lambda: (sweep / "0-gru" / "checkpoints" / "last.ckpt").exists(), stopped, "first checkpoint")
@@ -97,7 +78,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         os.kill(int(job.name), signal.SIGTERM)  # submitit's job process passes it on to the job's task
         wait_for(lambda: ended(int(job.name)), stopped, "end of the stopped job")
         job_stderr = (job / f"{job.name}_0_log.err").read_text()
-        procs["again"] = start(projects["preempted"], COMMANDS["preempted"])
+        procs["again"] = start(COMMANDS["preempted"], projects["preempted"], run_env)
         results = {name: finish(proc) for name, proc in procs.items()}
     finally:
         for proc in procs.values():

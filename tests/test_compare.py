@@ -26,6 +26,7 @@ from lmlab.core.metrics import higher_is_better
 from lmlab.tools.rank import curves_png, legend_label, rank, write_ranking
 from lmlab.tools.wandb_runs import Filters, Run, read_offline_runs
 from tests.helpers.project import ROOT, copy_project
+from tests.helpers.project import cli_env as offline_env
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
 
@@ -38,13 +39,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def cli_env(tmp: Path) -> dict[str, str]:
     """W&B offline, caches in `tmp`, and records on disk within 0.2 s (so a killed run leaves them)."""
-    env = project_env()
-    env.pop("WANDB_MODE", None)
-    env.pop("WANDB_API_KEY", None)
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        env[var] = str(tmp / var.lower())
-    env["WANDB__TRANSACTION_LOG_FLUSH_INTERVAL"] = "0.2"
-    return env
+    return offline_env(tmp, WANDB__TRANSACTION_LOG_FLUSH_INTERVAL="0.2")
 
 
 def pretrain(project: Path, env: dict[str, str], args: list[str], log: Path, script: str = "") -> subprocess.Popen:

@@ -40,7 +40,7 @@ from lmlab.training.config import LoggerConfig
 from lmlab.training.finite import NonFiniteLoss
 from tests.helpers.corpora import make_docs, own_splits_corpus, paths_for, sentiment_dataset
 from tests.helpers.host_reads import counted
-from tests.helpers.project import ROOT, copy_project, env
+from tests.helpers.project import ROOT, copy_project, env, wandb_dirs
 from tests.helpers.tiny_lm import tiny_config, tiny_finetune_config, write_corpus
 from tests.helpers.wandb_offline import wandb_records
 from tests.test_pretrain import Crash, assert_same, crash_at
@@ -582,8 +582,8 @@ def test_finetuning_logs_to_wandb_as_job_type_finetune(
     lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    for var, folder in wandb_dirs(tmp_path).items():
+        monkeypatch.setenv(var, folder)
     cfg = config(lab)
     cfg = replace(cfg, logger=LoggerConfig(kind="wandb"), trainer=replace(cfg.trainer, max_steps=10, val_every=5))
     metrics = finetune(cfg, tmp_path / "run")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from lmlab.cli import rank_overrides
-from tests.helpers.project import ROOT, copy_project, env
+from tests.helpers.project import ROOT, cli_env, copy_project, finish, start
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
 from tests.helpers.wandb_offline import wandb_summary
 
@@ -39,28 +38,16 @@ COMMANDS = {  # python <args>
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess[str]]]:
     """Start every command at once (each pays for importing torch), then collect them: name -> (project, result)."""
     tmp = tmp_path_factory.mktemp("multirun")
-    run_env = env()
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        run_env[var] = str(tmp / var.lower())
-    run_env.pop("WANDB_MODE", None)  # offline is the default
+    run_env = cli_env(tmp)
     procs = {}
     for name, args in COMMANDS.items():
         project = copy_project(tmp / name)
         write_corpus(project / "data")
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=project,
-            env=run_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        procs[name] = (project, proc)
+        procs[name] = (project, start(args, project, run_env))
     results = {}
     try:
         for name, (project, proc) in procs.items():
-            out = proc.communicate(timeout=300)[0]
-            results[name] = (project, subprocess.CompletedProcess(proc.args, proc.returncode, out, ""))
+            results[name] = (project, finish(proc))
     finally:
         for _, proc in procs.values():
             if proc.poll() is None:

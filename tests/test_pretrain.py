@@ -37,7 +37,7 @@ from lmlab.training.finite import NonFiniteLoss
 from lmlab.training.identity import fingerprint
 from lmlab.training.logger import wandb_mode
 from tests.helpers.host_reads import counted
-from tests.helpers.project import ROOT, copy_project
+from tests.helpers.project import ROOT, cli_env, copy_project, wandb_dirs
 from tests.helpers.project import env as project_env
 from tests.helpers.tiny_lm import tiny_config, tiny_overrides, write_corpus
 from tests.helpers.wandb_offline import wandb_records
@@ -225,15 +225,6 @@ def composed(conf: Path, overrides: list[str]) -> PretrainConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return typed(compose(config_name="pretrain", overrides=overrides))
-
-
-def cli_env(tmp: Path) -> dict[str, str]:
-    """The CLI's environment with W&B offline and its caches in `tmp` (nothing under $HOME)."""
-    env = project_env()
-    env.pop("WANDB_MODE", None)
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        env[var] = str(tmp / var.lower())
-    return env
 
 
 def kill_mid_run(args: list[str], project: Path, env: dict[str, str], step: int, log: Path) -> None:
@@ -642,8 +633,8 @@ SECRET = "0123456789abcdef-very-secret-key-4567890"
 def wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")  # a logged-in user's runs would go online (`wandb_mode`)
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    for var, folder in wandb_dirs(tmp_path).items():
+        monkeypatch.setenv(var, folder)
 
 
 def test_wandb_logs_offline_into_the_run_folder(data_dir: Path, tmp_path: Path, wandb_env: None) -> None:

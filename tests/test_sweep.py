@@ -35,8 +35,7 @@ from lmlab.tools.sweep import Sweep, Trial, check, load_config, overrides, print
 from lmlab.training.config import LoggerConfig
 from lmlab.training.logger import wandb_mode
 from lmlab.training.runs import RunFolder
-from tests.helpers.project import ROOT, copy_project
-from tests.helpers.project import env as project_env
+from tests.helpers.project import ROOT, cli_env, copy_project
 from tests.helpers.tiny_lm import tiny_overrides, write_corpus
 from tests.helpers.wandb_offline import wandb_summary
 
@@ -50,16 +49,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "sweeps", project / "sweeps")
     write_corpus(project / "data")
     return project
-
-
-def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """The CLI's environment: this venv's scripts first, W&B offline by default, its caches under `tmp`."""
-    env = project_env()
-    for var in ("WANDB_MODE", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_TAGS", "LMLAB_TEST_STALL_AT"):
-        env.pop(var, None)
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        env[var] = str(tmp / var.lower())
-    return env | extra
 
 
 def sweep_cli(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

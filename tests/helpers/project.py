@@ -50,3 +50,33 @@ def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, env=env(), capture_output=True, text=True
     )
+
+
+WANDB_DIRS = ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")
+
+
+def wandb_dirs(tmp: Path) -> dict[str, str]:
+    """W&B's config, cache and data folders under `tmp`: nothing a test's W&B run writes lands in $HOME."""
+    return {var: str(tmp / var.lower()) for var in WANDB_DIRS}
+
+
+def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """env() for a process that makes W&B runs of its own: W&B's default mode (offline, the config's), no API key,
+    sweep or run identity inherited from the caller, its folders under `tmp` (`wandb_dirs`); `extra` on top."""
+    inherited = env()
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_TAGS", "LMLAB_TEST_STALL_AT"):
+        inherited.pop(var, None)
+    return inherited | wandb_dirs(tmp) | extra
+
+
+def start(args: list[str], cwd: Path, run_env: dict[str, str]) -> subprocess.Popen[str]:
+    """`python <args>` in the background, its stdout and stderr together (`finish` collects them)."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Wait for a `start`ed process; its output as a CompletedProcess's stdout."""
+    out = proc.communicate(timeout=timeout)[0]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
