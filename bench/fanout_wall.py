@@ -28,8 +28,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests' throwaway project copy (tests/helpers/project.py)
+from tests.helpers.project import copy_files, copy_project  # noqa: E402
+
 BIN = Path(sys.executable).parent
-COPIED = ("conf", "src/lmlab", "params.yaml", "synth/dvc.yaml", "synth/params.yaml", ".dvc/config", ".dvcignore")
 WAYS = {
     "fanout -j 2, 1 thread each": (
         1,
@@ -41,14 +43,7 @@ WAYS = {
 
 def project(dest: Path, families: list[str], steps: int, threads: int) -> Path:
     """A copy of the project whose synth study is the small grid, its stages training on `threads` threads."""
-    for name in COPIED:
-        source, target = ROOT / name, dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    copy_files(copy_project(dest), ("synth/dvc.yaml", "synth/params.yaml"))
     params = yaml.safe_load((dest / "synth/params.yaml").read_text())
     params["families"], params["recall_families"] = families, ["transformer"]
     params["mqar"] |= {"steps": steps, "val_every": steps // 2, "lrs": [0.003]}
