@@ -49,9 +49,9 @@ def pipeline(root: Path, stages: dict[str, str]) -> None:
         subprocess.run(command, cwd=root, check=True, env=env())
 
 
-def fanout(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def fanout(root: Path, *args: str, files: tuple[str, ...] = ("dvc.yaml",)) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lmlab", "fanout", "dvc.yaml", *args],
+        [sys.executable, "-m", "lmlab", "fanout", *files, *args],
         cwd=root,
         env=env(),
         capture_output=True,
@@ -72,6 +72,24 @@ def test_stages_run_side_by_side_and_are_committed_as_dvc_repro_would(tmp_path: 
     assert repro.returncode == 0 and "Running stage 'report'" in repro.stdout
     assert "Running stage 'a'" not in repro.stdout and "Running stage 'c'" not in repro.stdout
     assert (root / "report.txt").read_text().splitlines() == ["a 1", "b 1", "c 1"]
+
+
+def test_the_stages_of_several_pipeline_files_run_side_by_side_the_first_file_first(tmp_path: Path) -> None:
+    """Two studies at once: the second file's stage starts as soon as a job is free, so both cores stay busy
+    through the first file's last stage; each is committed into its own lock file."""
+    root = tmp_path / "project"
+    pipeline(root, {"a": "d", "c": "-"})
+    (root / "study").mkdir()
+    study = {"cmd": f"{sys.executable} stage.py d a", "wdir": "..", "deps": ["stage.py"], "params": ["value"]}
+    study["outs"] = ["out-d.txt"]
+    (root / "study/dvc.yaml").write_text(yaml.safe_dump({"stages": {"d": study}}))
+    result = fanout(root, "-j", "2", files=("dvc.yaml", "study/dvc.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "3 stale stages of dvc.yaml, study/dvc.yaml" in result.stderr  # a and c first, then d beside a
+    assert (root / "out-d.txt").read_text() == "d 1\n"
+    status = dvc("status", "--json", "dvc.yaml", "study/dvc.yaml", cwd=root).stdout
+    assert '"report"' in status and '"a"' not in status and "study/dvc.yaml:d" not in status
+    assert "d:" in (root / "study/dvc.lock").read_text()
 
 
 def test_a_stage_whose_code_changed_while_it_ran_is_not_committed(tmp_path: Path) -> None:

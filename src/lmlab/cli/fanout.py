@@ -1,4 +1,4 @@
-"""``lmlab fanout <dvc.yaml>``: run a pipeline's stale stages side by side, here or as a cluster's job array,
+"""``lmlab fanout <dvc.yaml>...``: run pipelines' stale stages side by side, here or as a cluster's job array,
 and record each in the lock file as `dvc repro` would (`lmlab.tools.fanout` says why that is honest)."""
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ SUMMARY = "run a DVC pipeline's stale stages N at a time, or list them for a job
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lmlab fanout",
-        description="Run the stale stages of a DVC pipeline file whose upstream stages are up to date, N at a "
-        "time (their own commands, from their wdir), and `dvc commit` each as it finishes if nothing it depends "
-        "on changed while it ran. Stages downstream of them (a study's report) are left for `dvc repro`. "
+        description="Run the stale stages of DVC pipeline files whose upstream stages are up to date, N at a "
+        "time (their own commands, from their wdir; the first file's stages first, so that a second study keeps "
+        "the cores busy through the first one's last stages), and `dvc commit` each as it finishes if nothing it "
+        "depends on changed while it ran. Stages downstream of them (a study's report) are left for `dvc repro`. "
         "Elsewhere: --list prints one shell line per stage for a job array (sbatch --array, GNU parallel), "
         "and --commit records the ones that finished.",
     )
-    p.add_argument("dvcfile", help="the pipeline file, e.g. synth/dvc.yaml")
+    p.add_argument("dvcfiles", nargs="+", metavar="dvcfile", help="pipeline files, e.g. synth/dvc.yaml")
     p.add_argument("-j", "--jobs", type=int, default=2, help="stages at once (default 2; one thread each for lmlab)")
     p.add_argument("--only", default="", help="only these stage groups, comma-separated (e.g. mqar,parity)")
     mode = p.add_mutually_exclusive_group()
@@ -45,40 +46,41 @@ def main(argv: list[str]) -> int:
 
     try:
         root = Path(Repo.find_root())
-        dvcfile = Path(args.dvcfile).resolve().relative_to(root).as_posix()
+        dvcfiles = [Path(dvcfile).resolve().relative_to(root).as_posix() for dvcfile in args.dvcfiles]
         if args.commit:
-            return commit(root, dvcfile, console)
+            return commit(root, dvcfiles, console)
         with Repo(str(root)) as repo:
-            ready, waiting = fanout.ready_stages(repo, dvcfile, [g for g in args.only.split(",") if g])
+            ready, waiting = fanout.ready_stages(repo, dvcfiles, [g for g in args.only.split(",") if g])
             if args.list:
                 for stage in ready:
                     fanout.hand_out(repo, stage)
                     print(fanout.command_line(stage))
-                console.print(f"{len(ready)} stages listed; then `lmlab fanout {args.dvcfile} --commit`")
+                console.print(f"{len(ready)} stages listed; then `lmlab fanout {' '.join(args.dvcfiles)} --commit`")
                 return 0
         console.print(
-            f"{len(ready)} stale stages of {dvcfile}, {args.jobs} at a time (logs in {root / fanout.FOLDER})"
-            + (f"; {len(waiting)} wait for them (`dvc repro {args.dvcfile}` after)" if waiting else "")
+            f"{len(ready)} stale stages of {', '.join(dvcfiles)}, {args.jobs} at a time (logs in "
+            f"{root / fanout.FOLDER})"
+            + (f"; {len(waiting)} wait for them (`dvc repro {' '.join(args.dvcfiles)}` after)" if waiting else "")
         )
         failed = fanout.run_here(root, ready, args.jobs, console.print, threading.Event())
     except LmlabError as err:
         console.print(f"lmlab fanout: error: {err}")
         return 2
     except ValueError:
-        console.print(f"lmlab fanout: error: {args.dvcfile} is outside the DVC repository")
+        console.print(f"lmlab fanout: error: {' '.join(args.dvcfiles)}: each must be inside the DVC repository")
         return 2
     console.print(f"{len(ready) - len(failed)} of {len(ready)} stages done and committed")
     return 1 if failed else 0
 
 
-def commit(root: Path, dvcfile: str, console: Console) -> int:
-    """Commit every stage of `dvcfile` handed out by --list whose command has finished."""
+def commit(root: Path, dvcfiles: list[str], console: Console) -> int:
+    """Commit every stage of `dvcfiles` handed out by --list whose command has finished."""
     from dvc.exceptions import DvcException
 
     from lmlab.tools import fanout
 
     notes = [json.loads(note.read_text()) for note in sorted((root / fanout.FOLDER).glob("*.json"))]
-    notes = [note for note in notes if note["dvcfile"] == dvcfile]
+    notes = [note for note in notes if note["dvcfile"] in dvcfiles]
     left = 0
     for note in notes:
         address = note["stage"]

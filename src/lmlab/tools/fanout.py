@@ -1,4 +1,4 @@
-"""`lmlab fanout`: a DVC pipeline's stale stages run side by side (here, or as a cluster's job array), then
+"""`lmlab fanout`: DVC pipelines' stale stages run side by side (here, or as a cluster's job array), then
 recorded in the lock file by `dvc commit`.
 
 `dvc repro` runs one stage at a time and holds the repository's lock while the stage's command runs, so two
@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,18 +44,22 @@ class Stage:
     cmd: str
 
 
-def ready_stages(repo: Repo, dvcfile: str, only: Iterable[str] = ()) -> tuple[list[Stage], list[str]]:
-    """The stale stages of `dvcfile` (of the named groups, `mqar` for the `mqar@...` stages, if any), split
-    into those whose upstream stages are all up to date (ready) and the others (their addresses)."""
-    stages = [s for s in repo.index.stages if isinstance(s, PipelineStage) and s.relpath == dvcfile]
-    if not stages:
-        raise LmlabError(f"{dvcfile} has no stages (is it a dvc.yaml of this repository?)")
+def ready_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) -> tuple[list[Stage], list[str]]:
+    """The stale stages of the pipeline files `dvcfiles` (of the named groups, `mqar` for the `mqar@...` stages,
+    if any), the first file's first, split into those whose upstream stages are all up to date (ready) and the
+    others (their addresses)."""
+    stages = [s for s in repo.index.stages if isinstance(s, PipelineStage) and s.relpath in dvcfiles]
+    for dvcfile in dvcfiles:
+        if not any(s.relpath == dvcfile for s in stages):
+            raise LmlabError(f"{dvcfile} has no stages (is it a dvc.yaml of this repository?)")
+    stages.sort(key=lambda s: dvcfiles.index(s.relpath))  # stable: a file's stages keep their order
     groups = {s.name.split("@")[0] for s in stages}
     if unknown := set(only) - groups:
         raise LmlabError(
-            f"no stage group {', '.join(sorted(unknown))} in {dvcfile}; its groups: {', '.join(sorted(groups))}"
+            f"no stage group {', '.join(sorted(unknown))} in {', '.join(dvcfiles)}; its groups: "
+            f"{', '.join(sorted(groups))}"
         )
-    stale = set(repo.status(targets=[dvcfile]))
+    stale = set(repo.status(targets=list(dvcfiles)))
     graph = repo.index.graph  # edges point from a stage to the stages it depends on
     ready, waiting = [], []
     for stage in stages:
@@ -67,7 +71,8 @@ def ready_stages(repo: Repo, dvcfile: str, only: Iterable[str] = ()) -> tuple[li
             waiting.append(stage.addressing)
         else:
             command = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-            ready.append(Stage(dvcfile, stage.addressing, os.path.relpath(stage.wdir, repo.root_dir), command))
+            wdir = os.path.relpath(stage.wdir, repo.root_dir)
+            ready.append(Stage(stage.relpath, stage.addressing, wdir, command))
     return ready, waiting
 
 
