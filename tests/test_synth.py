@@ -255,8 +255,9 @@ def test_scoring_counts_the_answers_from_the_given_position_on() -> None:
 
 def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: Path) -> None:
     """Recall at or below 1/pairs (a context value at random) is no recall, however far above 1/vocab it lies;
-    parity is at chance when its interval holds 1/2. Runs that differ only in learning rate show as one row:
-    the best at the training length, the other rates beside it."""
+    parity is at chance when its interval holds 1/2. A run that met the stopping rule is solved, even where its
+    last interval dips below the threshold. Runs that differ only in learning rate show as one row: the best at
+    the training length, the other rates beside it."""
     from lmlab.analysis.config import ReportConfig
     from lmlab.analysis.synth import write_report
 
@@ -272,7 +273,7 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
         return {"curve": [[1000, acc - 0.01], [2000, acc], [3000, acc]], M.TRAIN_STEPS: 3000}
 
     solved = {M.STEPS_TO_SOLVE: 2400, M.TRAIN_STEPS: 2700, "curve": [[2400, 0.995], [2700, 0.996]]}
-    run("mqar", "transformer", 0.996, 0.992, 0.999, pairs=4, lr=0.001, **solved)
+    run("mqar", "transformer", 0.993, 0.9898, 0.996, pairs=4, lr=0.001, **solved)
     run("mqar", "transformer", 0.231, 0.22, 0.24, pairs=4, lr=0.003, **flat(0.231))
     run("mqar", "mamba2", 0.26, 0.255, 0.27, pairs=4, **flat(0.26))
     rising = {"curve": [[1000, 0.3], [2000, 0.42], [3000, 0.6]], M.TRAIN_STEPS: 3000}  # +0.18 in the last quarter
@@ -286,7 +287,7 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     table = [line.split(" | ") for line in report.read_text().splitlines() if line.startswith("| ")]
     rows = {cells[0] + cells[1]: " | ".join(cells) for cells in table}
     assert rows["| transformer64"].endswith(
-        "| 0.001, 2,700 steps; 0.003: 0.231 | 0.996 [0.992, 0.999] | 2,400 | solved |"
+        "| 0.001, 2,700 steps; 0.003: 0.231 | 0.993 [0.990, 0.996] | 2,400 | solved |"
     )
     assert rows["| mamba264"].endswith("| > 3,000 | partly |")
     assert rows["| gated_deltanet64"].endswith("| > 3,000 | not converged at 3,000 steps |")
