@@ -345,13 +345,14 @@ def steps_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) 
             family = items[0]["family"]
             solved = [r for r in items if M.STEPS_TO_SOLVE in r]
             label = f"{name} ({setting})" if setting else name
-            ax.plot(
-                [r[M.STATE_BYTES] / 1024 for r in solved],
-                [r[M.STEPS_TO_SOLVE] for r in solved],
-                marker="o",
-                color=colours[family],
-                label=label,
-            )
+            if solved:  # a family none of whose runs solved is in the legend once, by its open markers
+                ax.plot(
+                    [r[M.STATE_BYTES] / 1024 for r in solved],
+                    [r[M.STEPS_TO_SOLVE] for r in solved],
+                    marker="o",
+                    color=colours[family],
+                    label=label,
+                )
             unsolved = [r for r in items if M.STEPS_TO_SOLVE not in r and M.TRAIN_STEPS in r]
             ax.scatter(
                 [r[M.STATE_BYTES] / 1024 for r in unsolved],
