@@ -8,8 +8,9 @@ and the longer setting for the Transformer, parity at width 64 for each family a
 eigenvalues; `--steps` steps each (too few to solve, so that no run stops early and both ways train the same
 steps). Each measurement runs in a fresh copy of the project under a temporary folder, the report stage included;
 the ways alternate, so that a noisy machine slows them alike. Prints each round's wall times, their medians and
-ratio, and the largest difference between the two ways' final validation loss and accuracy over the runs (one
-thread against two sums in another order: not bit-identical). Asserts nothing; run it on a quiet machine.
+ratio, and the largest difference between the two ways' final validation loss and accuracy over the runs of the
+last round (one thread against two sums in another order: not bit-identical). Asserts nothing; run it on a
+quiet machine.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def measure(way: str, tmp: Path, args: argparse.Namespace) -> tuple[float, dict[
     """Wall seconds of the study run `way` in a fresh copy, and each run's final figures."""
     threads, commands = WAYS[way]
     families = args.families.split(",")
-    root = project(tmp / f"{len(list(tmp.iterdir()))}", families, args.steps, threads)
+    root = project(Path(tempfile.mkdtemp(dir=tmp)) / "project", families, args.steps, threads)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     started = time.perf_counter()
     for command in commands:

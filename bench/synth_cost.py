@@ -45,7 +45,7 @@ def train_seconds(
     torch.manual_seed(0)
     model = build_model(fitted_model_config(cfg), vocab_size(cfg.task)).train()
     batch = make_examples(cfg.task, cfg.task.batch_size, seq_len, (TRAIN,))
-    return step_seconds(model, batch.inputs, batch.targets, args.steps, args.warmup, ignore_index=IGNORE)[0]
+    return step_seconds(model, batch.inputs, batch.targets, args.steps, args.warmup, IGNORE, forward=False)[0]
 
 
 def main() -> None:

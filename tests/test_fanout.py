@@ -83,6 +83,9 @@ def test_the_stages_of_several_pipeline_files_run_side_by_side_the_first_file_fi
     study = {"cmd": f"{sys.executable} stage.py d a", "wdir": "..", "deps": ["stage.py"], "params": ["value"]}
     study["outs"] = ["out-d.txt"]
     (root / "study/dvc.yaml").write_text(yaml.safe_dump({"stages": {"d": study}}))
+    listed = fanout(root, "--list", files=("study/dvc.yaml", "dvc.yaml"))  # the files' order is the queue's
+    assert listed.returncode == 0, listed.stderr
+    assert [line.rsplit(" ", 2)[1] for line in listed.stdout.splitlines()] == ["d", "a", "c"]
     result = fanout(root, "-j", "2", files=("dvc.yaml", "study/dvc.yaml"))
     assert result.returncode == 0, result.stderr
     assert "3 stale stages of dvc.yaml, study/dvc.yaml" in result.stderr  # a and c first, then d beside a
@@ -119,3 +122,7 @@ def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
     assert '"a"' not in dvc("status", "--json", cwd=root).stdout
     wrong = fanout(root, "--only", "nope")
     assert wrong.returncode == 2 and "no stage group nope" in wrong.stderr
+    outside = fanout(root, files=("dvc.yaml", str(tmp_path / "elsewhere/dvc.yaml")))
+    assert (
+        outside.returncode == 2 and f"{tmp_path / 'elsewhere/dvc.yaml'} is outside the DVC repository" in outside.stderr
+    )

@@ -281,6 +281,7 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     run("mqar", "gru", 0.25, 0.24, 0.26, pairs=4, **flat(0.25))
     run("mqar", "rnn", 0.009, 0.006, 0.012, pairs=4)  # made before lmlab recorded its curve
     run("parity", "lstm", 1.0, 1.0, 1.0, lengths=[1], **{M.STEPS_TO_SOLVE: 600, "curve": [[600, 1.0], [900, 1.0]]})
+    run("parity", "gru", 0.991, 0.986, 0.995, lengths=[1], **{M.STEPS_TO_SOLVE: 900, "curve": [[900, 0.992]]})
     run("parity", "transformer", 0.51, 0.49, 0.53, lengths=[1], lr=0.003, **flat(0.51))
     run("parity", "transformer", 0.505, 0.49, 0.52, lengths=[1], lr=0.01, **flat(0.505))
     report = write_report(ReportConfig(synth_dir=str(tmp_path / "metrics"), out_dir=str(tmp_path / "out")))
@@ -294,6 +295,7 @@ def test_the_report_verdicts_follow_the_interval_and_the_guess_levels(tmp_path: 
     assert rows["| gru64"].endswith("| no recall |") and rows["| rnn64"].endswith(
         "| no recall (convergence not recorded) |"
     )
+    assert rows["| gru2"].endswith("| 900 | 0.991 [0.986, 0.995] solved |")  # the stopping rule met at 1x
     assert rows["| lstm2"].endswith("| 600 | 1.000 [1.000, 1.000] solved |") and rows["| transformer2"].endswith(
         "at chance |"
     )

@@ -76,8 +76,6 @@ def still_rising(run: dict[str, Any]) -> bool | None:
     """Whether a run that ended unsolved was still learning: its last validation's accuracy more than RISING
     above the best of those in the first three quarters of its steps. None where it cannot be told (a run
     made before lmlab recorded its curve, or one validation only)."""
-    if M.STEPS_TO_SOLVE in run:
-        return False
     curve = run.get("curve") or []
     if len(curve) < 2:
         return None
@@ -354,6 +352,8 @@ def steps_plot(runs: list[dict[str, Any]], colours: dict[str, str], path: Path) 
                     label=label,
                 )
             unsolved = [r for r in items if M.STEPS_TO_SOLVE not in r and M.TRAIN_STEPS in r]
+            if not unsolved:
+                continue
             ax.scatter(
                 [r[M.STATE_BYTES] / 1024 for r in unsolved],
                 [r[M.TRAIN_STEPS] for r in unsolved],

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from lmlab.core.errors import LmlabError
 
-SUMMARY = "run a DVC pipeline's stale stages N at a time, or list them for a job array, then dvc commit each"
+SUMMARY = "run DVC pipelines' stale stages N at a time, or list them for a job array, then dvc commit each"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
 
     try:
         root = Path(Repo.find_root())
-        dvcfiles = [Path(dvcfile).resolve().relative_to(root).as_posix() for dvcfile in args.dvcfiles]
+        dvcfiles = [in_repository(root, dvcfile) for dvcfile in args.dvcfiles]
         if args.commit:
             return commit(root, dvcfiles, console)
         with Repo(str(root)) as repo:
@@ -66,11 +66,16 @@ def main(argv: list[str]) -> int:
     except LmlabError as err:
         console.print(f"lmlab fanout: error: {err}")
         return 2
-    except ValueError:
-        console.print(f"lmlab fanout: error: {' '.join(args.dvcfiles)}: each must be inside the DVC repository")
-        return 2
     console.print(f"{len(ready) - len(failed)} of {len(ready)} stages done and committed")
     return 1 if failed else 0
+
+
+def in_repository(root: Path, dvcfile: str) -> str:
+    """`dvcfile` relative to the repository's root, as DVC names a stage's file."""
+    try:
+        return Path(dvcfile).resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise LmlabError(f"{dvcfile} is outside the DVC repository ({root})") from None
 
 
 def commit(root: Path, dvcfiles: list[str], console: Console) -> int:

@@ -56,7 +56,7 @@ def ready_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
     groups = {s.name.split("@")[0] for s in stages}
     if unknown := set(only) - groups:
         raise LmlabError(
-            f"no stage group {', '.join(sorted(unknown))} in {', '.join(dvcfiles)}; its groups: "
+            f"no stage group {', '.join(sorted(unknown))} in {', '.join(dvcfiles)}; the groups there: "
             f"{', '.join(sorted(groups))}"
         )
     stale = set(repo.status(targets=list(dvcfiles)))
