@@ -60,18 +60,17 @@ def fanout(root: Path, *args: str, files: tuple[str, ...] = ("dvc.yaml",)) -> su
 
 
 def test_stages_run_side_by_side_and_are_committed_as_dvc_repro_would(tmp_path: Path) -> None:
+    """a and b only pass side by side; the report, downstream of all three, runs once they are committed."""
     root = tmp_path / "project"
     pipeline(root, {"a": "b", "b": "a", "c": "-"})
     result = fanout(root, "-j", "2")
     assert result.returncode == 0, result.stderr
-    assert "3 stale stages" in result.stderr and "1 wait for them" in result.stderr
+    assert "4 stale stages" in result.stderr and "left for" not in result.stderr
     assert (root / "out-a.txt").read_text() == "a 1\n"
-    status = dvc("status", "--json", cwd=root).stdout
-    assert '"report"' in status and '"a"' not in status and '"c"' not in status  # only the report is left
-    repro = dvc("repro", cwd=root)
-    assert repro.returncode == 0 and "Running stage 'report'" in repro.stdout
-    assert "Running stage 'a'" not in repro.stdout and "Running stage 'c'" not in repro.stdout
     assert (root / "report.txt").read_text().splitlines() == ["a 1", "b 1", "c 1"]
+    assert dvc("status", "--json", cwd=root).stdout.strip() == "{}"  # all recorded as dvc repro would have
+    repro = dvc("repro", cwd=root)
+    assert repro.returncode == 0 and "Running stage" not in repro.stdout
 
 
 def test_the_stages_of_several_pipeline_files_run_side_by_side_the_first_file_first(tmp_path: Path) -> None:
@@ -86,12 +85,12 @@ def test_the_stages_of_several_pipeline_files_run_side_by_side_the_first_file_fi
     listed = fanout(root, "--list", files=("study/dvc.yaml", "dvc.yaml"))  # the files' order is the queue's
     assert listed.returncode == 0, listed.stderr
     assert [line.rsplit(" ", 2)[1] for line in listed.stdout.splitlines()] == ["d", "a", "c"]
+    assert "1 wait for them" in listed.stderr  # the report: listed once a and c are committed
     result = fanout(root, "-j", "2", files=("dvc.yaml", "study/dvc.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "3 stale stages of dvc.yaml, study/dvc.yaml" in result.stderr  # a and c first, then d beside a
-    assert (root / "out-d.txt").read_text() == "d 1\n"
-    status = dvc("status", "--json", "dvc.yaml", "study/dvc.yaml", cwd=root).stdout
-    assert '"report"' in status and '"a"' not in status and "study/dvc.yaml:d" not in status
+    assert "4 stale stages of dvc.yaml, study/dvc.yaml" in result.stderr  # a and c, then d (the report waits)
+    assert (root / "out-d.txt").read_text() == "d 1\n" and (root / "report.txt").is_file()
+    assert dvc("status", "--json", "dvc.yaml", "study/dvc.yaml", cwd=root).stdout.strip() == "{}"
     assert "d:" in (root / "study/dvc.lock").read_text()
 
 
@@ -102,6 +101,8 @@ def test_a_stage_whose_code_changed_while_it_ran_is_not_committed(tmp_path: Path
     assert result.returncode == 1
     assert "not committed  edits: code.py changed while it ran" in result.stderr
     assert "done    c in" in result.stderr
+    assert "not run report: edits upstream of it did not end committed" in result.stderr
+    assert not (root / "report.txt").exists()
     assert '"edits"' in dvc("status", "--json", cwd=root).stdout  # dvc repro runs it again
 
 
@@ -111,6 +112,7 @@ def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
     pipeline(root, {"a": "-", "b": "-"})
     listed = fanout(root, "--list", "--only", "a,b")
     assert listed.returncode == 0, listed.stderr
+    assert "2 stages listed" in listed.stderr and "wait" not in listed.stderr  # the report: not in a,b
     lines = listed.stdout.splitlines()
     assert len(lines) == 2 and all(line.endswith(("stage.py a -", "stage.py b -")) for line in lines)
     subprocess.run(["bash", "-c", lines[0]], cwd=root, check=True)  # one finished, the other not yet

@@ -18,10 +18,11 @@ SUMMARY = "run DVC pipelines' stale stages N at a time, or list them for a job a
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lmlab fanout",
-        description="Run the stale stages of DVC pipeline files whose upstream stages are up to date, N at a "
-        "time (their own commands, from their wdir; the first file's stages first, so that a second study keeps "
-        "the cores busy through the first one's last stages), and `dvc commit` each as it finishes if nothing it "
-        "depends on changed while it ran. Stages downstream of them (a study's report) are left for `dvc repro`. "
+        description="Run the stale stages of DVC pipeline files N at a time, each as soon as the stale stages "
+        "upstream of it are committed (their own commands, from their wdir; the first file's stages first, so that "
+        "a second study keeps the cores busy through the first one's last stages), and `dvc commit` each as it "
+        "finishes if nothing it depends on changed while it ran. A stage downstream of a stale stage not run here "
+        "(another file's, another group's) is left for `dvc repro`. "
         "Elsewhere: --list prints one shell line per stage for a job array (sbatch --array, GNU parallel), "
         "and --commit records the ones that finished.",
     )
@@ -50,23 +51,28 @@ def main(argv: list[str]) -> int:
         if args.commit:
             return commit(root, dvcfiles, console)
         with Repo(str(root)) as repo:
-            ready, waiting = fanout.ready_stages(repo, dvcfiles, [g for g in args.only.split(",") if g])
-            if args.list:
+            stages, left = fanout.stale_stages(repo, dvcfiles, [g for g in args.only.split(",") if g])
+            if args.list:  # an array's tasks run at once: only those whose upstream stages are up to date
+                ready = [stage for stage in stages if not stage.after]
                 for stage in ready:
                     fanout.hand_out(repo, stage)
                     print(fanout.command_line(stage))
-                console.print(f"{len(ready)} stages listed; then `lmlab fanout {' '.join(args.dvcfiles)} --commit`")
+                later = len(stages) - len(ready) + len(left)
+                console.print(
+                    f"{len(ready)} stages listed; then `lmlab fanout {' '.join(args.dvcfiles)} --commit`"
+                    + (f"; {later} wait for them (list again after the commit)" if later else "")
+                )
                 return 0
         console.print(
-            f"{len(ready)} stale stages of {', '.join(dvcfiles)}, {args.jobs} at a time (logs in "
-            f"{root / fanout.FOLDER})"
-            + (f"; {len(waiting)} wait for them (`dvc repro {' '.join(args.dvcfiles)}` after)" if waiting else "")
+            f"{len(stages)} stale stages of {', '.join(dvcfiles)}, {args.jobs} at a time, each as soon as the "
+            f"stages upstream of it are committed (logs in {root / fanout.FOLDER})"
+            + (f"; {len(left)} left for `dvc repro {' '.join(args.dvcfiles)}` after" if left else "")
         )
-        failed = fanout.run_here(root, ready, args.jobs, console.print, threading.Event())
+        failed = fanout.run_here(root, stages, args.jobs, console.print, threading.Event())
     except LmlabError as err:
         console.print(f"lmlab fanout: error: {err}")
         return 2
-    console.print(f"{len(ready) - len(failed)} of {len(ready)} stages done and committed")
+    console.print(f"{len(stages) - len(failed)} of {len(stages)} stages done and committed")
     return 1 if failed else 0
 
 

@@ -7,7 +7,8 @@ after another. Each stage's command, run from its wdir, writes exactly the outpu
 commands can run anywhere at once and `dvc commit` records them afterwards. That is honest only if nothing a
 stage depends on changed while it ran: fanout notes every dep's hash (DVC's own: files, folders, params
 values) when it hands the command out, and commits a stage only if they are the same when it has finished.
-It runs only stages whose upstream stages are up to date; the rest (a study's report) wait for `dvc repro`.
+A stage whose upstream stages are stale runs once fanout has committed them (a study's report after its runs);
+one downstream of a stale stage fanout does not run (another file's, another group's) is left for `dvc repro`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,24 +31,28 @@ from dvc.stage import PipelineStage
 
 from lmlab.core.atomic import write_atomic
 from lmlab.core.errors import LmlabError
+from lmlab.tools.cores import share_cores
 
 FOLDER = Path(".dvc/tmp/fanout")  # per stage: its log, and what its deps were when its command was handed out
 
 
 @dataclass
 class Stage:
-    """A stale stage ready to run: its address, the folder and command `dvc repro` would run it with."""
+    """A stale stage: its address, the folder and command `dvc repro` would run it with, and the stale stages
+    upstream of it that must be committed before it runs (none: it can run now)."""
 
     dvcfile: str
     address: str
     wdir: str
     cmd: str
+    after: frozenset[str] = frozenset()
 
 
-def ready_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) -> tuple[list[Stage], list[str]]:
+def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) -> tuple[list[Stage], list[str]]:
     """The stale stages of the pipeline files `dvcfiles` (of the named groups, `mqar` for the `mqar@...` stages,
-    if any), the first file's first, split into those whose upstream stages are all up to date (ready) and the
-    others (their addresses)."""
+    if any), the first file's first: those fanout can run (now, or once the stale stages upstream of them are
+    committed), and the addresses of those it cannot (no command, or a stale stage upstream that it does not
+    run: another file's, another group's)."""
     stages = [s for s in repo.index.stages if isinstance(s, PipelineStage) and s.relpath in dvcfiles]
     for dvcfile in dvcfiles:
         if not any(s.relpath == dvcfile for s in stages):
@@ -61,19 +66,18 @@ def ready_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
         )
     stale = set(repo.status(targets=list(dvcfiles)))
     graph = repo.index.graph  # edges point from a stage to the stages it depends on
-    ready, waiting = [], []
-    for stage in stages:
-        if stage.addressing not in stale or (only and stage.name.split("@")[0] not in only):
-            continue
-        if any(upstream.addressing in stale for upstream in nx.descendants(graph, stage)):
-            waiting.append(stage.addressing)
-        elif not stage.cmd:
-            waiting.append(stage.addressing)
-        else:
-            command = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-            wdir = os.path.relpath(stage.wdir, repo.root_dir)
-            ready.append(Stage(stage.relpath, stage.addressing, wdir, command))
-    return ready, waiting
+    chosen = [s for s in stages if s.addressing in stale and (not only or s.name.split("@")[0] in only)]
+    after = {s.addressing: frozenset(u.addressing for u in nx.descendants(graph, s) if u.addressing in stale)
+             for s in chosen}  # fmt: skip
+    runnable = {s.addressing for s in chosen if s.cmd}
+    while dropped := {a for a in runnable if not after[a] <= runnable}:  # waits on one it will not run
+        runnable -= dropped
+    ready = [
+        Stage(s.relpath, s.addressing, os.path.relpath(s.wdir, repo.root_dir),
+              s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd), after[s.addressing])
+        for s in chosen if s.addressing in runnable
+    ]  # fmt: skip
+    return ready, [s.addressing for s in chosen if s.addressing not in runnable]
 
 
 def dep_hashes(repo: Repo, address: str) -> dict[str, str]:
@@ -118,28 +122,40 @@ def log_file(repo_root: Path, address: str) -> Path:
     return repo_root / FOLDER / (address.replace("/", "_").replace(":", "_") + ".log")
 
 
+def still_stale(repo_root: Path, address: str) -> bool:
+    """Whether DVC still finds the stage stale now that its upstream stages have run (their new outputs may be
+    the ones it was run with: then `dvc repro` would skip it, and so does fanout)."""
+    with Repo(str(repo_root)) as repo:
+        return bool(repo.status(targets=[address]))
+
+
 def run_here(
     repo_root: Path, stages: list[Stage], jobs: int, say: Callable[[str], None], stop: threading.Event
 ) -> list[str]:
-    """Run the stages' commands `jobs` at a time, each in its own process group with its output in its log;
-    commit each as it finishes (one commit at a time). Returns the stages that did not end committed."""
+    """Run the stages' commands `jobs` at a time, in the queue's order as each becomes ready (its upstream stages
+    committed), each in its own process group with its output in its log; commit each as it finishes. DVC work
+    (noting deps, status, commits) is done one at a time. Returns the stages that did not end committed."""
     lock = threading.Lock()
     running: dict[str, subprocess.Popen[bytes]] = {}
-    failed: list[str] = []
-    with Repo(str(repo_root)) as repo:
-        for stage in stages:
-            hand_out(repo, stage)
+    env = dict(os.environ)
+    share_cores(env, jobs)
 
-    def run(stage: Stage) -> None:
-        if stop.is_set():
-            failed.append(stage.address)
-            return
+    def run(stage: Stage) -> bool:
+        """Run one stage and commit it; whether it ended committed (or found up to date)."""
+        with lock:
+            if stop.is_set():
+                return False
+            if stage.after and not still_stale(repo_root, stage.address):
+                say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
+                return True
+            with Repo(str(repo_root)) as repo:
+                hand_out(repo, stage)
         started = time.monotonic()
         log = log_file(repo_root, stage.address)
         with log.open("wb") as out:
             process = subprocess.Popen(
                 stage.cmd, shell=True, cwd=repo_root / stage.wdir, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, env=env,
             )  # fmt: skip
             running[stage.address] = process
             code = process.wait()
@@ -147,34 +163,47 @@ def run_here(
         took = time.monotonic() - started
         with lock:
             if stop.is_set():
-                failed.append(stage.address)
                 say(f"stopped {stage.address} after {took:.0f} s; the next `lmlab fanout` or `dvc repro` resumes it")
-                return
+                return False
             if code != 0:
-                failed.append(stage.address)
                 hint = " (command not found: is lmlab on PATH, as for `dvc repro`?)" if code == 127 else ""
                 say(f"failed  {stage.address} (exit {code}{hint}) after {took:.0f} s: {log}")
-                return
+                return False
             problem = commit_if_unchanged(repo_root, stage.address)
-            if problem:
-                failed.append(stage.address)
-                say(f"not committed  {stage.address}: {problem}")
-            else:
-                say(f"done    {stage.address} in {took:.0f} s")
+            say(f"not committed  {stage.address}: {problem}" if problem else f"done    {stage.address} in {took:.0f} s")
+            return problem is None
 
     def forward(signum: int, frame: Any) -> None:  # lmlab jobs keep their last whole step on SIGTERM
         stop.set()
         for process in list(running.values()):
             os.killpg(process.pid, signal.SIGTERM)
 
+    queue, committed, flying = list(stages), set[str](), dict[Future[bool], Stage]()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(run, stages))
+            while True:
+                while len(flying) < jobs and not stop.is_set():
+                    stage = next((s for s in queue if s.after <= committed), None)
+                    if stage is None:
+                        break
+                    queue.remove(stage)
+                    flying[pool.submit(run, stage)] = stage
+                if not flying:
+                    break
+                finished, _ = wait(flying, timeout=1.0, return_when=FIRST_COMPLETED)  # a timeout: signals get in
+                for future in finished:
+                    if future.result():
+                        committed.add(flying.pop(future).address)
+                    else:
+                        flying.pop(future)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return failed
+    for stage in [] if stop.is_set() else queue:
+        upstream = ", ".join(sorted(stage.after - committed))
+        say(f"not run {stage.address}: {upstream} upstream of it did not end committed")
+    return [s.address for s in stages if s.address not in committed]
 
 
 def command_line(stage: Stage) -> str:

@@ -25,6 +25,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from lmlab.core.errors import LmlabError
+from lmlab.tools.cores import share_cores
 from lmlab.tools.sweep import (
     Sweep,
     Trial,
@@ -195,8 +196,7 @@ class Runner:
             "WANDB_TAGS": ",".join([*tags, f"sweep:{self.sweep.id}"]),
             "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
         }
-        if self.jobs > 1 and "OMP_NUM_THREADS" not in env:  # parallel trials share the cores
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        share_cores(env, self.jobs)
         return env
 
     def reap(self) -> None:
