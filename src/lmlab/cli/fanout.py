@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def main(argv: list[str]) -> int:
         console.print(f"lmlab fanout: error: --jobs {args.jobs}: give 1 or more")
         return 2
     from dvc.repo import Repo  # DVC's import takes a second: not for --help
+
+    logging.getLogger("dvc.dvcfile").setLevel(logging.WARNING)  # not "Updating lock file" at each commit: we say it
 
     from lmlab.tools import fanout
 
