@@ -38,12 +38,11 @@ $(TEST_STAMP): $(STAMP)
 	touch $(TEST_STAMP)
 
 # The pipeline's stages JOBS at a time, one thread each (`lmlab fanout`: each as soon as the stages it needs are
-# committed; the tiny models are overhead-bound, so two one-thread runs beat one two-thread run), then `dvc repro`
-# to check all is recorded (it runs nothing when fanout has run everything). `make run JOBS=1` runs them one at a time.
+# committed, as `dvc repro` records them; the tiny models are overhead-bound, so two one-thread runs beat one
+# two-thread run: docs/benchmarks.md). `make run JOBS=1` runs them one at a time; `dvc repro` does too.
 JOBS ?= 2
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/lmlab fanout dvc.yaml -j $(JOBS)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo; awk '/^## Results/{on=1} /^## Plots/{on=0} on && !/^- \*\*/' reports/comparison.md
 	@echo "report: $(CURDIR)/reports/comparison.md (plots beside it; metrics/seed<k>/<family>.json; \`dvc plots show\` for curves)"
 

@@ -71,6 +71,8 @@ def test_the_kv_cache_grows_with_length_and_a_recurrent_state_does_not() -> None
     assert [r["length"] for r in transformer] == lengths
     kv = [r["state_bytes"] for r in transformer]
     assert kv == [n * 2 * 16 * 4 for n in lengths]  # keys and values, 16 wide, float32, one layer
+    chunked = generation_profile(tiny("transformer", context=16, heads=2), lengths, chunk=5)  # a prompt in pieces
+    assert [r["state_bytes"] for r in chunked] == kv
     for family in sorted(set(FAMILIES) - {"transformer"}):  # every recurrent family of the table
         sizes = {r["state_bytes"] for r in generation_profile(tiny(family), lengths)}
         assert len(sizes) == 1, (family, sizes)

@@ -51,9 +51,9 @@ def section(families: dict[str, dict[str, Any]]) -> list[str]:
         "length (what no training window reached); bootstrap intervals over windows (several seeds: the seeds' "
         "mean and t-interval). A Transformer with rotary "
         "positions is run past its context with the same weights, one with learned positions has no figure "
-        "there (—). **gen ms/tok @n**: one sequence generated token by token, the ms per token just before "
-        "length n; **state KB @n**: what the family carries there (a KV cache grows with n, a recurrent state "
-        "does not).",
+        "there (—). **gen ms/tok @n**: one sequence, the ms per token generating the 32 tokens before length n "
+        "one at a time (those before them read as a prompt); **state KB @n**: what the family carries there "
+        "(a KV cache grows with n, a recurrent state does not).",
         "",
         *table(header, rows),
         "",

@@ -8,9 +8,10 @@
   each with a bootstrap interval over windows. Recurrent families run on; a Transformer with rotary positions is rebuilt
   with a longer context (same weights: its position tables are computed, not learned) and degrades; one with
   learned positions has no rows there, and gets no figure.
-- Generation against length: one sequence, one token at a time from an empty state, the ms per token over
-  the `TAIL` tokens before each length and the bytes of the state there (a KV cache grows, a recurrent state
-  does not). `bench/generation.py` runs the same measurement on untrained models up to longer lengths.
+- Generation against length: one sequence, its state read up to `TAIL` tokens before each length as a
+  prompt is, then the ms per token generating those `TAIL` one at a time, and the bytes of the state there
+  (a KV cache grows, a recurrent state does not). `bench/generation.py` runs the same measurement on
+  untrained models up to longer lengths.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 FACTORS = (1, 2, 4)  # multiples of the training window the loss is measured at
 TAIL = 32  # tokens timed before each generation length
+PREFILL = 1024  # tokens a forward pass reads before the timed ones (a Transformer's attention is its square)
 
 
 def stretched(model: LanguageModel, length: int) -> LanguageModel | None:
@@ -122,10 +124,14 @@ def check_lengths(lengths: list[int]) -> None:
 
 
 @torch.inference_mode()
-def generation_profile(model: LanguageModel, lengths: list[int], device: str = "cpu") -> list[dict[str, float]]:
-    """One sequence generated greedily from an empty state to the longest length; at each length the ms per
-    token over the `TAIL` tokens before it, and the state's bytes there. Lengths a learned position table
-    does not reach are left out."""
+def generation_profile(
+    model: LanguageModel, lengths: list[int], device: str = "cpu", chunk: int = PREFILL
+) -> list[dict[str, float]]:
+    """At each length n, the ms per token of generating the `TAIL` tokens before it one at a time (greedily) and
+    the state's bytes at n. The tokens before each timed span are read as a prompt is, in forward passes of
+    `chunk` tokens: a step's cost depends on what the state holds, not on how it got there, and stepping
+    through thousands of tokens only to reach a length took most of `lmlab evaluate`'s time. Lengths a learned
+    position table does not reach are left out."""
     check_lengths(lengths)
     model.eval()
     longer = stretched(model, max(lengths))
@@ -133,21 +139,24 @@ def generation_profile(model: LanguageModel, lengths: list[int], device: str = "
         lengths = [n for n in lengths if n <= (model.max_positions or n)]
     else:
         model = longer
-    starts = {n - TAIL + 1 for n in lengths}  # `check_lengths`: the timed spans do not overlap
     state = model.init_state(1, device)
     token = torch.zeros(1, 1, dtype=torch.long, device=device)
-    rows, started = [], time.perf_counter()
+    rows, position = [], 0
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for position in range(1, max(lengths, default=0) + 1):
-        if position in starts:
-            sync()
-            started = time.perf_counter()
-        logits, state = model(token, state)
-        token = logits[:, -1].argmax(-1, keepdim=True)
-        if position in lengths:
-            sync()
-            ms = (time.perf_counter() - started) * 1000 / TAIL
-            rows.append({"length": position, "ms_per_token": ms, "state_bytes": state_bytes(state)})
+    for length in sorted(lengths):
+        while position < length - TAIL:  # `check_lengths`: the timed spans do not overlap
+            read = min(chunk, length - TAIL - position)
+            logits, state = model(token.expand(1, read), state)
+            token, position = logits[:, -1].argmax(-1, keepdim=True), position + read
+        sync()
+        started = time.perf_counter()
+        for _ in range(TAIL):
+            logits, state = model(token, state)
+            token = logits[:, -1].argmax(-1, keepdim=True)
+        sync()
+        ms = (time.perf_counter() - started) * 1000 / TAIL
+        position = length
+        rows.append({"length": length, "ms_per_token": ms, "state_bytes": state_bytes(state)})
     return rows
 
 
