@@ -72,6 +72,13 @@ def test_stages_run_side_by_side_and_are_committed_as_dvc_repro_would(tmp_path: 
     assert dvc("status", "--json", cwd=root).stdout.strip() == "{}"  # all recorded as dvc repro would have
     repro = dvc("repro", cwd=root)
     assert repro.returncode == 0 and "Running stage" not in repro.stdout
+    # a param every run reads: the runs are stale, the report (its deps unchanged until they rerun) is not, yet
+    # it runs after them, as `dvc repro` would run it
+    (root / "params.yaml").write_text("value: 2\n")
+    again = fanout(root, "-j", "2")
+    assert again.returncode == 0 and "4 stale stages" in again.stderr, again.stderr
+    assert (root / "report.txt").read_text().splitlines() == ["a 2", "b 2", "c 2"]
+    assert dvc("status", "--json", cwd=root).stdout.strip() == "{}"
 
 
 def test_the_stages_of_several_pipeline_files_run_side_by_side_the_first_file_first(tmp_path: Path) -> None:
@@ -105,6 +112,19 @@ def test_a_stage_whose_code_changed_while_it_ran_is_not_committed(tmp_path: Path
     assert "not run report: edits upstream of it did not end committed" in result.stderr
     assert not (root / "report.txt").exists()
     assert '"edits"' in dvc("status", "--json", cwd=root).stdout  # dvc repro runs it again
+
+
+def test_a_stage_that_writes_no_output_fails_and_the_others_go_on(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    pipeline(root, {"a": "-", "c": "-"})
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    spec["stages"]["a"]["cmd"] = "true"  # ends well, writes nothing: DVC refuses to commit it
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    result = fanout(root, "-j", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "failed  a: " in result.stderr and "done    c in" in result.stderr
+    assert "not run report: a upstream of it did not end committed" in result.stderr
+    assert not list((root / ".dvc/tmp/fanout").glob("*.json"))  # no note left that `--commit` would record
 
 
 def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:

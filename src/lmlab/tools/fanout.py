@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from dvc.exceptions import DvcException
 from dvc.repo import Repo
 from dvc.stage import PipelineStage
 
@@ -38,8 +39,8 @@ FOLDER = Path(".dvc/tmp/fanout")  # per stage: its log, and what its deps were w
 
 @dataclass
 class Stage:
-    """A stale stage: its address, the folder and command `dvc repro` would run it with, and the stale stages
-    upstream of it that must be committed before it runs (none: it can run now)."""
+    """A stage to run: its address, the folder and command `dvc repro` would run it with, and the stages
+    upstream of it that fanout runs, to be committed before it runs (none: it can run now)."""
 
     dvcfile: str
     address: str
@@ -50,9 +51,10 @@ class Stage:
 
 def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) -> tuple[list[Stage], list[str]]:
     """The stale stages of the pipeline files `dvcfiles` (of the named groups, `mqar` for the `mqar@...` stages,
-    if any), the first file's first: those fanout can run (now, or once the stale stages upstream of them are
-    committed), and the addresses of those it cannot (no command, or a stale stage upstream that it does not
-    run: another file's, another group's)."""
+    if any) and every stage downstream of them there (DVC judges a stage by its own deps: the report is not
+    stale until its runs have new outputs), the first file's first: those fanout can run (now, or once the
+    stages upstream of them are committed), and the addresses of those it cannot (no command, or a stale stage
+    upstream that it does not run: another file's, another group's)."""
     stages = [s for s in repo.index.stages if isinstance(s, PipelineStage) and s.relpath in dvcfiles]
     for dvcfile in dvcfiles:
         if not any(s.relpath == dvcfile for s in stages):
@@ -66,24 +68,29 @@ def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
         )
     stale = set(repo.status(targets=list(dvcfiles)))
     graph = repo.index.graph  # edges point from a stage to the stages it depends on
-    chosen = [s for s in stages if s.addressing in stale and (not only or s.name.split("@")[0] in only)]
-    after = {s.addressing: frozenset(u.addressing for u in nx.descendants(graph, s) if u.addressing in stale)
-             for s in chosen}  # fmt: skip
-    runnable = {s.addressing for s in chosen if s.cmd}
-    while dropped := {a for a in runnable if not after[a] <= runnable}:  # waits on one it will not run
+    selected = [s for s in stages if not only or s.name.split("@")[0] in only]
+    downstream = {a.addressing for s in selected if s.addressing in stale for a in nx.ancestors(graph, s)}
+    chosen = [s for s in selected if s.addressing in stale or s.addressing in downstream]
+    names = {s.addressing for s in chosen}
+    upstream = {s.addressing: {u.addressing for u in nx.descendants(graph, s)} for s in chosen}
+    runnable = {s.addressing for s in chosen if s.cmd and not {u for u in upstream[s.addressing] if u in stale} - names}
+    while dropped := {a for a in runnable if not upstream[a] & names <= runnable}:  # waits on one it will not run
         runnable -= dropped
     ready = [
         Stage(s.relpath, s.addressing, os.path.relpath(s.wdir, repo.root_dir),
-              s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd), after[s.addressing])
+              s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd), frozenset(upstream[s.addressing] & names))
         for s in chosen if s.addressing in runnable
     ]  # fmt: skip
     return ready, [s.addressing for s in chosen if s.addressing not in runnable]
 
 
 def target(repo: Repo, dvcfile: str, address: str) -> str:
-    """The stage as a DVC target that loads its own pipeline file only: DVC builds the whole repository's index
-    (every study's lock file, 4.6 s here) for a stage named by its address alone."""
-    return f"{Path(repo.root_dir) / dvcfile}:{address.rsplit(':', 1)[-1]}"
+    """The stage as a DVC target that loads its own pipeline file only (DVC builds the whole repository's index,
+    every study's lock file, 4.6 s here, for a stage named by its address alone): the file relative to this
+    folder, as DVC reads it (an absolute path would take an `@` in the repository's path for a stage's), and
+    the stage's name (its address less the file)."""
+    name = address.removeprefix(f"{dvcfile}:")
+    return f"{os.path.relpath(Path(repo.root_dir) / dvcfile)}:{name}"
 
 
 def dep_hashes(repo: Repo, dvcfile: str, address: str) -> dict[str, str]:
@@ -143,43 +150,59 @@ def run_here(
     env = dict(os.environ)
     share_cores(env, jobs)
 
-    def run(stage: Stage) -> bool:
-        """Run one stage and commit it; whether it ended committed (or found up to date)."""
-        with lock:
-            if stop.is_set():
-                return False
-            if stage.after and not still_stale(repo_root, stage):
-                say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
-                return True
-            with Repo(str(repo_root)) as repo:
-                hand_out(repo, stage)
+    def execute(stage: Stage) -> tuple[int, float]:
+        """The stage's command in its own process group, its output in its log: the exit code, the seconds."""
         started = time.monotonic()
-        log = log_file(repo_root, stage.address)
-        with log.open("wb") as out:
+        with log_file(repo_root, stage.address).open("wb") as out:
             process = subprocess.Popen(
                 stage.cmd, shell=True, cwd=repo_root / stage.wdir, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env,
             )  # fmt: skip
             running[stage.address] = process
+            if stop.is_set():  # a signal came while it was being handed out: it found nothing to stop
+                stop_group(process.pid)
             code = process.wait()
             running.pop(stage.address)
-        took = time.monotonic() - started
-        with lock:
-            if stop.is_set():
-                say(f"stopped {stage.address} after {took:.0f} s; the next `lmlab fanout` or `dvc repro` resumes it")
-                return False
-            if code != 0:
-                hint = " (command not found: is lmlab on PATH, as for `dvc repro`?)" if code == 127 else ""
-                say(f"failed  {stage.address} (exit {code}{hint}) after {took:.0f} s: {log}")
-                return False
-            problem = commit_if_unchanged(repo_root, stage.address)
-            say(f"not committed  {stage.address}: {problem}" if problem else f"done    {stage.address} in {took:.0f} s")
-            return problem is None
+        return code, time.monotonic() - started
+
+    def run(stage: Stage) -> bool:
+        """Run one stage and commit it; whether it ended committed (or found up to date)."""
+        note = repo_root / note_file(stage.address)
+        try:
+            with lock:
+                if stop.is_set():
+                    return False
+                if stage.after and not still_stale(repo_root, stage):
+                    say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
+                    return True
+                with Repo(str(repo_root)) as repo:
+                    hand_out(repo, stage)
+            code, took = execute(stage)
+            with lock:
+                if stop.is_set() or code != 0:
+                    note.unlink(missing_ok=True)  # unfinished: `--commit` must not record it later
+                if stop.is_set():
+                    say(
+                        f"stopped {stage.address} after {took:.0f} s; the next `lmlab fanout` or `dvc repro` resumes it"
+                    )
+                    return False
+                if code != 0:
+                    hint = " (command not found: is lmlab on PATH, as for `dvc repro`?)" if code == 127 else ""
+                    log = log_file(repo_root, stage.address)
+                    say(f"failed  {stage.address} (exit {code}{hint}) after {took:.0f} s: {log}")
+                    return False
+                problem = commit_if_unchanged(repo_root, stage.address)
+        except DvcException as err:  # e.g. the command ended well but did not write an output
+            note.unlink(missing_ok=True)
+            say(f"failed  {stage.address}: {err}")
+            return False
+        say(f"not committed  {stage.address}: {problem}" if problem else f"done    {stage.address} in {took:.0f} s")
+        return problem is None
 
     def forward(signum: int, frame: Any) -> None:  # lmlab jobs keep their last whole step on SIGTERM
         stop.set()
         for process in list(running.values()):
-            os.killpg(process.pid, signal.SIGTERM)
+            stop_group(process.pid)
 
     queue, committed, flying = list(stages), set[str](), dict[Future[bool], Stage]()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -207,6 +230,14 @@ def run_here(
         upstream = ", ".join(sorted(stage.after - committed))
         say(f"not run {stage.address}: {upstream} upstream of it did not end committed")
     return [s.address for s in stages if s.address not in committed]
+
+
+def stop_group(pid: int) -> None:
+    """SIGTERM to a stage's process group (lmlab jobs then keep their last whole step), if it is still there."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def command_line(stage: Stage) -> str:
