@@ -22,6 +22,10 @@ while partner != "-" and not pathlib.Path(f"started-{partner}").exists():
     time.sleep(0.05)
 if name == "edits":
     pathlib.Path("code.py").write_text("changed while it ran\\n")
+if name == "rewrites":  # its own command in dvc.yaml
+    spec = yaml.safe_load(open("dvc.yaml"))
+    spec["stages"][name]["cmd"] += " again"
+    pathlib.Path("dvc.yaml").write_text(yaml.safe_dump(spec))
 value = yaml.safe_load(open("params.yaml"))["value"]
 pathlib.Path(f"out-{name}.txt").write_text(f"{name} {value}\\n")
 """
@@ -104,12 +108,13 @@ def test_the_stages_of_several_pipeline_files_run_side_by_side_the_first_file_fi
 
 def test_a_stage_whose_code_changed_while_it_ran_is_not_committed(tmp_path: Path) -> None:
     root = tmp_path / "project"
-    pipeline(root, {"edits": "-", "c": "-"})
+    pipeline(root, {"edits": "-", "c": "-", "rewrites": "-"})
     result = fanout(root, "-j", "1")
     assert result.returncode == 1
     assert "not committed  edits: code.py changed while it ran" in result.stderr
+    assert "not committed  rewrites: its command in dvc.yaml changed while it ran" in result.stderr
     assert "done    c in" in result.stderr
-    assert "not run report: edits upstream of it did not end committed" in result.stderr
+    assert "not run report: edits, rewrites upstream of it did not end committed" in result.stderr
     assert not (root / "report.txt").exists()
     assert '"edits"' in dvc("status", "--json", cwd=root).stdout  # dvc repro runs it again
 

@@ -58,8 +58,7 @@ def main(argv: list[str]) -> int:
             if args.list:  # an array's tasks run at once: only those whose upstream stages are up to date
                 ready = [stage for stage in stages if not stage.after]
                 for stage in ready:
-                    fanout.hand_out(repo, stage)
-                    print(fanout.command_line(stage))
+                    print(fanout.command_line(fanout.hand_out(repo, stage)))
                 later = len(stages) - len(ready) + len(left)
                 console.print(
                     f"{len(ready)} stages listed; then `lmlab fanout {' '.join(args.dvcfiles)} --commit`"

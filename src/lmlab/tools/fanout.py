@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,8 @@ def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
     while dropped := {a for a in runnable if not upstream[a] & names <= runnable}:  # waits on one it will not run
         runnable -= dropped
     ready = [
-        Stage(s.relpath, s.addressing, os.path.relpath(s.wdir, repo.root_dir),
-              s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd), frozenset(upstream[s.addressing] & names))
+        Stage(s.relpath, s.addressing, os.path.relpath(s.wdir, repo.root_dir), command(s),
+              frozenset(upstream[s.addressing] & names))
         for s in chosen if s.addressing in runnable
     ]  # fmt: skip
     return ready, [s.addressing for s in chosen if s.addressing not in runnable]
@@ -93,34 +93,46 @@ def target(repo: Repo, dvcfile: str, address: str) -> str:
     return f"{os.path.relpath(Path(repo.root_dir) / dvcfile)}:{name}"
 
 
-def dep_hashes(repo: Repo, dvcfile: str, address: str) -> dict[str, str]:
-    """Every dep of the stage as DVC hashes it now (md5 of files and folders, the params' values)."""
+def command(stage: PipelineStage) -> str:
+    """The stage's command as one shell line (a list of commands runs as `dvc repro` runs it: in turn)."""
+    return stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
+
+
+def as_now(repo: Repo, dvcfile: str, address: str) -> tuple[str, dict[str, str]]:
+    """The stage's command in its file now, and every dep as DVC hashes it now (md5 of files and folders, the
+    params' values)."""
     (stage,) = repo.stage.collect(target(repo, dvcfile, address))
-    return {dep.def_path: str(dep.get_hash()) for dep in stage.deps}
+    return command(stage), {dep.def_path: str(dep.get_hash()) for dep in stage.deps}
 
 
 def note_file(address: str) -> Path:
     return FOLDER / (address.replace("/", "_").replace(":", "_") + ".json")
 
 
-def hand_out(repo: Repo, stage: Stage) -> None:
-    """Note the stage's deps as they are when its command is handed out (`commit_if_unchanged` compares)."""
+def hand_out(repo: Repo, stage: Stage) -> Stage:
+    """Note the stage's command and deps as they are when it is handed out (`commit_if_unchanged` compares);
+    the stage with its command as its file has it now (the file may have changed since fanout read it)."""
     path = Path(repo.root_dir) / note_file(stage.address)
     path.parent.mkdir(parents=True, exist_ok=True)
-    deps = dep_hashes(repo, stage.dvcfile, stage.address)
-    write_atomic(path, json.dumps({"dvcfile": stage.dvcfile, "stage": stage.address, "deps": deps}).encode())
+    cmd, deps = as_now(repo, stage.dvcfile, stage.address)
+    note = {"dvcfile": stage.dvcfile, "stage": stage.address, "cmd": cmd, "deps": deps}
+    write_atomic(path, json.dumps(note).encode())
+    return replace(stage, cmd=cmd)
 
 
 def commit_if_unchanged(repo_root: Path, address: str) -> str | None:
-    """`dvc commit` the stage if every dep is as it was handed out; else what changed (None: committed)."""
+    """`dvc commit` the stage if its command and every dep are as they were when it was handed out; else what
+    changed (None: committed)."""
     note = repo_root / note_file(address)
     if not note.is_file():
         return "it was not handed out by `lmlab fanout` (no note of its deps)"
     noted = json.loads(note.read_text())
     before = noted["deps"]
     with Repo(str(repo_root)) as repo:
-        now = dep_hashes(repo, noted["dvcfile"], address)
+        cmd, now = as_now(repo, noted["dvcfile"], address)
         changed = sorted(path for path in before.keys() | now.keys() if before.get(path) != now.get(path))
+        if noted.get("cmd") != cmd:
+            changed.insert(0, f"its command in {noted['dvcfile']}")
         if changed:
             return f"{', '.join(changed)} changed while it ran; run it again (`dvc repro {address}`)"
         repo.commit(target(repo, noted["dvcfile"], address), force=True)
@@ -176,7 +188,7 @@ def run_here(
                     say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
                     return True
                 with Repo(str(repo_root)) as repo:
-                    hand_out(repo, stage)
+                    stage = hand_out(repo, stage)
             code, took = execute(stage)
             with lock:
                 if stop.is_set() or code != 0:
