@@ -1,10 +1,11 @@
 """`lmlab report study=synth`: the synthetic tasks side by side, from the metrics files `lmlab synth` wrote.
 
-Reads ``<synth_dir>/mqar/<family>-<width>.json`` and ``<synth_dir>/parity/<family>.json`` (either may be
-absent); writes ``<out_dir>/synth/synth.md`` with the accuracy against state size for recall (Zoology's
-Figure 2) and the accuracy against sequence length for parity, every accuracy with its 95% interval (a
-bootstrap over validation examples), and a verdict that follows the interval. Written to a staging folder
-and moved into place whole.
+Reads ``<synth_dir>/mqar/<family>-<width>-<T>x<pairs>-lr<lr>.json`` and
+``<synth_dir>/parity/<family>[-negative]-lr<lr>.json`` (either may be absent); writes
+``<out_dir>/synth/synth.md`` with the accuracy against state size for recall (Zoology's Figure 2) and the
+accuracy against sequence length for parity, every accuracy with its 95% interval (a bootstrap over
+validation examples), and a verdict that follows the interval. Written to a staging folder and moved into
+place whole.
 """
 
 from __future__ import annotations
