@@ -231,10 +231,9 @@ def run_here(
                     break
                 finished, _ = wait(flying, timeout=1.0, return_when=FIRST_COMPLETED)  # a timeout: signals get in
                 for future in finished:
+                    stage = flying.pop(future)
                     if future.result():
-                        committed.add(flying.pop(future).address)
-                    else:
-                        flying.pop(future)
+                        committed.add(stage.address)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
