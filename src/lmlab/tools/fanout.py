@@ -32,7 +32,7 @@ from dvc.stage import PipelineStage
 
 from lmlab.core.atomic import write_atomic
 from lmlab.core.errors import LmlabError
-from lmlab.tools.cores import share_cores
+from lmlab.tools.processes import kill_group, share_cores
 
 FOLDER = Path(".dvc/tmp/fanout")  # per stage: its log, and what its deps were when its command was handed out
 
@@ -73,7 +73,7 @@ def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
     chosen = [s for s in selected if s.addressing in stale or s.addressing in downstream]
     names = {s.addressing for s in chosen}
     upstream = {s.addressing: {u.addressing for u in nx.descendants(graph, s)} for s in chosen}
-    runnable = {s.addressing for s in chosen if s.cmd and not {u for u in upstream[s.addressing] if u in stale} - names}
+    runnable = {s.addressing for s in chosen if s.cmd and not (upstream[s.addressing] & stale) - names}
     while dropped := {a for a in runnable if not upstream[a] & names <= runnable}:  # waits on one it will not run
         runnable -= dropped
     ready = [
@@ -105,8 +105,13 @@ def as_now(repo: Repo, dvcfile: str, address: str) -> tuple[str, dict[str, str]]
     return command(stage), {dep.def_path: str(dep.get_hash()) for dep in stage.deps}
 
 
+def stem(address: str) -> str:
+    """A stage's address as a file name in FOLDER (its note and its log)."""
+    return address.replace("/", "_").replace(":", "_")
+
+
 def note_file(address: str) -> Path:
-    return FOLDER / (address.replace("/", "_").replace(":", "_") + ".json")
+    return FOLDER / f"{stem(address)}.json"
 
 
 def hand_out(repo: Repo, stage: Stage) -> Stage:
@@ -141,14 +146,13 @@ def commit_if_unchanged(repo_root: Path, address: str) -> str | None:
 
 
 def log_file(repo_root: Path, address: str) -> Path:
-    return repo_root / FOLDER / (address.replace("/", "_").replace(":", "_") + ".log")
+    return repo_root / FOLDER / f"{stem(address)}.log"
 
 
-def still_stale(repo_root: Path, stage: Stage) -> bool:
+def still_stale(repo: Repo, stage: Stage) -> bool:
     """Whether DVC still finds the stage stale now that its upstream stages have run (their new outputs may be
     the ones it was run with: then `dvc repro` would skip it, and so does fanout)."""
-    with Repo(str(repo_root)) as repo:
-        return bool(repo.status(targets=[target(repo, stage.dvcfile, stage.address)]))
+    return bool(repo.status(targets=[target(repo, stage.dvcfile, stage.address)]))
 
 
 def run_here(
@@ -172,7 +176,7 @@ def run_here(
             )  # fmt: skip
             running[stage.address] = process
             if stop.is_set():  # a signal came while it was being handed out: it found nothing to stop
-                stop_group(process.pid)
+                kill_group(process.pid)
             code = process.wait()
             running.pop(stage.address)
         return code, time.monotonic() - started
@@ -184,10 +188,10 @@ def run_here(
             with lock:
                 if stop.is_set():
                     return False
-                if stage.after and not still_stale(repo_root, stage):
-                    say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
-                    return True
                 with Repo(str(repo_root)) as repo:
+                    if stage.after and not still_stale(repo, stage):
+                        say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
+                        return True
                     stage = hand_out(repo, stage)
             code, took = execute(stage)
             with lock:
@@ -214,7 +218,7 @@ def run_here(
     def forward(signum: int, frame: Any) -> None:  # lmlab jobs keep their last whole step on SIGTERM
         stop.set()
         for process in list(running.values()):
-            stop_group(process.pid)
+            kill_group(process.pid)
 
     queue, committed, flying = list(stages), set[str](), dict[Future[bool], Stage]()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -241,14 +245,6 @@ def run_here(
         upstream = ", ".join(sorted(stage.after - committed))
         say(f"not run {stage.address}: {upstream} upstream of it did not end committed")
     return [s.address for s in stages if s.address not in committed]
-
-
-def stop_group(pid: int) -> None:
-    """SIGTERM to a stage's process group (lmlab jobs then keep their last whole step), if it is still there."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 def command_line(stage: Stage) -> str:

@@ -25,7 +25,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from lmlab.core.errors import LmlabError
-from lmlab.tools.cores import share_cores
+from lmlab.tools.processes import kill_group, share_cores
 from lmlab.tools.sweep import (
     Sweep,
     Trial,
@@ -271,13 +271,6 @@ class Runner:
             live.log.close()
         self.live.clear()
         self.sweep.save()
-
-
-def kill_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass  # the whole group has exited
 
 
 def try_lock(f: IO[bytes]) -> bool:
