@@ -64,10 +64,10 @@ from lmlab.cli.schemas import register_configs, typed
 from lmlab.core.malloc import steady_malloc
 from lmlab.data.config import PathsConfig
 from lmlab.data.corpus import SPECIAL_IDS, Corpus, write_corpus
-from lmlab.data.lm import train_windows
+from lmlab.data.lm import PretrainData, train_windows
 from lmlab.jobs.config import PretrainConfig
 from lmlab.models import FAMILIES, LanguageModel, build_model, carried, detach_state
-from lmlab.tasks.language_model import PretrainData, PretrainTask
+from lmlab.tasks.language_model import PretrainTask
 from lmlab.training.optim import build_optimizer, build_schedule
 from lmlab.training.trainer import make_trainer, on_gpu
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from lmlab.core.errors import LmlabError
+from lmlab.data.config import BatchesConfig
 from lmlab.data.corpus import Corpus
-from lmlab.data.lm import EvalWindows, SampledWindows, ShuffledWindows, StreamWindows
+from lmlab.data.lm import EvalWindows, SampledWindows, ShuffledWindows, StreamWindows, train_windows
 from tests.helpers.tiny_lm import counting_stream, write_corpus
 
 
@@ -82,6 +83,26 @@ def test_stream_windows_reset_exactly_at_window_zero_of_each_epoch() -> None:
     resets = [data.batch(i)[2] for i in range(3 * n + 2)]
     assert [i for i, reset in enumerate(resets) if reset] == [0, n, 2 * n, 3 * n]
     assert all(type(reset) is bool for reset in resets)
+
+
+@pytest.mark.parametrize("restart", [1, 4, 11, 30])
+def test_stream_windows_restart_every_restart_windows_and_at_each_epoch(restart: int) -> None:
+    """Training reads text from the zero state evaluation starts from: every `restart`-th window of an epoch
+    (counted from its window 0) starts fresh, and a stream is read on from its place, not from its start."""
+    data = StreamWindows(positions(120), batch_size=2, bptt=5, restart=restart)
+    n = data.windows_per_epoch
+    resets = [i for i in range(3 * n + 2) if data.batch(i)[2]]
+    assert resets == [e * n + w for e in range(4) for w in range(0, n, restart) if e * n + w < 3 * n + 2]
+    plain = StreamWindows(positions(120), batch_size=2, bptt=5)
+    for i in range(2 * n):
+        assert torch.equal(data.batch(i)[0], plain.batch(i)[0])  # the same text, in the same order
+
+
+def test_train_windows_restart_the_streams_as_the_batches_config_says() -> None:
+    data = train_windows(positions(400), BatchesConfig(batch_size=2, restart=3), True, 5)
+    assert [i for i in range(12) if data.batch(i)[2]] == [0, 3, 6, 9]
+    data = train_windows(positions(400), BatchesConfig(batch_size=2, restart=0), True, 5)
+    assert [i for i in range(12) if data.batch(i)[2]] == [0]
 
 
 def test_stream_windows_repeat_every_epoch() -> None:

@@ -155,6 +155,9 @@ class BatchesConfig:
 
     batch_size: int = at_least(1, 16)  # sequences per device (parallel streams per rank for stateful families)
     bptt: int = at_least(1, 64)  # stateful families: window length of truncated BPTT (stateless ones: their context)
+    # stateful families: the training streams restart from a fresh state every `restart` windows (0: at each
+    # epoch only, the classic recipe), so training reads text from the zero state evaluation starts from
+    restart: int = at_least(0, 16)
     # stateless families: sampled (random offsets) | contiguous (shuffled, non-overlapping)
     windows: str = one_of(("sampled", "contiguous"), "sampled")
     val_batch_size: int = at_least(1, 16)

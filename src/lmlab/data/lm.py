@@ -9,11 +9,16 @@ uninterrupted one would have.
 - Recurrent families (`StreamWindows`): truncated BPTT. The split is cut into
   ``batch_size * world_size`` contiguous streams; rank ``r`` owns streams
   ``r*B .. r*B+B-1``, so no rank sees another's tokens. Micro-batch ``i`` is
-  window ``i mod n`` of every owned stream, in order; ``reset`` marks window 0,
-  where the task starts from a fresh state (each epoch).
+  window ``i mod n`` of every owned stream, in order; ``reset`` marks where the
+  task starts from a fresh state: window 0 of each epoch and, with ``restart``,
+  every ``restart``-th window, so that training also reads text from the zero
+  state that evaluation and generation start from (carried through a whole
+  epoch, an LSTM learns a state it cannot reach from zero; docs/training.md).
 - Stateless families: `SampledWindows` (random offsets, as nanoGPT) or
   `ShuffledWindows` (non-overlapping windows, a seeded permutation per epoch,
   each rank taking its own slice of every global batch).
+
+`PretrainData` serves them to the Trainer (pretraining, LM adaptation).
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from itertools import count
+from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from lmlab.core.errors import LmlabError
 from lmlab.data.config import BatchesConfig
+from lmlab.data.corpus import Corpus
 
 Batch = tuple[torch.Tensor, torch.Tensor, bool]  # inputs [B, T], targets [B, T], reset state first
 
@@ -39,7 +47,8 @@ def window_batch(tokens: np.ndarray, begin: np.ndarray, length: int, reset: bool
 
 
 class StreamWindows(IterableDataset):
-    """TBPTT windows of ``bptt`` tokens over this rank's ``batch_size`` contiguous streams, in order."""
+    """TBPTT windows of ``bptt`` tokens over this rank's ``batch_size`` contiguous streams, in order; the
+    state restarts at each epoch and, given ``restart``, every ``restart`` windows (0: at each epoch only)."""
 
     def __init__(
         self,
@@ -51,8 +60,9 @@ class StreamWindows(IterableDataset):
         start: int = 0,
         stop: int | None = None,
         name: str = "train",
+        restart: int = 0,
     ) -> None:
-        self.tokens, self.bptt, self.start, self.stop = tokens, bptt, start, stop
+        self.tokens, self.bptt, self.start, self.stop, self.restart = tokens, bptt, start, stop, restart
         streams = batch_size * world_size
         stream_len = len(tokens) // streams
         self.windows_per_epoch = (stream_len - 1) // bptt
@@ -67,7 +77,8 @@ class StreamWindows(IterableDataset):
     def batch(self, index: int) -> Batch:
         window = index % self.windows_per_epoch
         begin = self.offsets + window * self.bptt
-        return window_batch(self.tokens, begin, self.bptt, reset=window == 0)
+        reset = window % self.restart == 0 if self.restart else window == 0
+        return window_batch(self.tokens, begin, self.bptt, reset=reset)
 
     def __iter__(self) -> Iterator[Batch]:
         indices = count(self.start) if self.stop is None else range(self.start, self.stop)
@@ -198,9 +209,44 @@ def train_windows(
     """This rank's training micro-batches from micro-batch `start` on: TBPTT streams for a stateful model,
     sampled or shuffled windows (`batches.windows`) for a stateless one."""
     if stateful:
-        return StreamWindows(tokens, batches.batch_size, window, rank, world_size, start=start, name="train")
+        return StreamWindows(
+            tokens, batches.batch_size, window, rank, world_size, start=start, name="train", restart=batches.restart
+        )
     if batches.windows == "sampled":
         return SampledWindows(tokens, batches.batch_size, window, batches.seed, rank, start=start)
     if batches.windows == "contiguous":
         return ShuffledWindows(tokens, batches.batch_size, window, batches.seed, rank, world_size, start=start)
     raise LmlabError(f"batches.windows={batches.windows!r}: use sampled or contiguous")
+
+
+class PretrainData(L.LightningDataModule):
+    """Train and validation batches for one rank; the train position follows the restored global step."""
+
+    def __init__(self, corpus: Corpus, batches: BatchesConfig, stateful: bool, window: int, accumulate: int) -> None:
+        super().__init__()
+        self.corpus, self.batches, self.stateful = corpus, batches, stateful
+        self.window, self.accumulate = window, accumulate
+
+    def _loader(self, dataset: Any) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=None, num_workers=0, pin_memory=self.trainer.strategy.root_device.type == "cuda"
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        start = self.trainer.global_step * self.accumulate
+        tokens = self.corpus.tokens("train")
+        return self._loader(train_windows(tokens, self.batches, self.stateful, self.window, rank, world, start))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(
+            EvalWindows(
+                self.corpus.tokens("val"),
+                self.batches.val_batch_size,
+                self.window,
+                self.stateful,
+                self.trainer.global_rank,
+                self.trainer.world_size,
+                self.batches.val_max_tokens,
+            )
+        )

@@ -25,11 +25,12 @@ from lmlab.core.atomic import sha256_file
 from lmlab.core.errors import LmlabError
 from lmlab.data.corpus import Corpus, write_corpus
 from lmlab.data.labeled import LabeledSet, LabeledSplit
+from lmlab.data.lm import PretrainData
 from lmlab.jobs.config import FinetuneConfig
 from lmlab.models import LanguageModel, ModelConfig, build_model, family_config
 from lmlab.models.classifier import Classifier
 from lmlab.tasks.classification import FinetuneData, FinetuneTask, model_record
-from lmlab.tasks.language_model import PretrainData, PretrainTask
+from lmlab.tasks.language_model import PretrainTask
 from lmlab.training import optim
 from lmlab.training.checkpoints import model_config, prefixed, read_checkpoint
 from lmlab.training.identity import code_version

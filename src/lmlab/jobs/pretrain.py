@@ -14,9 +14,10 @@ import lightning as L
 from lmlab.core import metrics as M
 from lmlab.core.errors import LmlabError
 from lmlab.data.corpus import Corpus
+from lmlab.data.lm import PretrainData
 from lmlab.jobs.config import PretrainConfig
 from lmlab.models import build_model, family_config
-from lmlab.tasks.language_model import PretrainData, PretrainTask
+from lmlab.tasks.language_model import PretrainTask
 from lmlab.training import budget, optim
 from lmlab.training.callbacks import CheckpointAt
 from lmlab.training.identity import code_version

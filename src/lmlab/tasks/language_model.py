@@ -1,8 +1,8 @@
-"""Language-model pretraining as one LightningModule for every family, and the data module that feeds it.
+"""Language-model pretraining as one LightningModule for every family (its batches: `lmlab.data.lm`).
 
 Recurrent families train by truncated BPTT: the state after each window is
 detached and carried into the next window of the same streams, and reset
-where the data says an epoch starts. Lightning 2 has no built-in TBPTT, so
+where the data says a stream restarts. Lightning 2 has no built-in TBPTT, so
 this is explicit. Validation reads the whole split once (or its first
 `val_max_tokens`), carrying state the same way, and reports val/loss, val/ppl
 and val/bpb (`lmlab.core.metrics`). Training FLOPs (train/flops) follow from the
@@ -23,12 +23,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader
 
 from lmlab.core import metrics as M
-from lmlab.data.config import BatchesConfig
-from lmlab.data.corpus import Corpus
-from lmlab.data.lm import EvalWindows, train_windows
 from lmlab.models import LanguageModel, State, carried, detach_state, map_state
 from lmlab.training.config import OptimConfig
 from lmlab.training.finite import require_finite
@@ -218,36 +214,3 @@ def gather_state(state: State, all_gather: Callable[[torch.Tensor], torch.Tensor
     if world_size == 1:
         return map_state(lambda t: t.unsqueeze(0).cpu(), state)
     return map_state(lambda t: all_gather(t).cpu(), state)
-
-
-class PretrainData(L.LightningDataModule):
-    """Train and validation batches for one rank; the train position follows the restored global step."""
-
-    def __init__(self, corpus: Corpus, batches: BatchesConfig, stateful: bool, window: int, accumulate: int) -> None:
-        super().__init__()
-        self.corpus, self.batches, self.stateful = corpus, batches, stateful
-        self.window, self.accumulate = window, accumulate
-
-    def _loader(self, dataset: Any) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=None, num_workers=0, pin_memory=self.trainer.strategy.root_device.type == "cuda"
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        start = self.trainer.global_step * self.accumulate
-        tokens = self.corpus.tokens("train")
-        return self._loader(train_windows(tokens, self.batches, self.stateful, self.window, rank, world, start))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(
-            EvalWindows(
-                self.corpus.tokens("val"),
-                self.batches.val_batch_size,
-                self.window,
-                self.stateful,
-                self.trainer.global_rank,
-                self.trainer.world_size,
-                self.batches.val_max_tokens,
-            )
-        )
