@@ -85,7 +85,7 @@ def test_stream_windows_reset_exactly_at_window_zero_of_each_epoch() -> None:
     assert all(type(reset) is bool for reset in resets)
 
 
-@pytest.mark.parametrize("restart", [1, 4, 11, 30])
+@pytest.mark.parametrize("restart", [1, 4, 5, 11])
 def test_stream_windows_restart_every_restart_windows_and_at_each_epoch(restart: int) -> None:
     """Training reads text from the zero state evaluation starts from: every `restart`-th window of an epoch
     (counted from its window 0) starts fresh, and a stream is read on from its place, not from its start."""
@@ -93,6 +93,7 @@ def test_stream_windows_restart_every_restart_windows_and_at_each_epoch(restart:
     n = data.windows_per_epoch
     resets = [i for i in range(3 * n + 2) if data.batch(i)[2]]
     assert resets == [e * n + w for e in range(4) for w in range(0, n, restart) if e * n + w < 3 * n + 2]
+    assert all(type(data.batch(i)[2]) is bool for i in range(n))
     plain = StreamWindows(positions(120), batch_size=2, bptt=5)
     for i in range(2 * n):
         assert torch.equal(data.batch(i)[0], plain.batch(i)[0])  # the same text, in the same order

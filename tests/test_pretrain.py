@@ -383,12 +383,17 @@ def test_a_stage_ends_with_the_dvc_that_ran_it(tmp_path: Path) -> None:
     assert "lmlab pretrain: stopped by SIGTERM; step 14 saved in" in log.read_text(), log.read_text()[-3000:]
 
 
-@pytest.mark.parametrize(("family", "accumulate"), [("transformer", 1), ("transformer", 2), ("lstm", 2)])
+@pytest.mark.parametrize(
+    ("family", "accumulate", "restart"),
+    [("transformer", 1, 16), ("transformer", 2, 16), ("lstm", 2, 16), ("lstm", 2, 5)],
+)
 def test_crashed_run_resumes_to_exactly_the_uninterrupted_run(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str, accumulate: int
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str, accumulate: int, restart: int
 ) -> None:
-    """In-process: a crash at step 13 (checkpoint at 10), then resume=auto; accumulate=2 checks the data position."""
+    """In-process: a crash at step 13 (checkpoint at 10), then resume=auto; accumulate=2 checks the data position,
+    and restart=5 a resume at micro-batch 20, where the streams restart (the carried state saved is not used)."""
     cfg = tiny_config(data_dir, family, max_steps=20, val_every=5, accumulate=accumulate)
+    cfg.batches = replace(cfg.batches, restart=restart)
     assert cfg.model.dropout > 0
     pretrain(cfg, tmp_path / "uninterrupted")
 

@@ -112,7 +112,7 @@ def test_experiment_wlm_is_the_word_language_model_recipe(family: str) -> None:
     m = cfg.model
     assert (m.family, m.layers, m.width, m.embed_dim, m.tie_weights) == (family, 2, 200, None, True)
     assert (m.embed_dropout, m.dropout, m.output_dropout) == (0.2, 0.2, 0.2)
-    assert (cfg.batches.bptt, cfg.batches.batch_size) == (35, 20)
+    assert (cfg.batches.bptt, cfg.batches.batch_size, cfg.batches.restart) == (35, 20, 0)  # state through the epoch
     o = cfg.optim
     assert (o.name, o.lr, o.schedule, o.plateau_factor, o.plateau_patience) == ("sgd", 20.0, "plateau", 0.25, 0)
     assert (o.momentum, o.weight_decay) == (0.0, 0.0)

@@ -68,6 +68,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 # ----- 1. a bad override is refused before the run folder changes -----
 BAD_VALUES = [
     ("batches", "bptt", 0, ">= 1"),
+    ("batches", "restart", -1, ">= 0"),
     ("batches", "batch_size", 0, ">= 1"),
     ("batches", "val_batch_size", 0, ">= 1"),
     ("trainer", "accumulate", 0, ">= 1"),

@@ -268,7 +268,8 @@ def adapt(backbone: LanguageModel, train: LabeledSplit, val: LabeledSplit, cfg: 
         folder,
         ", already done" if start.checkpoint else "",
     )
-    fit_or_stop(trainer, task, PretrainData(lm, batches, backbone.stateful, window, 1), start.checkpoint, run)
+    data = PretrainData(lm, batches, backbone.stateful, window, cfg.trainer.accumulate)  # as its trainer accumulates
+    fit_or_stop(trainer, task, data, start.checkpoint, run)
     loss = float(trainer.callback_metrics.get(M.VAL_LOSS, task.last_val.get(M.VAL_LOSS, 0.0)))
     log.info("LM adaptation done: val loss on the labeled set's text %.4f", loss)
     return {M.ADAPT_VAL_LOSS: loss}
