@@ -8,10 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # The suite on both cores, a test file per worker (its module fixtures built once): 11m24s against 17m01s on
-# one core, this 2-core machine. `make test PYTEST_ARGS=` runs it on one. --no-loadscope-reorder: files in
-# collection order, the long ones first (tests/conftest.py), not xdist's default of the most tests first,
-# which put the few-test minute-long pipeline modules last, one worker idle while the other ran them.
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# one core, this 2-core machine. `make test PYTEST_ARGS=` runs it on one.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup run test bench clean
 
