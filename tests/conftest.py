@@ -8,26 +8,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-# The modules that take a minute or more (real DVC pipelines, multiruns of real processes), run first: with
-# `make test`'s two workers (`--dist loadfile`, a module per worker) a long module last would leave the other
-# worker idle while it runs.
-FIRST = (
-    "test_pipeline_dvc.py",
-    "test_transfer.py",
-    "test_synth.py",
-    "test_scaling_study.py",
-    "test_multirun.py",
-    "test_dvc_experiments.py",
-    "test_cluster.py",
-    "test_adding_a_family.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long modules first (`FIRST`, in its order), the rest as collected."""
-    order = {name: rank for rank, name in enumerate(FIRST)}
-    items.sort(key=lambda item: order.get(item.path.name, len(FIRST)))  # stable: a module's tests keep their order
-
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
