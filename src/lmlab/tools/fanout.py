@@ -27,7 +27,7 @@ from typing import Any
 
 import networkx as nx
 from dvc.exceptions import DvcException
-from dvc.repo import Repo
+from dvc.repo import Repo, lock_repo
 from dvc.stage import PipelineStage
 
 from lmlab.core.atomic import write_atomic
@@ -98,10 +98,16 @@ def command(stage: PipelineStage) -> str:
     return stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
 
 
-def as_now(repo: Repo, dvcfile: str, address: str) -> tuple[str, dict[str, str]]:
+def collect(repo: Repo, dvcfile: str, address: str) -> PipelineStage:
+    """The stage as its pipeline file has it now. Each collect parses the file's lock (DVC's YAML reader: 2.4 s
+    for the transfer study's here), so a stage is collected once to hand it out and once to commit it."""
+    (stage,) = repo.stage.collect(target(repo, dvcfile, address))
+    return stage
+
+
+def as_now(stage: PipelineStage) -> tuple[str, dict[str, str]]:
     """The stage's command in its file now, and every dep as DVC hashes it now (md5 of files and folders, the
     params' values)."""
-    (stage,) = repo.stage.collect(target(repo, dvcfile, address))
     return command(stage), {dep.def_path: str(dep.get_hash()) for dep in stage.deps}
 
 
@@ -114,12 +120,13 @@ def note_file(address: str) -> Path:
     return FOLDER / f"{stem(address)}.json"
 
 
-def hand_out(repo: Repo, stage: Stage) -> Stage:
+def hand_out(repo: Repo, stage: Stage, now: PipelineStage | None = None) -> Stage:
     """Note the stage's command and deps as they are when it is handed out (`commit_if_unchanged` compares);
-    the stage with its command as its file has it now (the file may have changed since fanout read it)."""
+    the stage with its command as its file has it now (the file may have changed since fanout read it). `now`:
+    the stage already collected."""
     path = Path(repo.root_dir) / note_file(stage.address)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cmd, deps = as_now(repo, stage.dvcfile, stage.address)
+    cmd, deps = as_now(now or collect(repo, stage.dvcfile, stage.address))
     note = {"dvcfile": stage.dvcfile, "stage": stage.address, "cmd": cmd, "deps": deps}
     write_atomic(path, json.dumps(note).encode())
     return replace(stage, cmd=cmd)
@@ -127,20 +134,24 @@ def hand_out(repo: Repo, stage: Stage) -> Stage:
 
 def commit_if_unchanged(repo_root: Path, address: str) -> str | None:
     """`dvc commit` the stage if its command and every dep are as they were when it was handed out; else what
-    changed (None: committed)."""
+    changed (None: committed). What `dvc commit --force <stage>` does (`dvc.repo.commit`), on the stage collected
+    once for both the check and the commit, under the repository's lock as there."""
     note = repo_root / note_file(address)
     if not note.is_file():
         return "it was not handed out by `lmlab fanout` (no note of its deps)"
     noted = json.loads(note.read_text())
     before = noted["deps"]
-    with Repo(str(repo_root)) as repo:
-        cmd, now = as_now(repo, noted["dvcfile"], address)
+    with Repo(str(repo_root)) as repo, lock_repo(repo):
+        stage = collect(repo, noted["dvcfile"], address)
+        cmd, now = as_now(stage)
         changed = sorted(path for path in before.keys() | now.keys() if before.get(path) != now.get(path))
         if noted.get("cmd") != cmd:
             changed.insert(0, f"its command in {noted['dvcfile']}")
         if changed:
             return f"{', '.join(changed)} changed while it ran; run it again (`dvc repro {address}`)"
-        repo.commit(target(repo, noted["dvcfile"], address), force=True)
+        stage.save()
+        stage.commit()
+        stage.dvcfile.dump_stages([stage], update_pipeline=False)
     note.unlink()
     return None
 
@@ -149,10 +160,10 @@ def log_file(repo_root: Path, address: str) -> Path:
     return repo_root / FOLDER / f"{stem(address)}.log"
 
 
-def still_stale(repo: Repo, stage: Stage) -> bool:
+def still_stale(stage: PipelineStage) -> bool:
     """Whether DVC still finds the stage stale now that its upstream stages have run (their new outputs may be
     the ones it was run with: then `dvc repro` would skip it, and so does fanout)."""
-    return bool(repo.status(targets=[target(repo, stage.dvcfile, stage.address)]))
+    return bool(stage.status())
 
 
 def run_here(
@@ -188,11 +199,12 @@ def run_here(
             with lock:
                 if stop.is_set():
                     return False
-                with Repo(str(repo_root)) as repo:
-                    if stage.after and not still_stale(repo, stage):
+                with Repo(str(repo_root)) as repo, lock_repo(repo):  # as `dvc status` takes it
+                    now = collect(repo, stage.dvcfile, stage.address)
+                    if stage.after and not still_stale(now):
                         say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
                         return True
-                    stage = hand_out(repo, stage)
+                    stage = hand_out(repo, stage, now)
             code, took = execute(stage)
             with lock:
                 if stop.is_set() or code != 0:
