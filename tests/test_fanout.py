@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -154,3 +155,25 @@ def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
     assert (
         outside.returncode == 2 and f"{tmp_path / 'elsewhere/dvc.yaml'} is outside the DVC repository" in outside.stderr
     )
+
+
+def test_a_dvc_command_typed_beside_it_delays_a_commit_but_does_not_fail_it(tmp_path: Path) -> None:
+    """The repository's lock held past DVC's own 3 s retries (a `dvc status` of a study takes about that) while a
+    stage finishes: fanout waits for it, then commits."""
+    from dvc.repo import Repo
+
+    root = tmp_path / "project"
+    pipeline(root, {"a": "go"})  # a waits for started-go
+    running = subprocess.Popen(
+        [sys.executable, "-m", "lmlab", "fanout", "dvc.yaml", "--only", "a"],
+        cwd=root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (root / "started-a").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with Repo(str(root)) as repo, repo.lock:
+        (root / "started-go").write_text("")  # a ends now, and fanout's commit finds the lock held
+        time.sleep(5)
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 0 and "done    a in" in stderr, stderr
+    assert '"a"' not in dvc("status", "--json", cwd=root).stdout

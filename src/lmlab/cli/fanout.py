@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
         dvcfiles = [in_repository(root, dvcfile) for dvcfile in args.dvcfiles]
         if args.commit:
             return commit(root, dvcfiles, console)
-        with Repo(str(root)) as repo:
+        with fanout.open_repo(root) as repo:
             stages, left = fanout.stale_stages(repo, dvcfiles, [g for g in args.only.split(",") if g])
             if args.list:  # an array's tasks run at once: only those whose upstream stages are up to date
                 ready = [stage for stage in stages if not stage.after]

@@ -98,6 +98,12 @@ def command(stage: PipelineStage) -> str:
     return stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
 
 
+def open_repo(root: Path) -> Repo:
+    """The repository, waiting for its lock as `dvc --wait-for-lock` does: a `dvc status` typed beside a running
+    fanout holds the lock for seconds, and must not fail the stage being handed out or committed then."""
+    return Repo(str(root), _wait_for_lock=True)
+
+
 def collect(repo: Repo, dvcfile: str, address: str) -> PipelineStage:
     """The stage as its pipeline file has it now. Each collect parses the file's lock (DVC's YAML reader: 2.4 s
     for the transfer study's here), so a stage is collected once to hand it out and once to commit it."""
@@ -141,7 +147,7 @@ def commit_if_unchanged(repo_root: Path, address: str) -> str | None:
         return "it was not handed out by `lmlab fanout` (no note of its deps)"
     noted = json.loads(note.read_text())
     before = noted["deps"]
-    with Repo(str(repo_root)) as repo, lock_repo(repo):
+    with open_repo(repo_root) as repo, lock_repo(repo):
         stage = collect(repo, noted["dvcfile"], address)
         cmd, now = as_now(stage)
         changed = sorted(path for path in before.keys() | now.keys() if before.get(path) != now.get(path))
@@ -199,7 +205,7 @@ def run_here(
             with lock:
                 if stop.is_set():
                     return False
-                with Repo(str(repo_root)) as repo, lock_repo(repo):  # as `dvc status` takes it
+                with open_repo(repo_root) as repo, lock_repo(repo):  # as `dvc status` takes it
                     now = collect(repo, stage.dvcfile, stage.address)
                     if stage.after and not still_stale(now):
                         say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
