@@ -24,6 +24,7 @@ import sentencepiece as spm
 from bench.tokenize_long_line import cut_as_before
 from lmlab.core.atomic import staged_dir
 from lmlab.core.errors import LmlabError
+from lmlab.data import encode as encode_module
 from lmlab.data import fetch, sources
 from lmlab.data import tokenize as tokenize_module
 from lmlab.data.config import DatasetConfig, PathsConfig, SourceConfig, TokenizerConfig
@@ -129,17 +130,17 @@ def test_a_long_document_goes_through_the_word_cache_in_parts_and_encodes_exactl
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(40)]
     texts += ["", " ", "\n", "y" * 100, "  lead", "trail  ", "one " + "z" * 50 + " two"]
     words_seen: list[str] = []
-    word = tokenize_module.WORD
+    word = encode_module.WORD
 
     class Words:
         def findall(self, text: str) -> list[str]:
             words_seen.append(text)
             return word.findall(text)
 
-    monkeypatch.setattr(tokenize_module, "PART_CHARS", 16)
-    monkeypatch.setattr(tokenize_module, "WORD", Words())
+    monkeypatch.setattr(encode_module, "PART_CHARS", 16)
+    monkeypatch.setattr(encode_module, "WORD", Words())
     for eod in (False, True):
-        tokens, lengths = tokenize_module.encode_texts(model, texts, True, eod)
+        tokens, lengths = encode_module.encode_texts(model, texts, True, eod)
         expected = [sp.encode(t) + ([EOD_ID] if eod else []) for t in texts]
         assert lengths.tolist() == [len(ids) for ids in expected]
         assert tokens.tolist() == [i for ids in expected for i in ids]

@@ -452,7 +452,7 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("byte_fallback", [False, True])
 def test_the_word_cache_encodes_exactly_as_sentencepiece(tmp_path, byte_fallback):
-    from lmlab.data.tokenize import encode_texts
+    from lmlab.data.encode import encode_texts
 
     paths = paths_for(tmp_path)
     corpus(paths)
