@@ -31,10 +31,10 @@ from lmlab.data.config import TokenizerConfig
 from lmlab.data.corpus import TOKENIZER_FILE
 from lmlab.data.tokenize import train_tokenizer
 from lmlab.hub.harness import HarnessLM
-from lmlab.jobs.evaluate import lm_loss
 from lmlab.jobs.generate import generate
 from lmlab.jobs.harness import check_tasks, harness
 from lmlab.jobs.harness_config import HarnessConfig
+from lmlab.jobs.measures import lm_loss
 from lmlab.jobs.pretrain import pretrain
 from lmlab.models import LanguageModel, build_model
 from lmlab.training.checkpoints import load_language_model
