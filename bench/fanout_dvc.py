@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dvc.repo import Repo, lock_repo
+from dvc.repo import Repo
 from dvc.utils import strictyaml
 from dvc.utils.serialize import _yaml
 
@@ -60,12 +60,17 @@ def project(root: Path, stages: int) -> None:
     }
     (root / "dvc.yaml").write_text(yaml.safe_dump(spec))
     for k in range(stages):  # the outputs the stages' commands write, made here: one commit records them all
-        (root / f"runs/{k}").mkdir(parents=True)
-        (root / f"runs/{k}/x").write_text(f"{k}\n")
-        (root / f"metrics/{k}.json").parent.mkdir(exist_ok=True)
-        (root / f"metrics/{k}.json").write_text(f'{{"loss": {k}}}\n')
+        outputs(root, k)
     for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "commit", "-f", "-q"]):
         subprocess.run(command, cwd=root, check=True, capture_output=True)
+
+
+def outputs(root: Path, k: int) -> None:
+    """What stage `run@k`'s command writes."""
+    (root / f"runs/{k}").mkdir(parents=True, exist_ok=True)
+    (root / f"runs/{k}/x").write_text(f"{k}\n")
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / f"metrics/{k}.json").write_text(f'{{"loss": {k}}}\n')
 
 
 def timed(work: Callable[[], None]) -> tuple[float, int]:
@@ -95,10 +100,13 @@ def ways(root: Path) -> dict[str, Callable[[], None]]:
     stage = fanout.Stage("dvc.yaml", address, ".", "", frozenset({"dvc.yaml:run@1"}))
 
     def by_fanout() -> None:
-        with Repo(str(root)) as repo, lock_repo(repo):
+        def check_and_hand_out(repo: Repo) -> None:
             now = fanout.collect(repo, stage.dvcfile, address)
             assert not fanout.still_stale(now)  # a finished stage: what fanout checks, then hands out anyway
             fanout.hand_out(repo, stage, now)
+
+        fanout.under_lock(root, check_and_hand_out)
+        outputs(root, 0)  # what the command writes, again (hand-out removed them)
         assert fanout.commit_if_unchanged(root, address) is None
 
     def by_dvc() -> None:

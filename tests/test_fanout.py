@@ -171,9 +171,28 @@ def test_a_dvc_command_typed_beside_it_delays_a_commit_but_does_not_fail_it(tmp_
     deadline = time.monotonic() + 60
     while not (root / "started-a").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    with Repo(str(root)) as repo, repo.lock:
-        (root / "started-go").write_text("")  # a ends now, and fanout's commit finds the lock held
-        time.sleep(5)
-    _, stderr = running.communicate(timeout=120)
+    try:
+        with Repo(str(root)) as repo, repo.lock:
+            (root / "started-go").write_text("")  # a ends now, and fanout's commit finds the lock held
+            time.sleep(8)  # DVC alone gives up after 3 s
+        _, stderr = running.communicate(timeout=120)
+    finally:
+        running.kill()
     assert running.returncode == 0 and "done    a in" in stderr, stderr
+    assert "waiting for the repository's lock" in stderr
     assert '"a"' not in dvc("status", "--json", cwd=root).stdout
+
+
+def test_a_listed_stage_that_fails_leaves_no_old_output_for_commit_to_record(tmp_path: Path) -> None:
+    """Handing a stage out removes its outputs, as `dvc repro` does before it runs one: the previous run's are not
+    there to be recorded under the new deps when the new command fails."""
+    root = tmp_path / "project"
+    pipeline(root, {"a": "-"})
+    assert fanout(root, "--only", "a").returncode == 0 and (root / "out-a.txt").read_text() == "a 1\n"
+    (root / "params.yaml").write_text("value: 2\n")
+    listed = fanout(root, "--list", "--only", "a")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1, listed.stderr
+    assert not (root / "out-a.txt").exists()
+    failed = fanout(root, "--commit")  # its task failed before writing: nothing to record
+    assert failed.returncode == 1 and "not finished" in failed.stderr, failed.stderr
+    assert '"a"' in dvc("status", "--json", cwd=root).stdout

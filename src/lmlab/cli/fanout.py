@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import threading
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -53,12 +54,13 @@ def main(argv: list[str]) -> int:
         dvcfiles = [in_repository(root, dvcfile) for dvcfile in args.dvcfiles]
         if args.commit:
             return commit(root, dvcfiles, console)
-        with fanout.open_repo(root) as repo:
+        with Repo(str(root)) as repo:
             stages, left = fanout.stale_stages(repo, dvcfiles, [g for g in args.only.split(",") if g])
             if args.list:  # an array's tasks run at once: only those whose upstream stages are up to date
                 ready = [stage for stage in stages if not stage.after]
-                for stage in ready:
-                    print(fanout.command_line(fanout.hand_out(repo, stage)))
+                for stage in ready:  # each noted and its outputs removed, under the repository's lock
+                    handed = fanout.under_lock(root, partial(fanout.hand_out, stage=stage), console.print)
+                    print(fanout.command_line(handed))
                 later = len(stages) - len(ready) + len(left)
                 console.print(
                     f"{len(ready)} stages listed; then `lmlab fanout {' '.join(args.dvcfiles)} --commit`"
@@ -98,7 +100,7 @@ def commit(root: Path, dvcfiles: list[str], console: Console) -> int:
     for note in notes:
         address = note["stage"]
         try:
-            problem = fanout.commit_if_unchanged(root, address)
+            problem = fanout.commit_if_unchanged(root, address, console.print)
         except DvcException as err:  # its outputs are not there: still running, or failed
             problem = f"not finished ({err})"
         left += problem is not None

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import networkx as nx
 from dvc.exceptions import DvcException
+from dvc.lock import LockError
 from dvc.repo import Repo, lock_repo
 from dvc.stage import PipelineStage
 
@@ -34,6 +35,8 @@ from lmlab.core.atomic import write_atomic
 from lmlab.core.errors import LmlabError
 from lmlab.tools.processes import kill_group, share_cores
 
+T = TypeVar("T")
+LOCK_PATIENCE = 600.0  # seconds a stage's DVC work waits for a dvc command beside fanout before it fails
 FOLDER = Path(".dvc/tmp/fanout")  # per stage: its log, and what its deps were when its command was handed out
 
 
@@ -98,10 +101,25 @@ def command(stage: PipelineStage) -> str:
     return stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
 
 
-def open_repo(root: Path) -> Repo:
-    """The repository, waiting for its lock as `dvc --wait-for-lock` does: a `dvc status` typed beside a running
-    fanout holds the lock for seconds, and must not fail the stage being handed out or committed then."""
-    return Repo(str(root), _wait_for_lock=True)
+def under_lock(
+    root: Path, work: Callable[[Repo], T], say: Callable[[str], None] = print, stop: threading.Event | None = None
+) -> T:
+    """`work` on the repository with its lock held, as a dvc command holds it. A `dvc status` typed beside a
+    running fanout holds the lock for seconds: wait for it, saying so once, rather than fail the stage being
+    handed out or committed; give up (DVC's LockError) when fanout is being stopped or after LOCK_PATIENCE (a
+    `dvc repro` beside it, or a stale lock)."""
+    deadline, told = time.monotonic() + LOCK_PATIENCE, False
+    while True:
+        try:
+            with Repo(str(root)) as repo, lock_repo(repo):
+                return work(repo)
+        except LockError:
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                raise
+            if not told:
+                say(f"waiting for the repository's lock, which a dvc command holds ({LOCK_PATIENCE:.0f} s at most)")
+                told = True
+            time.sleep(1.0)
 
 
 def collect(repo: Repo, dvcfile: str, address: str) -> PipelineStage:
@@ -127,39 +145,50 @@ def note_file(address: str) -> Path:
 
 
 def hand_out(repo: Repo, stage: Stage, now: PipelineStage | None = None) -> Stage:
-    """Note the stage's command and deps as they are when it is handed out (`commit_if_unchanged` compares);
-    the stage with its command as its file has it now (the file may have changed since fanout read it). `now`:
-    the stage already collected."""
+    """Note the stage's command and deps as they are when it is handed out (`commit_if_unchanged` compares) and
+    remove its outputs (but persistent ones), as `dvc repro` does before it runs a stage: a command that fails
+    leaves none of the previous run's for a commit to record. The stage with its command as its file has it now
+    (the file may have changed since fanout read it). `now`: the stage already collected."""
     path = Path(repo.root_dir) / note_file(stage.address)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cmd, deps = as_now(now or collect(repo, stage.dvcfile, stage.address))
+    now = now or collect(repo, stage.dvcfile, stage.address)
+    cmd, deps = as_now(now)
     note = {"dvcfile": stage.dvcfile, "stage": stage.address, "cmd": cmd, "deps": deps}
     write_atomic(path, json.dumps(note).encode())
+    now.remove_outs(ignore_remove=False, force=False)
     return replace(stage, cmd=cmd)
 
 
-def commit_if_unchanged(repo_root: Path, address: str) -> str | None:
+def commit_if_unchanged(
+    repo_root: Path, address: str, say: Callable[[str], None] = print, stop: threading.Event | None = None
+) -> str | None:
     """`dvc commit` the stage if its command and every dep are as they were when it was handed out; else what
-    changed (None: committed). What `dvc commit --force <stage>` does (`dvc.repo.commit`), on the stage collected
-    once for both the check and the commit, under the repository's lock as there."""
+    changed (None: committed), and its note goes (a run of other code is never recorded). What `dvc commit
+    --force <stage>` does (`dvc.repo.commit`), on the stage collected once: the deps hashed once, for the check
+    and for the lock file."""
     note = repo_root / note_file(address)
     if not note.is_file():
         return "it was not handed out by `lmlab fanout` (no note of its deps)"
     noted = json.loads(note.read_text())
-    before = noted["deps"]
-    with open_repo(repo_root) as repo, lock_repo(repo):
+
+    def check_and_commit(repo: Repo) -> str | None:
         stage = collect(repo, noted["dvcfile"], address)
-        cmd, now = as_now(stage)
+        stage.save(run_cache=False)  # every dep and output hashed now
+        now = {dep.def_path: str(dep.hash_info) for dep in stage.deps}
+        before = noted["deps"]
         changed = sorted(path for path in before.keys() | now.keys() if before.get(path) != now.get(path))
-        if noted.get("cmd") != cmd:
+        if noted.get("cmd") != command(stage):
             changed.insert(0, f"its command in {noted['dvcfile']}")
         if changed:
             return f"{', '.join(changed)} changed while it ran; run it again (`dvc repro {address}`)"
-        stage.save()
+        repo.stage_cache.save(stage)
         stage.commit()
         stage.dvcfile.dump_stages([stage], update_pipeline=False)
+        return None
+
+    problem = under_lock(repo_root, check_and_commit, say, stop)
     note.unlink()
-    return None
+    return problem
 
 
 def log_file(repo_root: Path, address: str) -> Path:
@@ -205,16 +234,18 @@ def run_here(
             with lock:
                 if stop.is_set():
                     return False
-                with open_repo(repo_root) as repo, lock_repo(repo):  # as `dvc status` takes it
+
+                def check_and_hand_out(repo: Repo) -> Stage | None:
                     now = collect(repo, stage.dvcfile, stage.address)
-                    if stage.after and not still_stale(now):
-                        say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
-                        return True
-                    stage = hand_out(repo, stage, now)
+                    return hand_out(repo, stage, now) if not stage.after or still_stale(now) else None
+
+                handed = under_lock(repo_root, check_and_hand_out, say, stop)
+                if handed is None:
+                    say(f"up to date  {stage.address} (its upstream stages' outputs are those it was run with)")
+                    return True
+                stage = handed
             code, took = execute(stage)
             with lock:
-                if stop.is_set() or code != 0:
-                    note.unlink(missing_ok=True)  # unfinished: `--commit` must not record it later
                 if stop.is_set():
                     say(
                         f"stopped {stage.address} after {took:.0f} s; the next `lmlab fanout` or `dvc repro` resumes it"
@@ -225,11 +256,12 @@ def run_here(
                     log = log_file(repo_root, stage.address)
                     say(f"failed  {stage.address} (exit {code}{hint}) after {took:.0f} s: {log}")
                     return False
-                problem = commit_if_unchanged(repo_root, stage.address)
+                problem = commit_if_unchanged(repo_root, stage.address, say, stop)
         except DvcException as err:  # e.g. the command ended well but did not write an output
-            note.unlink(missing_ok=True)
             say(f"failed  {stage.address}: {err}")
             return False
+        finally:  # unless committed, no note stays for `--commit` to record later (an error of any kind too)
+            note.unlink(missing_ok=True)
         say(f"not committed  {stage.address}: {problem}" if problem else f"done    {stage.address} in {took:.0f} s")
         return problem is None
 
