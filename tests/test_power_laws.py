@@ -274,3 +274,22 @@ def test_report_study_scaling_writes_the_tables_and_plots(tmp_path: Path, monkey
     with pytest.raises(LmlabError, match="transformer-64-1-s0.json has no key 'width': run `dvc repro scaling"):
         write_report(config)
     assert (out / "scaling.md").read_text() == report  # the previous report stays
+
+
+def test_the_compute_optimal_size_is_not_measured_where_the_frontier_sits_at_the_grid_s_edge() -> None:
+    """Sizes trained to fixed token budgets all short of their optimum (Chinchilla's law, 8 to 0.25 tokens a
+    parameter against its 20): past its first points the frontier is each size at the longest budget, where a
+    smaller size trained longer might win, so a size there bounds the optimum rather than measures it."""
+    rng = np.random.default_rng(0)
+    made = []
+    for i in range(6):
+        n = 1e5 * 2**i
+        for d in (2e5, 4e5, 8e5):
+            loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
+            for s in range(2):
+                noisy = float(loss * np.exp(rng.normal(0, 0.002)))
+                made.append(Point("lstm", str(16 * 2**i), int(n), 6 * n * d, d, noisy, f"lstm-{i}-{d:g}-s{s}"))
+    fit = fit_family(made, RESAMPLES)
+    assert all(cell.tokens == 8e5 for cell in fit.frontier[2:])  # the longest budget, size after size
+    assert not fit.optimal.ok and "at the grid's edge" in fit.optimal.verdict, fit.optimal.verdict
+    assert not fit.optimal.intervals  # without the rule: "power law", e 0.77 [0.77, 0.77] (C ~ N at a fixed D)

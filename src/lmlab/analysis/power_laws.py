@@ -369,12 +369,33 @@ def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = 
     return FamilyFit(families[0], grid.sizes, cells, frontier, compute, size, optimal, noise, curves)
 
 
+def interior(grid: Grid) -> np.ndarray:
+    """The configurations whose size, where one wins the frontier, is a compute-optimal size rather than a bound
+    on it: not trained on the most tokens any configuration saw (a smaller size trained longer, which the grid
+    lacks, might beat it), and not the grid's smallest or largest size (a size beyond it might)."""
+    longest = grid.tokens >= grid.tokens.max() * (1 - 1e-9)
+    edge = (grid.size == 0) | (grid.size == len(grid.sizes) - 1)
+    return ~longest & ~edge
+
+
 def size_rule(grid: Grid, front_w: np.ndarray, how: str) -> LawFit:
-    """N_opt(C) = k C^e from the sizes on the frontier, with intervals of k and e; a trend when e's excludes 0."""
+    """N_opt(C) = k C^e from the sizes on the frontier that are inside the grid (`interior`), with intervals of k
+    and e; a trend when e's interval excludes 0."""
     on = front_w[0] > 0
-    sizes = len(set(grid.size[on]))
+    front_w = front_w * interior(grid)
+    inside = front_w[0] > 0
+    sizes = len(set(grid.size[inside]))
     if sizes < MIN_SIZES:
-        return LawFit(f"not measured: the frontier holds {sizes} sizes, {MIN_SIZES} needed")
+        edge = int((on & ~inside).sum())
+        why = (
+            f"; {edge} of its {int(on.sum())} points are at the grid's edge (trained on the most tokens any "
+            "configuration saw, or at its smallest or largest size), where a size is only a bound on the "
+            "compute-optimal one: add longer budgets, or sizes beyond the grid's"
+            if edge
+            else ""
+        )
+        return LawFit(f"not measured: the frontier holds {sizes} sizes inside the grid, {MIN_SIZES} needed{why}")
+    on = inside
     fitted = fit_slopes(grid.flops, grid.params, front_w, grid.size)
     k, e = fitted[0]
     intervals = {"k": interval(fitted[1:, 0], k, how), "e": interval(fitted[1:, 1], e, how)}
