@@ -15,8 +15,9 @@ import yaml
 
 from lmlab.analysis import scaling
 from lmlab.analysis.config import ReportConfig
+from lmlab.analysis.configurations import BY_RUNS, BY_SEEDS, Point
 from lmlab.analysis.crossovers import crossover
-from lmlab.analysis.power_laws import BY_RUNS, BY_SEEDS, POWER_LAW, Point, PowerLaw, fit_family
+from lmlab.analysis.power_laws import POWER_LAW, PowerLaw, fit_family
 from lmlab.analysis.scaling import law_cells, write_report
 from lmlab.cli.scaling import main as scaling_main
 from lmlab.core import metrics as M
@@ -293,3 +294,24 @@ def test_the_compute_optimal_size_is_not_measured_where_the_frontier_sits_at_the
     assert all(cell.tokens == 8e5 for cell in fit.frontier[2:])  # the longest budget, size after size
     assert not fit.optimal.ok and "at the grid's edge" in fit.optimal.verdict, fit.optimal.verdict
     assert not fit.optimal.intervals  # without the rule: "power law", e 0.77 [0.77, 0.77] (C ~ N at a fixed D)
+
+
+def bends(flops: np.ndarray | float) -> np.ndarray:
+    """TRUE with a gentle wave of 0.6%: no power law to the seeds' noise, yet one that describes the range."""
+    log_c = np.log10(np.asarray(flops) / 1e12)
+    return TRUE(flops) * np.exp(0.006 * np.sin(2 * np.pi * log_c / 3))
+
+
+def test_a_law_bent_beyond_the_seeds_noise_but_within_one_percent_is_the_range_s_slope_never_extrapolated() -> None:
+    fit = fit_family(points(runs("lstm", bends, seeds=3, seed=2, noise=0.001)), RESAMPLES)
+    law = fit.compute
+    assert law.bent and law.ok and not law.extrapolates, law.verdict
+    assert 0.002 < law.rmse < 0.01 and within(law.intervals["b"], TRUE.b)
+    assert BY_RUNS in law.intervals["b"].how and law.intervals["b"].high > law.intervals["b"].low  # the bend sets it
+    assert law_cells(law, "abc")[1] != "-"  # its exponent is shown, the verdict saying what it is
+    reference = fit_family(points(runs("transformer", seed=3)), RESAMPLES)
+    cross = crossover(fit, reference)
+    spans = (law.span, reference.compute.span)
+    assert cross.bent == ("lstm",) and cross.window == (max(s[0] for s in spans), min(s[1] for s in spans))
+    assert all(c.measured for c in cross.crossings)  # only the compute both fits saw
+    assert cross.crossings or "so it is not extrapolated" in cross.statement()

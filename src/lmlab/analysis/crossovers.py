@@ -4,7 +4,9 @@ The crossings are the roots of L_1(C) - L_2(C) (two power laws in C cross at mos
 reaching DECADES decades beyond the compute either fit saw; each comes with a 95% percentile interval from the
 families' bootstrap fits (resample i of one against resample i of the other, each resample's crossing nearest
 the estimate). A crossing inside the compute both fits saw is a measurement; outside it, an extrapolation,
-said with the ranges. No crossing in the window is said too, with the family that is lower throughout.
+said with the ranges. No crossing in the window is said too, with the family that is lower throughout. Where
+either law is bent (`LawFit.extrapolates`: its exponent is only its range's slope), the window is the compute
+both fits saw: nothing is extrapolated.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class Crossover:
     lower: str  # without a crossing: the family lower throughout the window
     share: float  # of the resamples whose frontiers cross anywhere in the window
     reason: str = ""  # why there is none to compute
+    bent: tuple[str, ...] = ()  # the families whose law is bent: the window is the compute both fits saw
+
+    def window_said(self) -> str:
+        if self.bent:
+            return f"the compute both fits saw; {' and '.join(self.bent)}'s law bends, so it is not extrapolated"
+        return f"the measured compute and {DECADES} decades beyond it"
 
     def statement(self) -> str:
         if self.reason:
@@ -45,8 +53,8 @@ class Crossover:
         if not self.crossings:
             crossed = f"; {self.share:.0%} of the resamples cross" if self.share else ""
             return (
-                f"no crossing within {flops(self.window[0])}-{flops(self.window[1])} FLOPs (the measured compute and "
-                f"{DECADES} decades beyond it): {self.lower} is lower throughout{crossed}"
+                f"no crossing within {flops(self.window[0])}-{flops(self.window[1])} FLOPs ({self.window_said()}): "
+                f"{self.lower} is lower throughout{crossed}"
             )
         return "; ".join(self.describe(c) for c in self.crossings)
 
@@ -78,14 +86,18 @@ def crossover(fit: FamilyFit, reference: FamilyFit) -> Crossover:
         why = f"{' and '.join(bad)}'s frontier {'does' if len(bad) == 1 else 'do'} not follow a power law"
         return Crossover(*names, [], spans, (np.nan, np.nan), "", 0.0, why)
     low, high = min(s[0] for s in spans.values()), max(s[1] for s in spans.values())
-    window = (low / 10**DECADES, high * 10**DECADES)
+    both = (max(s[0] for s in spans.values()), min(s[1] for s in spans.values()))
+    bent = tuple(name for name, law in zip(names, laws, strict=True) if not law.extrapolates)
+    if bent and both[0] >= both[1]:
+        why = f"the fits saw no compute in common, and {' and '.join(bent)}'s law bends (not extrapolated)"
+        return Crossover(*names, [], spans, (np.nan, np.nan), "", 0.0, why, bent)
+    window = both if bent else (low / 10**DECADES, high * 10**DECADES)
     grid = np.geomspace(*window, STEPS)
     estimate = np.array([[laws[0].law.a, laws[0].law.b, laws[0].law.c]])
     found = roots(estimate, np.array([[laws[1].law.a, laws[1].law.b, laws[1].law.c]]), grid)[0]
     boot = roots(laws[0].resampled, laws[1].resampled, grid)
     crossed = np.isfinite(boot).any(axis=1)
     share = float(crossed.mean())
-    both = (max(s[0] for s in spans.values()), min(s[1] for s in spans.values()))
     crossings = []
     for log_c in found[np.isfinite(found)]:
         nearest = np.full(len(boot), np.nan)
@@ -98,7 +110,7 @@ def crossover(fit: FamilyFit, reference: FamilyFit) -> Crossover:
         crossings.append(Crossing(compute, share, bool(measured), lower))
     middle = float(np.sqrt(window[0] * window[1]))
     lower = names[0] if laws[0].law(middle) < laws[1].law(middle) else names[1]
-    return Crossover(*names, crossings, spans, window, lower, share)
+    return Crossover(*names, crossings, spans, window, lower, share, bent=bent)
 
 
 def roots(first: np.ndarray, second: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -24,7 +24,11 @@ Pure numpy: the study's report (`lmlab report study=scaling`) and the tool (`lml
 - Verdict. A law is a power law unless: fewer than MIN_POINTS points were fitted (the frontier of a family
   whose loss does not keep falling with compute is short); the interval of b reaches B_ZERO (no fall); the fall
   the law gives over the range is within FLAT times the residual RMSE (flat); or, where seeds measure the
-  noise of a configuration, the residual RMSE exceeds LACK_OF_FIT times it (the points bend away from the law).
+  noise of a configuration, the residual RMSE exceeds LACK_OF_FIT times it (the points bend away from the law)
+  and DESCRIBES too. Between the two (the points bend away from the law by more than their noise, but it stays
+  within DESCRIBES of them) the law is *bent*: its exponent is the range's slope, its intervals come from runs
+  drawn across configurations (which ones were measured varies, so the bend widens them), and it is never
+  extrapolated.
   A fit that fails (fewer than MIN_FIT points, or no exponent fits) in more than MAX_FAILED of the resamples is
   undetermined: too few runs near the frontier for an interval.
   A family given fewer than MIN_POINTS configurations or MIN_SIZES sizes is refused (LmlabError).
@@ -34,10 +38,11 @@ Pure numpy: the study's report (`lmlab report study=scaling`) and the tool (`lml
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from lmlab.analysis.configurations import BY_SEEDS, Cell, Grid, Point, interior
 from lmlab.analysis.stats import CONFIDENCE, SEED, Interval
 from lmlab.core.errors import LmlabError
 
@@ -52,24 +57,10 @@ B_GRID = np.geomspace(B_ZERO, B_MAX, 161)  # 5% apart; the best is refined by a 
 MAX_FAILED = 0.1
 FLAT = 2.0
 LACK_OF_FIT = 2.0
+DESCRIBES = 0.01  # residual RMSE in log loss (1%) within which a law bent away from the seeds' noise still describes
 POWER_LAW = "power law"
+BENT = "bent"
 FRONTIER_SHORT = "the loss stops falling as compute grows, or the grid needs more budgets"
-BY_RUNS, BY_SEEDS = "bootstrap over runs", "bootstrap over each configuration's seeds"
-
-
-@dataclass(frozen=True)
-class Point:
-    """One measured loss of a run: its end (trained to its own budget) or, `final=False`, a validation on the
-    way. `params`: non-embedding parameters, None where the run did not record its embedding's."""
-
-    family: str
-    size: str
-    params: int | None
-    flops: float
-    tokens: float
-    loss: float
-    run: str  # the unit the bootstrap draws
-    final: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,19 +71,6 @@ class PowerLaw:
 
     def __call__(self, x: np.ndarray | float) -> np.ndarray:
         return np.exp(np.log(self.a) - self.b * np.log(x)) + self.c
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A configuration: the runs of one size at one compute, their mean loss."""
-
-    size: str
-    params: int | None
-    flops: float
-    tokens: float
-    loss: float
-    runs: int
-    final: bool
 
 
 @dataclass(frozen=True)
@@ -108,7 +86,26 @@ class LawFit:
 
     @property
     def ok(self) -> bool:
+        """Figures to show: a power law, or a bent one (its range's slope)."""
+        return self.verdict == POWER_LAW or self.bent
+
+    @property
+    def bent(self) -> bool:
+        return self.verdict.startswith(BENT)
+
+    @property
+    def extrapolates(self) -> bool:
+        """Whether the law may be read beyond the range it saw (marked as an extrapolation): not a bent one."""
         return self.verdict == POWER_LAW
+
+    def drawn_across(self, resampled: np.ndarray, how: str) -> LawFit:
+        """The law with intervals from other resamples (a bent law's: drawn across configurations)."""
+        failed = float(np.isnan(resampled[:, 0]).mean())
+        if failed > MAX_FAILED or self.law is None:
+            return LawFit(f"{self.verdict}; and {undetermined(failed)}")
+        estimates = (self.law.a, self.law.b, self.law.c)
+        intervals = {name: interval(resampled[:, k], estimates[k], how) for k, name in enumerate("abc")}
+        return replace(self, intervals=intervals, resampled=resampled)
 
 
 @dataclass(frozen=True)
@@ -122,112 +119,6 @@ class FamilyFit:
     optimal: LawFit  # N_opt(C) = k C^e: intervals k and e, no `law`
     noise: float | None  # a configuration's log-loss noise, from seeds; None with one run per configuration
     curves: bool  # validation-curve points among the fitted
-
-
-class Grid:
-    """A family's configurations and which runs make each, so that a draw of runs rebuilds them as arrays."""
-
-    def __init__(self, points: Sequence[Point]) -> None:
-        self.runs = sorted({p.run for p in points})
-        budget = {run: max((p.flops, p.size) for p in points if p.run == run) for run in self.runs}
-        groups: dict[tuple[float, str], list[int]] = {}
-        for j, run in enumerate(self.runs):
-            groups.setdefault(budget[run], []).append(j)
-        self.strata = list(groups.values())  # the runs of one size and budget: seeds
-        keys = sorted({(p.flops, p.size, p.final) for p in points})
-        index = {key: i for i, key in enumerate(keys)}
-        self.flops = np.array([k[0] for k in keys])
-        self.sizes = sorted({p.size for p in points}, key=lambda s: size_order(s, points))
-        self.size = np.array([self.sizes.index(k[1]) for k in keys])
-        self.final = np.array([k[2] for k in keys])
-        self.member = np.zeros((len(keys), len(self.runs)))
-        self.loss = np.zeros((len(keys), len(self.runs)))
-        run_index = {run: j for j, run in enumerate(self.runs)}
-        by_cell: dict[int, Point] = {}
-        for p in points:
-            i, j = index[p.flops, p.size, p.final], run_index[p.run]
-            self.member[i, j], self.loss[i, j] = 1, p.loss
-            by_cell[i] = p
-        self.params = np.array([np.nan if by_cell[i].params is None else by_cell[i].params for i in range(len(keys))])
-        self.tokens = np.array([by_cell[i].tokens for i in range(len(keys))])
-
-    def counts(self, resamples: int, seed: int) -> tuple[np.ndarray, str]:
-        """(1 + resamples, runs) times each run is drawn: row 0 every run once, then the resamples; and how they
-        were drawn (module docstring: within configurations where all have seeds)."""
-        rng = np.random.default_rng(seed)
-        n = len(self.runs)
-        if all(len(runs) > 1 for runs in self.strata):
-            drawn = np.concatenate([rng.choice(runs, (resamples, len(runs))) for runs in self.strata], axis=1)
-            how = BY_SEEDS
-        else:
-            drawn, how = rng.integers(0, n, (resamples, n)), BY_RUNS
-        return np.r_[np.ones((1, n)), np.stack([np.bincount(row, minlength=n) for row in drawn])], how
-
-    def draw(self, counts: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
-        """Each configuration's mean loss and its number of runs under draws of runs (`counts`: (R, runs); row 0
-        every run once). Drawn among a configuration's n seeds, a mean's departure from theirs is scaled by
-        sqrt(n / (n - 1)): a mean of n draws varies (n - 1) / n times as much as one of n new runs (Davison and
-        Hinkley 1997, 3.7)."""
-        weight = counts @ self.member.T
-        loss = (counts @ self.loss.T) / np.where(weight > 0, weight, 1)
-        if how == BY_SEEDS:
-            runs = self.member.sum(axis=1)
-            loss = loss[0] + np.sqrt(runs / np.maximum(runs - 1, 1)) * (loss - loss[0])
-        return np.where(weight > 0, loss, np.inf), weight
-
-    def frontier(self, loss: np.ndarray) -> np.ndarray:
-        """(R, cells) mask of the frontier: the lowest loss at a compute, below all at less compute."""
-        order = np.argsort(self.flops, kind="stable")
-        flops, ordered = self.flops[order], loss[:, order]
-        starts = np.flatnonzero(np.r_[True, flops[1:] != flops[:-1]])
-        lowest = np.repeat(np.minimum.reduceat(ordered, starts, axis=1), np.diff(np.r_[starts, len(flops)]), axis=1)
-        eligible = np.where(ordered <= lowest, ordered, np.inf)
-        before = np.minimum.accumulate(np.c_[np.full(len(loss), np.inf), eligible[:, :-1]], axis=1)
-        mask = np.zeros_like(loss, dtype=bool)
-        mask[:, order] = np.isfinite(eligible) & (eligible < before)
-        return mask
-
-    def best_per_size(self, loss: np.ndarray) -> np.ndarray:
-        """(R, cells) mask of each size's lowest-loss configuration."""
-        mask = np.zeros_like(loss, dtype=bool)
-        for s in range(len(self.sizes)):
-            cells = np.flatnonzero(self.size == s)
-            best = cells[np.argmin(loss[:, cells], axis=1)]
-            mask[np.arange(len(loss)), best] = np.isfinite(loss[np.arange(len(loss)), best])
-        return mask
-
-    def cells(self, loss: np.ndarray, weight: np.ndarray, mask: np.ndarray | None = None) -> list[Cell]:
-        chosen = np.flatnonzero(np.isfinite(loss) if mask is None else mask)
-        return [
-            Cell(
-                size=self.sizes[self.size[i]],
-                params=None if np.isnan(self.params[i]) else int(self.params[i]),
-                flops=float(self.flops[i]),
-                tokens=float(self.tokens[i]),
-                loss=float(loss[i]),
-                runs=int(weight[i]),
-                final=bool(self.final[i]),
-            )
-            for i in sorted(chosen, key=lambda i: self.flops[i])
-        ]
-
-    def noise(self) -> float | None:
-        """The standard error of a configuration's mean log loss, pooled over those with several runs."""
-        runs = self.member.sum(axis=1)
-        several = runs > 1
-        if not several.any():
-            return None
-        logs = np.where(self.member > 0, np.log(np.where(self.member > 0, self.loss, 1)), 0)
-        means = logs.sum(axis=1) / np.maximum(runs, 1)
-        squares = ((logs - means[:, None]) ** 2 * self.member)[several].sum()
-        variance = squares / (runs[several] - 1).sum()
-        return float(np.sqrt(variance / runs.mean()))
-
-
-def size_order(size: str, points: Sequence[Point]) -> tuple[float, float, str]:
-    """Sizes in order of parameters, then of a numeric label (widths), then by name."""
-    params = [p.params for p in points if p.size == size and p.params is not None]
-    return (min(params) if params else np.inf, float(size) if size.isdigit() else np.inf, size)
 
 
 def fit_laws(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -323,8 +214,13 @@ def law_fit(
         verdict = f"no power law: the 95% interval of b reaches 0 ({intervals['b'].show()}), the loss does not fall"
     elif fall <= FLAT * rmse:
         verdict = f"no power law: its fall over the range ({fall:.3f} in log loss) is within {FLAT:g}x the residuals"
-    elif noise is not None and rmse > LACK_OF_FIT * noise:
+    elif noise is not None and rmse > LACK_OF_FIT * noise and rmse > DESCRIBES:
         verdict = f"no power law: residuals (RMSE {rmse:.4f}) over {LACK_OF_FIT:g}x the seeds' noise ({noise:.4f})"
+    elif noise is not None and rmse > LACK_OF_FIT * noise:
+        verdict = (
+            f"{BENT}: residuals (RMSE {rmse:.4f}) over {LACK_OF_FIT:g}x the seeds' noise ({noise:.4f}) but within "
+            f"{DESCRIBES:.0%}: b is the range's slope (intervals drawn across configurations); not extrapolated"
+        )
     else:
         verdict = POWER_LAW
     return LawFit(verdict, law, intervals, rmse, (float(xs.min()), float(xs.max())), resampled)
@@ -363,19 +259,20 @@ def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = 
         size_w = np.where(best, weight, 0)
         size = law_fit(grid.params, y, size_w, fit_laws(grid.params, y, size_w), noise, "sizes", how, "add sizes")
         optimal = size_rule(grid, front_w, how)
+    if how == BY_SEEDS and (compute.bent or size.bent):  # a bend is no seed noise: draw across configurations
+        counts, across = grid.counts(resamples, seed, across=True)
+        drawn, drawn_weight = grid.draw(counts, across)
+        drawn_y = np.where(np.isfinite(drawn), drawn, 1)
+        if compute.bent:
+            w = np.where(grid.frontier(drawn), drawn_weight, 0)
+            compute = compute.drawn_across(fit_laws(grid.flops, drawn_y, w)[1:], across)
+        if size.bent:
+            w = np.where(grid.best_per_size(drawn), drawn_weight, 0)
+            size = size.drawn_across(fit_laws(grid.params, drawn_y, w)[1:], across)
     cells = grid.cells(loss[0], weight[0])
     frontier = grid.cells(loss[0], weight[0], on_frontier[0])
     curves = not bool(grid.final.all())
     return FamilyFit(families[0], grid.sizes, cells, frontier, compute, size, optimal, noise, curves)
-
-
-def interior(grid: Grid) -> np.ndarray:
-    """The configurations whose size, where one wins the frontier, is a compute-optimal size rather than a bound
-    on it: not trained on the most tokens any configuration saw (a smaller size trained longer, which the grid
-    lacks, might beat it), and not the grid's smallest or largest size (a size beyond it might)."""
-    longest = grid.tokens >= grid.tokens.max() * (1 - 1e-9)
-    edge = (grid.size == 0) | (grid.size == len(grid.sizes) - 1)
-    return ~longest & ~edge
 
 
 def size_rule(grid: Grid, front_w: np.ndarray, how: str) -> LawFit:

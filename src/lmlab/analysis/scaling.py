@@ -27,9 +27,10 @@ import numpy as np
 
 from lmlab.analysis.colours import family_colours
 from lmlab.analysis.config import ReportConfig
+from lmlab.analysis.configurations import Point
 from lmlab.analysis.crossovers import Crossover, crossover
 from lmlab.analysis.plots import plot
-from lmlab.analysis.power_laws import RESAMPLES, FamilyFit, LawFit, Point, fit_family
+from lmlab.analysis.power_laws import RESAMPLES, FamilyFit, LawFit, fit_family
 from lmlab.analysis.stats import Interval
 from lmlab.analysis.tables import table
 from lmlab.core import metrics as M

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lmlab.analysis.power_laws import Point
+from lmlab.analysis.configurations import Point
 from lmlab.analysis.scaling import Measured
 from lmlab.core import metrics as M
 from lmlab.core.atomic import read_json
