@@ -291,7 +291,8 @@ def size_rule(grid: Grid, front_w: np.ndarray, how: str) -> LawFit:
             if edge
             else ""
         )
-        return LawFit(f"not measured: the frontier holds {sizes} sizes inside the grid, {MIN_SIZES} needed{why}")
+        held = f"{sizes} size{'' if sizes == 1 else 's'}"
+        return LawFit(f"not measured: the frontier holds {held} inside the grid, {MIN_SIZES} needed{why}")
     on = inside
     fitted = fit_slopes(grid.flops, grid.params, front_w, grid.size)
     k, e = fitted[0]
