@@ -315,3 +315,10 @@ def test_a_law_bent_beyond_the_seeds_noise_but_within_one_percent_is_the_range_s
     assert cross.bent == ("lstm",) and cross.window == (max(s[0] for s in spans), min(s[1] for s in spans))
     assert all(c.measured for c in cross.crossings)  # only the compute both fits saw
     assert cross.crossings or "so it is not extrapolated" in cross.statement()
+
+
+def test_a_bent_law_whose_draws_across_configurations_fail_is_undetermined_with_no_figures() -> None:
+    law = fit_family(points(runs("lstm", bends, seeds=3, seed=2, noise=0.001)), RESAMPLES).compute
+    assert law.bent
+    failed = law.drawn_across(np.full((RESAMPLES, 3), np.nan), BY_RUNS)
+    assert not failed.ok and failed.verdict.startswith("undetermined") and law_cells(failed, "abc")[1] == "-"

@@ -99,13 +99,14 @@ class LawFit:
         return self.verdict == POWER_LAW
 
     def drawn_across(self, resampled: np.ndarray, how: str) -> LawFit:
-        """The law with intervals from other resamples (a bent law's: drawn across configurations)."""
+        """The (bent) law with intervals from other resamples, drawn across configurations; undetermined, with no
+        figures, where too many of those fail."""
+        assert self.law is not None
         failed = float(np.isnan(resampled[:, 0]).mean())
-        if failed > MAX_FAILED or self.law is None:
-            return LawFit(f"{self.verdict}; and {undetermined(failed)}")
+        if failed > MAX_FAILED:
+            return LawFit(f"{undetermined(failed)} (drawn across configurations: the points bend away from the law)")
         estimates = (self.law.a, self.law.b, self.law.c)
-        intervals = {name: interval(resampled[:, k], estimates[k], how) for k, name in enumerate("abc")}
-        return replace(self, intervals=intervals, resampled=resampled)
+        return replace(self, intervals=law_intervals(resampled, estimates, how), resampled=resampled)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,11 @@ def interval(values: np.ndarray, estimate: float, how: str) -> Interval:
     return Interval(float(estimate), float(low), float(high), f"{how} ({len(values)} resamples)")
 
 
+def law_intervals(resampled: np.ndarray, estimates: Sequence[float], how: str) -> dict[str, Interval]:
+    """a, b and c's intervals from the resamples' fits (rows of a, b, c; NaN where a fit failed)."""
+    return {name: interval(resampled[:, k], estimates[k], how) for k, name in enumerate("abc")}
+
+
 def undetermined(failed: float) -> str:
     return f"undetermined: the fit failed in {failed:.0%} of the resamples (more than {MAX_FAILED:.0%}): too few runs"
 
@@ -205,7 +211,7 @@ def law_fit(
     xs, ys, ws = x[used], y[0, used], w[0, used]
     rmse = float(np.sqrt(np.sum(ws * np.log(law(xs) / ys) ** 2) / ws.sum()))
     resampled = fitted[1:]
-    intervals = {name: interval(resampled[:, k], fitted[0, k], how) for k, name in enumerate("abc")}
+    intervals = law_intervals(resampled, fitted[0], how)
     failed = float(np.isnan(resampled[:, 0]).mean())
     fall = float(np.log(law(xs.min()) / law(xs.max())))
     if failed > MAX_FAILED:
