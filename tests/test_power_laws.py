@@ -108,6 +108,11 @@ def test_the_fit_recovers_a_known_power_law_within_its_bootstrap_intervals() -> 
     assert BY_SEEDS in law.intervals["b"].how and law.rmse < 0.01 and fit.noise is not None
     assert within(fit.optimal.intervals["e"], E) and fit.optimal.ok
     assert within(fit.size.intervals["b"], TRUE.b / E) and within(fit.size.intervals["c"], TRUE.c)
+    # the plots' band: the resamples' 95% pointwise interval, around the fit and holding the true law
+    xs = np.geomspace(*law.span, 7)
+    low, high = law.band(xs)
+    assert np.all(low < law.law(xs)) and np.all(law.law(xs) < high)
+    assert np.all((low < TRUE(xs)) & (TRUE(xs) < high)) and np.all(high / low < 1.03)
     # the same law from one run per configuration: the runs themselves are drawn, the intervals wider
     single = fit_family(points(runs("transformer", **ONE_SEED)), RESAMPLES)
     assert single.compute.ok and BY_RUNS in single.compute.intervals["b"].how and single.noise is None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmlab.analysis.power_laws import FamilyFit, interval
+from lmlab.analysis.power_laws import FamilyFit, interval, laws_at
 from lmlab.analysis.stats import Interval
 
 DECADES = 3
@@ -117,13 +117,8 @@ def roots(first: np.ndarray, second: np.ndarray, grid: np.ndarray) -> np.ndarray
     """(R, len(grid) - 1) log compute of each sign change of L_1 - L_2 between neighbouring grid points, NaN
     elsewhere; rows of a, b, c (NaN rows: failed fits, no roots)."""
     log_grid = np.log(grid)
-
-    def loss(params: np.ndarray) -> np.ndarray:
-        a, b, c = (params[:, k : k + 1] for k in range(3))
-        return np.exp(np.log(a) - b * log_grid) + c
-
     with np.errstate(invalid="ignore"):
-        d = loss(first) - loss(second)
+        d = laws_at(first, grid) - laws_at(second, grid)
         change = np.sign(d[:, 1:]) * np.sign(d[:, :-1]) < 0
         at = log_grid[:-1] + (log_grid[1:] - log_grid[:-1]) * d[:, :-1] / (d[:, :-1] - d[:, 1:])
     return np.where(change, at, np.nan)

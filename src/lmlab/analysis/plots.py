@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 DPI = 120
 
@@ -23,3 +24,12 @@ def plot(target: Path | IO[bytes], size: tuple[float, float] = (7, 4.5), panels:
     yield fig.subplots(1, panels) if panels > 1 else fig.subplots()
     fig.tight_layout()
     fig.savefig(target, format="png", dpi=DPI)
+
+
+def log_loss_axis(ax: Any) -> None:
+    """A loss on a log y axis with plain tick labels: a loss spans less than a decade, where matplotlib would label
+    only minor ticks, as 6 x 10^0."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(MaxNLocator(6))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())

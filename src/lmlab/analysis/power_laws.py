@@ -73,6 +73,13 @@ class PowerLaw:
         return np.exp(np.log(self.a) - self.b * np.log(x)) + self.c
 
 
+def laws_at(params: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(R, len(x)) values of R laws (rows of a, b, c; a NaN row, a failed fit, stays NaN) at x."""
+    a, b, c = (params[:, k : k + 1] for k in range(3))
+    with np.errstate(invalid="ignore"):
+        return np.exp(np.log(a) - b * np.log(x)) + c
+
+
 @dataclass(frozen=True)
 class LawFit:
     """A fitted law with its intervals (`a`, `b`, `c`; `k`, `e` for N_opt), or only the verdict saying why not."""
@@ -97,6 +104,14 @@ class LawFit:
     def extrapolates(self) -> bool:
         """Whether the law may be read beyond the range it saw (marked as an extrapolation): not a bent one."""
         return self.verdict == POWER_LAW
+
+    def band(self, x: np.ndarray) -> np.ndarray | None:
+        """(2, len(x)): the 95% pointwise interval of the law at x over its resamples' fits (percentiles, as its
+        parameters'); None without resamples."""
+        if self.resampled is None or not np.isfinite(self.resampled[:, 0]).any():
+            return None
+        drawn = laws_at(self.resampled[np.isfinite(self.resampled[:, 0])], x)
+        return np.percentile(drawn, [2.5, 97.5], axis=0)
 
     def drawn_across(self, resampled: np.ndarray, how: str) -> LawFit:
         """The (bent) law with intervals from other resamples, drawn across configurations; undetermined, with no

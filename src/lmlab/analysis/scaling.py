@@ -29,7 +29,7 @@ from lmlab.analysis.colours import family_colours
 from lmlab.analysis.config import ReportConfig
 from lmlab.analysis.configurations import Point
 from lmlab.analysis.crossovers import Crossover, crossover
-from lmlab.analysis.plots import plot
+from lmlab.analysis.plots import log_loss_axis, plot
 from lmlab.analysis.power_laws import RESAMPLES, FamilyFit, LawFit, fit_family
 from lmlab.analysis.stats import Interval
 from lmlab.analysis.tables import table
@@ -276,7 +276,7 @@ def compute_plot(target: io.BytesIO, fits: list[FamilyFit], measured: Measured, 
             )
             draw_law(ax, fit.compute, colour)
             ax.set_xscale("log")
-            ax.set_yscale("log")
+            log_loss_axis(ax)
             ax.set_title(fit.family, fontsize=9)
             ax.set_xlabel("training FLOPs")
             ax.set_ylabel("validation loss (nats/token)")
@@ -284,10 +284,14 @@ def compute_plot(target: io.BytesIO, fits: list[FamilyFit], measured: Measured, 
 
 
 def draw_law(ax: Any, law: LawFit, colour: str, label: str = "fit") -> None:
-    """A fit over the range it saw (only where its points follow a power law)."""
+    """A fit over the range it saw (only where its points follow a power law), shaded over its bootstrap
+    resamples' 95% pointwise interval."""
     if law.ok and law.law is not None:
         xs = np.geomspace(*law.span, 100)
         ax.plot(xs, law.law(xs), color=colour, linestyle="--", linewidth=1.2, label=label)
+        band = law.band(xs)
+        if band is not None:
+            ax.fill_between(xs, *band, color=colour, alpha=0.15, linewidth=0)
 
 
 def frontiers_plot(target: io.BytesIO, fits: list[FamilyFit], crossovers: list[Crossover], colours: dict) -> None:
@@ -308,10 +312,10 @@ def frontiers_plot(target: io.BytesIO, fits: list[FamilyFit], crossovers: list[C
                 if crossing.measured:
                     ax.axvline(crossing.compute.estimate, color=colours[c.family], linestyle=":", linewidth=1)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_loss_axis(ax)
         ax.set_xlabel("training FLOPs")
         ax.set_ylabel("validation loss on the frontier")
-        ax.set_title(PLOTS["scaling_frontiers.png"] + " (dotted: crossings measured)", fontsize=9)
+        ax.set_title(PLOTS["scaling_frontiers.png"] + " (shaded: 95% bootstrap band; dotted: crossings)", fontsize=9)
         ax.legend(fontsize=7)
 
 
@@ -333,7 +337,7 @@ def params_plot(target: io.BytesIO, fits: list[FamilyFit], colours: dict[str, st
             )
             draw_law(ax, fit.size, colours[fit.family], label="")
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_loss_axis(ax)
         ax.set_xlabel("non-embedding parameters")
         ax.set_ylabel("validation loss (each size's lowest)")
         ax.set_title(PLOTS["scaling_params.png"], fontsize=9)
