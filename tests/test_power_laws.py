@@ -17,7 +17,7 @@ from lmlab.analysis import scaling
 from lmlab.analysis.config import ReportConfig
 from lmlab.analysis.configurations import BY_RUNS, BY_SEEDS, Point
 from lmlab.analysis.crossovers import crossover
-from lmlab.analysis.power_laws import POWER_LAW, PowerLaw, fit_family
+from lmlab.analysis.power_laws import POWER_LAW, PowerLaw, fit_family, interval, local_exponent
 from lmlab.analysis.scaling import law_cells, write_report
 from lmlab.cli.scaling import main as scaling_main
 from lmlab.core import metrics as M
@@ -164,6 +164,26 @@ def test_crossovers_inside_outside_and_never() -> None:
     assert never.statement().startswith("no crossing within 1e+09-1e+18 FLOPs")
 
 
+def test_each_family_s_local_exponent_where_all_were_measured_against_the_reference_s() -> None:
+    """Kaplan et al.'s alpha (a law without an offset) is a law's local exponent -d ln L / d ln C: recovered within
+    its interval at the top of the compute both frontiers hold, and the steeper family called so (paired draws)."""
+    reference = fit_family(points(runs("transformer", seed=3)), RESAMPLES)
+    law = crossing_at(3e13, 0.25, 1.6)  # local exponent 0.091 at 1e15 against the reference's 0.052
+    steeper = fit_family(points(runs("gru", law, seed=5)), RESAMPLES)
+    at = 1e12 * 4.0**5
+    for fit, true in ((reference, TRUE), (steeper, law)):
+        values, slopes = fit.compute.local(at)
+        alpha = local_exponent(np.array([[true.a, true.b, true.c]]), at)[0]
+        assert within(interval(slopes[1:], slopes[0], ""), alpha) and slopes[0] < true.b
+        assert within(interval(values[1:], values[0], ""), float(true(at)))
+    lines = "\n".join(scaling.improvement([steeper, reference], "transformer"))
+    assert f"L(C) at {at:.3g} FLOPs:" in lines and "L(N) at " in lines
+    (row,) = [line for line in lines.splitlines() if line.startswith("| gru |")][:1]
+    assert row.endswith(": steeper |")
+    (row,) = [line for line in lines.splitlines() if line.startswith("| transformer |")][:1]
+    assert row.endswith("| - |")
+
+
 def write_run_folder(folder: Path, run: dict, schedule: str = "wsd", hydra: bool = True) -> None:
     """A pretraining run folder as `lmlab pretrain` leaves it: metrics.json, the config, val_curve.csv."""
     folder.mkdir(parents=True)
@@ -270,6 +290,7 @@ def test_report_study_scaling_writes_the_tables_and_plots(tmp_path: Path, monkey
     report = (out / "scaling.md").read_text()
     assert "| rnn |  |  |  |  | - | - | - | - | rnn: 1 configurations of 1 sizes" in report
     assert "- lstm: cross at" in report and "an extrapolation" in report
+    assert "## How fast each family improves, where all were measured" in report and "| lstm | " in report
     assert (
         "- transformer: 24 runs; widths 64, 128, 256, 512, 1024, 2048, 4096, 8192; budgets 1, 2, 4; seeds 0" in report
     )

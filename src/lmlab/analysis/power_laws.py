@@ -80,6 +80,14 @@ def laws_at(params: np.ndarray, x: np.ndarray) -> np.ndarray:
         return np.exp(np.log(a) - b * np.log(x)) + c
 
 
+def local_exponent(params: np.ndarray, x: float) -> np.ndarray:
+    """-d ln L / d ln x of R laws (rows of a, b, c; NaN rows stay NaN) at x."""
+    a, b, c = params[:, 0], params[:, 1], params[:, 2]
+    with np.errstate(invalid="ignore"):
+        term = np.exp(np.log(a) - b * np.log(x))
+        return b * term / (term + c)
+
+
 @dataclass(frozen=True)
 class LawFit:
     """A fitted law with its intervals (`a`, `b`, `c`; `k`, `e` for N_opt), or only the verdict saying why not."""
@@ -90,6 +98,7 @@ class LawFit:
     rmse: float = float("nan")  # of the residuals in log loss
     span: tuple[float, float] = (float("nan"), float("nan"))  # the range of x it saw
     resampled: np.ndarray | None = None  # (resamples, parameters), NaN where the resample's fit failed
+    how: str = ""  # how the resamples were drawn
 
     @property
     def ok(self) -> bool:
@@ -113,6 +122,14 @@ class LawFit:
         drawn = laws_at(self.resampled[np.isfinite(self.resampled[:, 0])], x)
         return np.percentile(drawn, [2.5, 97.5], axis=0)
 
+    def local(self, x: float) -> tuple[np.ndarray, np.ndarray]:
+        """The law's value at x and its local exponent there, -d ln L / d ln x, for the fit (element 0) and each
+        resample (NaN where its fit failed). The local exponent, b a x^-b / (a x^-b + c), is the alpha of the law
+        without an offset (Kaplan et al.'s form, L = (x_c / x)^alpha) tangent to this one at x."""
+        assert self.law is not None and self.resampled is not None
+        rows = np.r_[[[self.law.a, self.law.b, self.law.c]], self.resampled]
+        return laws_at(rows, np.array([x]))[:, 0], local_exponent(rows, x)
+
     def drawn_across(self, resampled: np.ndarray, how: str) -> LawFit:
         """The (bent) law with intervals from other resamples, drawn across configurations; undetermined, with no
         figures, where too many of those fail."""
@@ -121,7 +138,7 @@ class LawFit:
         if failed > MAX_FAILED:
             return LawFit(f"{undetermined(failed)} (drawn across configurations: the points bend away from the law)")
         estimates = (self.law.a, self.law.b, self.law.c)
-        return replace(self, intervals=law_intervals(resampled, estimates, how), resampled=resampled)
+        return replace(self, intervals=law_intervals(resampled, estimates, how), resampled=resampled, how=how)
 
 
 @dataclass(frozen=True)
@@ -244,7 +261,7 @@ def law_fit(
         )
     else:
         verdict = POWER_LAW
-    return LawFit(verdict, law, intervals, rmse, (float(xs.min()), float(xs.max())), resampled)
+    return LawFit(verdict, law, intervals, rmse, (float(xs.min()), float(xs.max())), resampled, how)
 
 
 def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = SEED) -> FamilyFit:
@@ -328,4 +345,4 @@ def size_rule(grid: Grid, front_w: np.ndarray, how: str) -> LawFit:
         verdict = f"no trend: the 95% interval of e holds 0 ({intervals['e'].show()})"
     else:
         verdict = POWER_LAW
-    return LawFit(verdict, None, intervals, rmse, span, fitted[1:])
+    return LawFit(verdict, None, intervals, rmse, span, fitted[1:], how)

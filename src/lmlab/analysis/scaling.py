@@ -29,8 +29,8 @@ from lmlab.analysis.colours import family_colours
 from lmlab.analysis.config import ReportConfig
 from lmlab.analysis.configurations import Point
 from lmlab.analysis.crossovers import Crossover, crossover
-from lmlab.analysis.plots import log_loss_axis, plot
-from lmlab.analysis.power_laws import RESAMPLES, FamilyFit, LawFit, fit_family
+from lmlab.analysis.power_laws import RESAMPLES, FamilyFit, LawFit, fit_family, interval
+from lmlab.analysis.scaling_plots import compute_plot, frontiers_plot, params_plot, position_plot
 from lmlab.analysis.stats import Interval
 from lmlab.analysis.tables import table
 from lmlab.core import metrics as M
@@ -39,12 +39,6 @@ from lmlab.core.errors import LmlabError
 
 REFERENCE = "transformer"
 REPORT = "scaling.md"
-PLOTS = {
-    "scaling_compute.png": "Loss against training compute: each size's points, the frontier and its fit",
-    "scaling_frontiers.png": "The families' compute frontiers and fits",
-    "scaling_params.png": "Loss against non-embedding parameters (each size's lowest loss) and its fit",
-    "scaling_position.png": "Loss by position, per family, by size",
-}
 REQUIRED = {
     "family": str,
     "width": int,
@@ -159,7 +153,7 @@ def render(
     colours = family_colours(names)
     files = {REPORT: markdown(measured, names, fits, refused, crossovers, reference).encode()}
     if fits:
-        files["scaling_compute.png"] = png(compute_plot, list(fits.values()), measured, colours)
+        files["scaling_compute.png"] = png(compute_plot, list(fits.values()), measured.curves, colours)
         files["scaling_frontiers.png"] = png(frontiers_plot, list(fits.values()), crossovers, colours)
         files["scaling_params.png"] = png(params_plot, list(fits.values()), colours)
     positions = {key: value for key, value in measured.positions.items() if key[0] in names}
@@ -242,118 +236,46 @@ def markdown(
     if reference not in fits:
         lines.append(f"None: no fit of the {reference} ({refused.get(reference, 'no runs')}).")
     lines += [f"- {c.family}: {c.statement()}" for c in crossovers]
+    lines += improvement(list(fits.values()), reference)
     if any(family in names for family, _ in measured.positions):
         lines += ["", "## Loss by position", "", "![loss by position](scaling_position.png)"]
     return "\n".join(lines) + "\n"
 
 
-def compute_plot(target: io.BytesIO, fits: list[FamilyFit], measured: Measured, colours: dict[str, str]) -> None:
-    with plot(target, (min(3.4 * len(fits), 24), 3.6), panels=len(fits)) as axes:
-        for ax, fit in zip(np.atleast_1d(axes), fits, strict=True):
-            colour = colours[fit.family]
-            for i, size in enumerate(fit.sizes):
-                shade = 0.35 + 0.65 * (i + 1) / len(fit.sizes)
-                for (family, of, _), (flops, loss) in measured.curves.items():
-                    if family == fit.family and of == size:
-                        ax.plot(flops, loss, color=colour, alpha=0.25 * shade, linewidth=0.8)
-                cells = [c for c in fit.cells if c.size == size]
-                ax.scatter(
-                    [c.flops for c in cells],
-                    [c.loss for c in cells],
-                    color=colour,
-                    alpha=shade,
-                    s=14,
-                    marker="os^Dv<>PX"[i % 9],
-                    label=size,
-                )
-            ax.step(
-                [c.flops for c in fit.frontier],
-                [c.loss for c in fit.frontier],
-                where="post",
-                color="black",
-                linewidth=0.8,
-                label="frontier",
-            )
-            draw_law(ax, fit.compute, colour)
-            ax.set_xscale("log")
-            log_loss_axis(ax)
-            ax.set_title(fit.family, fontsize=9)
-            ax.set_xlabel("training FLOPs")
-            ax.set_ylabel("validation loss (nats/token)")
-            ax.legend(fontsize=6, title="size", title_fontsize=6)
-
-
-def draw_law(ax: Any, law: LawFit, colour: str, label: str = "fit") -> None:
-    """A fit over the range it saw (only where its points follow a power law), shaded over its bootstrap
-    resamples' 95% pointwise interval."""
-    if law.ok and law.law is not None:
-        xs = np.geomspace(*law.span, 100)
-        ax.plot(xs, law.law(xs), color=colour, linestyle="--", linewidth=1.2, label=label)
-        band = law.band(xs)
-        if band is not None:
-            ax.fill_between(xs, *band, color=colour, alpha=0.15, linewidth=0)
-
-
-def frontiers_plot(target: io.BytesIO, fits: list[FamilyFit], crossovers: list[Crossover], colours: dict) -> None:
-    with plot(target, (6.4, 4.4)) as ax:
-        for fit in fits:
-            colour = colours[fit.family]
-            ax.plot(
-                [c.flops for c in fit.frontier],
-                [c.loss for c in fit.frontier],
-                "o",
-                color=colour,
-                markersize=4,
-                label=fit.family,
-            )
-            draw_law(ax, fit.compute, colour, label="")
-        for c in crossovers:
-            for crossing in c.crossings:
-                if crossing.measured:
-                    ax.axvline(crossing.compute.estimate, color=colours[c.family], linestyle=":", linewidth=1)
-        ax.set_xscale("log")
-        log_loss_axis(ax)
-        ax.set_xlabel("training FLOPs")
-        ax.set_ylabel("validation loss on the frontier")
-        ax.set_title(PLOTS["scaling_frontiers.png"] + " (shaded: 95% bootstrap band; dotted: crossings)", fontsize=9)
-        ax.legend(fontsize=7)
-
-
-def params_plot(target: io.BytesIO, fits: list[FamilyFit], colours: dict[str, str]) -> None:
-    with plot(target, (6.4, 4.4)) as ax:
-        for fit in fits:
-            best: dict[str, Any] = {}
-            for c in fit.cells:
-                if c.params is not None and (c.size not in best or c.loss < best[c.size].loss):
-                    best[c.size] = c
-            points = sorted(best.values(), key=lambda c: c.params)
-            ax.plot(
-                [c.params for c in points],
-                [c.loss for c in points],
-                "o",
-                color=colours[fit.family],
-                markersize=4,
-                label=fit.family,
-            )
-            draw_law(ax, fit.size, colours[fit.family], label="")
-        ax.set_xscale("log")
-        log_loss_axis(ax)
-        ax.set_xlabel("non-embedding parameters")
-        ax.set_ylabel("validation loss (each size's lowest)")
-        ax.set_title(PLOTS["scaling_params.png"], fontsize=9)
-        ax.legend(fontsize=7)
-
-
-def position_plot(target: io.BytesIO, positions: dict, colours: dict[str, str]) -> None:
-    families = sorted({family for family, _ in positions})
-    with plot(target, (min(3.4 * len(families), 24), 3.4), panels=len(families)) as axes:
-        for ax, family in zip(np.atleast_1d(axes), families, strict=True):
-            sizes = sorted((s for f, s in positions if f == family), key=lambda s: (len(s), s))
-            for i, size in enumerate(sizes):
-                middle, loss = positions[family, size]
-                ax.plot(middle, loss, color=colours[family], alpha=0.35 + 0.65 * (i + 1) / len(sizes), label=size)
-            ax.set_xscale("log", base=2)
-            ax.set_title(family, fontsize=9)
-            ax.set_xlabel("position in the window")
-            ax.set_ylabel("test loss")
-            ax.legend(fontsize=6, title="size", title_fontsize=6)
+def improvement(fits: list[FamilyFit], reference: str) -> list[str]:
+    """How fast each family's loss falls where every family with a law was measured: the local exponent of its
+    L(C) at the most compute all their ranges hold (and of L(N) at the most parameters), against the reference's
+    from paired draws (each family's resamples are drawn independently, so draw i against draw i is fair)."""
+    lines = [
+        "",
+        "## How fast each family improves, where all were measured",
+        "",
+        "The local exponent -d ln L / d ln C of a law with an offset, b a C^-b / (a C^-b + c) (below b), is the "
+        "alpha of the law without one (Kaplan et al.'s form, L = (C_c / C)^alpha) tangent to it there: the "
+        "figure to set beside theirs. Each is taken at the most compute (parameters) that every family's law "
+        "saw, so none is extrapolated; against the "
+        f"{reference}'s: the difference of paired draws ('steeper': its interval above 0).",
+    ]
+    for title, of, unit in (("L(C)", lambda f: f.compute, "FLOPs"), ("L(N)", lambda f: f.size, "parameters")):
+        laws = {fit.family: of(fit) for fit in fits if of(fit).ok}
+        at = min((law.span[1] for law in laws.values()), default=np.nan)
+        lines.append("")
+        if not laws or at < max(law.span[0] for law in laws.values()):
+            lines.append(f"{title}: {'no family has a law' if not laws else 'no range common to every law'}.")
+            continue
+        local = {name: law.local(at) for name, law in laws.items()}
+        rows = []
+        for name, (values, slopes) in local.items():
+            cells = [shown(interval(values[1:], values[0], laws[name].how), ".4g")]
+            cells.append(shown(interval(slopes[1:], slopes[0], laws[name].how)))
+            if name != reference and reference in local:
+                ref = local[reference][1]
+                diff = interval(slopes[1:] - ref[1:], slopes[0] - ref[0], "paired draws")
+                word = "steeper" if diff.low > 0 else "shallower" if diff.high < 0 else "not resolved"
+                cells.append(f"{shown(diff)}: {word}")
+            else:
+                cells.append("-")
+            rows.append([name, *cells])
+        header = ["family", "loss", "local exponent", f"minus the {reference}'s"]
+        lines += [f"{title} at {at:.3g} {unit}:", "", *table(header, rows)]
+    return lines
