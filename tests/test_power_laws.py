@@ -229,7 +229,8 @@ def test_the_tool_fits_run_folders_and_leaves_out_what_is_no_pretraining_run(tmp
     report = (out / "scaling.md").read_text()
     assert "| mamba2 | 24 | 8 |" in report and "| transformer | 24 | 8 |" in report
     assert f"| {POWER_LAW} |" in report and "- mamba2: cross at" in report
-    assert f"Left out, not finished pretraining runs: {finetune}" in report
+    assert "Left out: 1 runs whose metrics.json lacks val/loss, train/flops or train/tokens (fine-tuning" in report
+    assert f"did not finish): {finetune}." in report
     for png in ("scaling_compute.png", "scaling_frontiers.png", "scaling_params.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
 

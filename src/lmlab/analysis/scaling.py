@@ -246,6 +246,8 @@ def improvement(fits: list[FamilyFit], reference: str) -> list[str]:
     """How fast each family's loss falls where every family with a law was measured: the local exponent of its
     L(C) at the most compute all their ranges hold (and of L(N) at the most parameters), against the reference's
     from paired draws (each family's resamples are drawn independently, so draw i against draw i is fair)."""
+    if not any(fit.compute.ok or fit.size.ok for fit in fits):
+        return []
     lines = [
         "",
         "## How fast each family improves, where all were measured",

@@ -22,6 +22,7 @@ from lmlab.core.errors import LmlabError
 from lmlab.tools.scaling_points import END, FIGURES, HYDRA_CONFIG, REBUILD, RECORD, curve, label, run_config
 from lmlab.tools.wandb_runs import Filters, Run, load_runs, number
 
+SHOWN = 5  # runs left out named in the report's note; the rest counted
 CURVE_NOTE = (
     "Validation-curve points are fitted with the runs' ends (`--curves`): a point of a run with a decaying "
     "schedule (cosine: {runs}) before its end is not the loss of a run of that length (Chinchilla's caveat); the "
@@ -108,7 +109,11 @@ def read_runs(
         cosine += schedule == "cosine"
     skipped = [source for source, got in read if got is None]
     if skipped:
-        measured.notes.append(f"Left out, not finished pretraining runs: {', '.join(skipped)}.")
+        shown = ", ".join(skipped[:SHOWN]) + (f" and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else "")
+        measured.notes.append(
+            f"Left out: {len(skipped)} runs whose metrics.json lacks val/loss, train/flops or train/tokens "
+            f"(fine-tuning runs, or pretraining runs that did not finish): {shown}."
+        )
     if curves:
         measured.notes.append(CURVE_NOTE.format(runs=cosine))
     return measured
