@@ -289,7 +289,7 @@ def test_report_study_scaling_writes_the_tables_and_plots(tmp_path: Path, monkey
     config = ReportConfig(study="scaling", scaling_dir=str(metrics), out_dir=str(reports))
     out = write_report(config).parent
     report = (out / "scaling.md").read_text()
-    assert "| rnn |  |  |  |  | - | - | - | - | rnn: 1 configurations of 1 sizes" in report
+    assert "| rnn |  |  |  |  | - | - | - | - | rnn: 1 configuration of 1 size" in report
     assert "- lstm: cross at" in report and "an extrapolation" in report
     assert "## How fast each family improves, where all were measured" in report and "| lstm | " in report
     assert (

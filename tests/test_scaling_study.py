@@ -65,7 +65,7 @@ def test_the_scaling_study_runs_each_budget_on_from_the_last_and_reports(tmp_pat
     config = yaml.safe_load((root / "data/runs/scaling/seed1/gated_deltanet-16/12/.hydra/config.yaml").read_text())
     assert config["model"]["head_dim"] == 4 and config["optim"]["schedule"] == "wsd"
     report = (root / "reports/scaling/scaling.md").read_text()
-    assert "gru: 3 configurations of 1 sizes; a scaling fit needs" in report
+    assert "gru: 3 configurations of 1 size; a scaling fit needs" in report
     assert "Running stage" not in dvc("repro", "scaling/dvc.yaml", cwd=root).stdout
     # the longest budget's command run again, as its stage reruns after a code edit: it resumes its own finished
     # run, not the checkpoint of the budget before that `continue_from` names (one command, not the stage's six)

@@ -278,7 +278,8 @@ def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = 
     grid = Grid(points)
     if len(grid.flops) < MIN_POINTS or len(grid.sizes) < MIN_SIZES:
         raise LmlabError(
-            f"{families[0]}: {len(grid.flops)} configurations of {len(grid.sizes)} sizes; a scaling fit needs at "
+            f"{families[0]}: {len(grid.flops)} configuration{'s' * (len(grid.flops) != 1)} of {len(grid.sizes)} "
+            f"size{'s' * (len(grid.sizes) != 1)}; a scaling fit needs at "
             f"least {MIN_POINTS} configurations (size x budget) and {MIN_SIZES} sizes"
         )
     counts, how = grid.counts(resamples, seed)
