@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -166,22 +167,40 @@ def test_crossovers_inside_outside_and_never() -> None:
 
 def test_each_family_s_local_exponent_where_all_were_measured_against_the_reference_s() -> None:
     """Kaplan et al.'s alpha (a law without an offset) is a law's local exponent -d ln L / d ln C: recovered within
-    its interval at the top of the compute both frontiers hold, and the steeper family called so (paired draws)."""
+    its interval at the top of the compute every frontier holds, and each family called steeper, shallower or not
+    resolved against the reference from paired draws (the families' resamples drawn independently)."""
     reference = fit_family(points(runs("transformer", seed=3)), RESAMPLES)
     law = crossing_at(3e13, 0.25, 1.6)  # local exponent 0.091 at 1e15 against the reference's 0.052
     steeper = fit_family(points(runs("gru", law, seed=5)), RESAMPLES)
+    alike = fit_family(points(runs("lstm", seed=7)), RESAMPLES)  # the reference's law: not resolved
+    shorter = fit_family(points(runs("mamba2", sizes=5, seed=9)), RESAMPLES)  # a frontier to 1e12 x 4^4
     at = 1e12 * 4.0**5
     for fit, true in ((reference, TRUE), (steeper, law)):
         values, slopes = fit.compute.local(at)
         alpha = local_exponent(np.array([[true.a, true.b, true.c]]), at)[0]
         assert within(interval(slopes[1:], slopes[0], ""), alpha) and slopes[0] < true.b
         assert within(interval(values[1:], values[0], ""), float(true(at)))
-    lines = "\n".join(scaling.improvement([steeper, reference], "transformer"))
+    assert abs(np.corrcoef(steeper.compute.local(at)[1][1:], reference.compute.local(at)[1][1:])[0, 1]) < 0.2
+
+    def rows(fits: list) -> dict[str, str]:
+        lines = scaling.improvement(fits, "transformer")
+        compute = lines[: next(i for i, line in enumerate(lines) if line.startswith("L(N) at "))]
+        return {line.split(" | ")[0].removeprefix("| "): line for line in compute if line.startswith("| ")}
+
+    lines = "\n".join(scaling.improvement([steeper, reference, alike], "transformer"))
     assert f"L(C) at {at:.3g} FLOPs:" in lines and "L(N) at " in lines
-    (row,) = [line for line in lines.splitlines() if line.startswith("| gru |")][:1]
-    assert row.endswith(": steeper |")
-    (row,) = [line for line in lines.splitlines() if line.startswith("| transformer |")][:1]
-    assert row.endswith("| - |")
+    got = rows([steeper, reference, alike])
+    assert got["gru"].endswith(": steeper |") and got["lstm"].endswith(": not resolved |")
+    assert got["transformer"].endswith("| - |")
+    assert f"L(C) at {1e12 * 4.0**4:.3g} FLOPs:" in "\n".join(scaling.improvement([reference, shorter], "transformer"))
+    assert got["gru"] != rows([steeper, reference, shorter])["gru"]  # taken at the shorter range's top
+    assert rows([steeper, shorter])["gru"].endswith("| - |")  # no reference law: no comparison
+    assert "The transformer has no L(C) law here" in "\n".join(scaling.improvement([steeper, shorter], "transformer"))
+    apart = [  # two frontiers over compute ranges that do not meet
+        replace(reference, compute=replace(reference.compute, span=(1e12, 1e13))),
+        replace(steeper, compute=replace(steeper.compute, span=(1e14, 1e15))),
+    ]
+    assert "L(C): no range common to every law." in scaling.improvement(apart, "transformer")
 
 
 def write_run_folder(folder: Path, run: dict, schedule: str = "wsd", hydra: bool = True) -> None:
@@ -229,7 +248,7 @@ def test_the_tool_fits_run_folders_and_leaves_out_what_is_no_pretraining_run(tmp
     report = (out / "scaling.md").read_text()
     assert "| mamba2 | 24 | 8 |" in report and "| transformer | 24 | 8 |" in report
     assert f"| {POWER_LAW} |" in report and "- mamba2: cross at" in report
-    assert "Left out: 1 runs whose metrics.json lacks val/loss, train/flops or train/tokens (fine-tuning" in report
+    assert "Left out: 1 run whose metrics.json lacks val/loss, train/flops or train/tokens (fine-tuning" in report
     assert f"did not finish): {finetune}." in report
     for png in ("scaling_compute.png", "scaling_frontiers.png", "scaling_params.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)

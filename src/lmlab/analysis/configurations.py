@@ -67,7 +67,7 @@ class Grid:
         self.params = np.array([np.nan if by_cell[i].params is None else by_cell[i].params for i in range(len(keys))])
         self.tokens = np.array([by_cell[i].tokens for i in range(len(keys))])
 
-    def counts(self, resamples: int, seed: int, across: bool = False) -> tuple[np.ndarray, str]:
+    def counts(self, resamples: int, seed: int | Sequence[int], across: bool = False) -> tuple[np.ndarray, str]:
         """(1 + resamples, runs) times each run is drawn: row 0 every run once, then the resamples; and how they
         were drawn (module docstring: within configurations where all have seeds, unless `across`)."""
         rng = np.random.default_rng(seed)

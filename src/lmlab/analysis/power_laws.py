@@ -37,6 +37,7 @@ Pure numpy: the study's report (`lmlab report study=scaling`) and the tool (`lml
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -120,7 +121,7 @@ class LawFit:
         if self.resampled is None or not np.isfinite(self.resampled[:, 0]).any():
             return None
         drawn = laws_at(self.resampled[np.isfinite(self.resampled[:, 0])], x)
-        return np.percentile(drawn, [2.5, 97.5], axis=0)
+        return np.quantile(drawn, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2], axis=0)
 
     def local(self, x: float) -> tuple[np.ndarray, np.ndarray]:
         """The law's value at x and its local exponent there, -d ln L / d ln x, for the fit (element 0) and each
@@ -265,10 +266,13 @@ def law_fit(
 
 
 def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = SEED) -> FamilyFit:
-    """Frontier, laws, intervals and verdicts of one family's points (module docstring)."""
+    """Frontier, laws, intervals and verdicts of one family's points (module docstring). Each family's draws are
+    seeded by `seed` and its name, so that two families' resamples are independent: draw i of one against draw i
+    of another (the crossovers, the exponents compared) is then a fair pairing."""
     families = sorted({p.family for p in points})
     if len(families) != 1:
         raise LmlabError(f"fit one family at a time, not {', '.join(families) or 'no points'}")
+    draws = (seed, zlib.crc32(families[0].encode()))
     bad = next((p for p in points if not (np.isfinite(p.loss) and p.loss > 0 < p.flops and (p.params or 1) > 0)), None)
     if bad is not None:
         raise LmlabError(
@@ -282,7 +286,7 @@ def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = 
             f"size{'s' * (len(grid.sizes) != 1)}; a scaling fit needs at "
             f"least {MIN_POINTS} configurations (size x budget) and {MIN_SIZES} sizes"
         )
-    counts, how = grid.counts(resamples, seed)
+    counts, how = grid.counts(resamples, draws)
     loss, weight = grid.draw(counts, how)
     on_frontier, best = grid.frontier(loss), grid.best_per_size(loss)
     noise = grid.noise()
@@ -299,7 +303,7 @@ def fit_family(points: Sequence[Point], resamples: int = RESAMPLES, seed: int = 
         size = law_fit(grid.params, y, size_w, fit_laws(grid.params, y, size_w), noise, "sizes", how, "add sizes")
         optimal = size_rule(grid, front_w, how)
     if how == BY_SEEDS and (compute.bent or size.bent):  # a bend is no seed noise: draw across configurations
-        counts, across = grid.counts(resamples, seed, across=True)
+        counts, across = grid.counts(resamples, draws, across=True)
         drawn, drawn_weight = grid.draw(counts, across)
         drawn_y = np.where(np.isfinite(drawn), drawn, 1)
         if compute.bent:

@@ -280,4 +280,6 @@ def improvement(fits: list[FamilyFit], reference: str) -> list[str]:
             rows.append([name, *cells])
         header = ["family", "loss", "local exponent", f"minus the {reference}'s"]
         lines += [f"{title} at {at:.3g} {unit}:", "", *table(header, rows)]
+        if reference not in local:
+            lines += ["", f"The {reference} has no {title} law here: nothing to compare against."]
     return lines

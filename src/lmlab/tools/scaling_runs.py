@@ -111,7 +111,8 @@ def read_runs(
     if skipped:
         shown = ", ".join(skipped[:SHOWN]) + (f" and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else "")
         measured.notes.append(
-            f"Left out: {len(skipped)} runs whose metrics.json lacks val/loss, train/flops or train/tokens "
+            f"Left out: {len(skipped)} run{'s' * (len(skipped) != 1)} whose metrics.json lacks val/loss, train/flops "
+            "or train/tokens "
             f"(fine-tuning runs, or pretraining runs that did not finish): {shown}."
         )
     if curves:
