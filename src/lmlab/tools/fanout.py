@@ -58,7 +58,8 @@ def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
     stale until its runs have new outputs), the first file's first: those fanout can run (now, or once the
     stages upstream of them are committed), and the addresses of those it cannot (no command, or a stale stage
     upstream that it does not run: another file's, another group's)."""
-    stages = [s for s in repo.index.stages if isinstance(s, PipelineStage) and s.relpath in dvcfiles]
+    index = repo.index  # once: `repo.status` drops DVC's cached index, and building it parses every lock file
+    stages = [s for s in index.stages if isinstance(s, PipelineStage) and s.relpath in dvcfiles]
     for dvcfile in dvcfiles:
         if not any(s.relpath == dvcfile for s in stages):
             raise LmlabError(f"{dvcfile} has no stages (is it a dvc.yaml of this repository?)")
@@ -70,7 +71,7 @@ def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
             f"{', '.join(sorted(groups))}"
         )
     stale = set(repo.status(targets=list(dvcfiles)))
-    graph = repo.index.graph  # edges point from a stage to the stages it depends on
+    graph = index.graph  # edges point from a stage to the stages it depends on
     selected = [s for s in stages if not only or s.name.split("@")[0] in only]
     downstream = {a.addressing for s in selected if s.addressing in stale for a in nx.ancestors(graph, s)}
     chosen = [s for s in selected if s.addressing in stale or s.addressing in downstream]
