@@ -80,7 +80,7 @@ def test_stages_run_side_by_side_and_are_committed_as_dvc_repro_would(tmp_path: 
     # a param every run reads: the runs are stale, the report (its deps unchanged until they rerun) is not, yet
     # it runs after them, as `dvc repro` would run it
     (root / "params.yaml").write_text("value: 2\n")
-    again = fanout(root, "-j", "2")
+    again = fanout(root, "-j", "2", "--only", "[ab],c,report")  # a pattern of stage names, and groups
     assert again.returncode == 0 and "4 stale stages" in again.stderr, again.stderr
     assert (root / "report.txt").read_text().splitlines() == ["a 2", "b 2", "c 2"]
     assert dvc("status", "--json", cwd=root).stdout.strip() == "{}"
@@ -150,7 +150,7 @@ def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
     assert second.returncode == 0 and "1 of 1 listed stages committed" in second.stderr
     assert '"a"' not in dvc("status", "--json", cwd=root).stdout
     wrong = fanout(root, "--only", "nope")
-    assert wrong.returncode == 2 and "no stage group nope" in wrong.stderr
+    assert wrong.returncode == 2 and "no stage group nope in dvc.yaml (nor a stage name" in wrong.stderr
     outside = fanout(root, files=("dvc.yaml", str(tmp_path / "elsewhere/dvc.yaml")))
     assert (
         outside.returncode == 2 and f"{tmp_path / 'elsewhere/dvc.yaml'} is outside the DVC repository" in outside.stderr

@@ -30,7 +30,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dvcfiles", nargs="+", metavar="dvcfile", help="pipeline files, e.g. synth/dvc.yaml")
     p.add_argument("-j", "--jobs", type=int, default=2, help="stages at once (default 2; one thread each for lmlab)")
-    p.add_argument("--only", default="", help="only these stage groups, comma-separated (e.g. mqar,parity)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="only these stage groups or stage-name patterns, comma-separated (e.g. mqar,parity or "
+        "'mqar_long@transformer-*')",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--list", action="store_true", help="print the stages' shell lines instead of running them")
     mode.add_argument("--commit", action="store_true", help="commit the listed stages that have finished")

@@ -13,6 +13,7 @@ one downstream of a stale stage fanout does not run (another file's, another gro
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import signal
@@ -65,14 +66,14 @@ def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
             raise LmlabError(f"{dvcfile} has no stages (is it a dvc.yaml of this repository?)")
     stages.sort(key=lambda s: dvcfiles.index(s.relpath))  # stable: a file's stages keep their order
     groups = {s.name.split("@")[0] for s in stages}
-    if unknown := set(only) - groups:
+    if unknown := [item for item in only if not any(picked(s, [item]) for s in stages)]:
         raise LmlabError(
-            f"no stage group {', '.join(sorted(unknown))} in {', '.join(dvcfiles)}; the groups there: "
-            f"{', '.join(sorted(groups))}"
+            f"no stage group {', '.join(sorted(unknown))} in {', '.join(dvcfiles)} (nor a stage name it matches as "
+            f"a pattern); the groups there: {', '.join(sorted(groups))}"
         )
     stale = set(repo.status(targets=list(dvcfiles)))
     graph = index.graph  # edges point from a stage to the stages it depends on
-    selected = [s for s in stages if not only or s.name.split("@")[0] in only]
+    selected = [s for s in stages if not only or picked(s, only)]
     downstream = {a.addressing for s in selected if s.addressing in stale for a in nx.ancestors(graph, s)}
     chosen = [s for s in selected if s.addressing in stale or s.addressing in downstream]
     names = {s.addressing for s in chosen}
@@ -86,6 +87,12 @@ def stale_stages(repo: Repo, dvcfiles: Sequence[str], only: Iterable[str] = ()) 
         for s in chosen if s.addressing in runnable
     ]  # fmt: skip
     return ready, [s.addressing for s in chosen if s.addressing not in runnable]
+
+
+def picked(stage: PipelineStage, only: Iterable[str]) -> bool:
+    """Whether `--only` names the stage: its group (`mqar` for `mqar@...`) or a pattern of its name
+    (`mqar_long@transformer-*`, shell-style)."""
+    return any(item == stage.name.split("@")[0] or fnmatch.fnmatchcase(stage.name, item) for item in only)
 
 
 def target(repo: Repo, dvcfile: str, address: str) -> str:
