@@ -17,11 +17,14 @@ DPI = 120
 
 
 @contextmanager
-def plot(target: Path | IO[bytes], size: tuple[float, float] = (7, 4.5), panels: int = 1) -> Iterator[Any]:
-    """The axes to draw on (one, or a row of `panels`); when the block ends the figure is laid out and saved
-    to `target` as PNG (a path, or a binary file such as a BytesIO)."""
+def plot(
+    target: Path | IO[bytes], size: tuple[float, float] = (7, 4.5), panels: int = 1, shared: bool = False
+) -> Iterator[Any]:
+    """The axes to draw on (one, or a row of `panels`, `shared`: on the same scales, to compare them by eye);
+    when the block ends the figure is laid out and saved to `target` as PNG (a path, or a binary file such as a
+    BytesIO)."""
     fig = Figure(figsize=size)
-    yield fig.subplots(1, panels) if panels > 1 else fig.subplots()
+    yield fig.subplots(1, panels, sharex=shared, sharey=shared) if panels > 1 else fig.subplots()
     fig.tight_layout()
     fig.savefig(target, format="png", dpi=DPI)
 

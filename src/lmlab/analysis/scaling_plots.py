@@ -23,7 +23,7 @@ PLOTS = {
 
 def compute_plot(target: io.BytesIO, fits: list[FamilyFit], curves: dict, colours: dict[str, str]) -> None:
     """Each family's panel: every size's points and validation curves, the frontier and the fit."""
-    with plot(target, (min(3.4 * len(fits), 24), 3.6), panels=len(fits)) as axes:
+    with plot(target, (min(3.4 * len(fits), 24), 3.6), panels=len(fits), shared=True) as axes:
         for ax, fit in zip(np.atleast_1d(axes), fits, strict=True):
             colour = colours[fit.family]
             for i, size in enumerate(fit.sizes):
@@ -121,7 +121,7 @@ def params_plot(target: io.BytesIO, fits: list[FamilyFit], colours: dict[str, st
 
 def position_plot(target: io.BytesIO, positions: dict, colours: dict[str, str]) -> None:
     families = sorted({family for family, _ in positions})
-    with plot(target, (min(3.4 * len(families), 24), 3.4), panels=len(families)) as axes:
+    with plot(target, (min(3.4 * len(families), 24), 3.4), panels=len(families), shared=True) as axes:
         for ax, family in zip(np.atleast_1d(axes), families, strict=True):
             sizes = sorted((s for f, s in positions if f == family), key=lambda s: (len(s), s))
             for i, size in enumerate(sizes):
