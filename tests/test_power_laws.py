@@ -165,6 +165,19 @@ def test_crossovers_inside_outside_and_never() -> None:
     assert never.statement().startswith("no crossing within 1e+09-1e+18 FLOPs")
 
 
+def test_a_compute_optimal_size_fit_whose_resamples_never_move_is_no_measurement() -> None:
+    """Where the seeds never change which size wins a budget, every resample gives the same N_opt fit: an interval
+    of one value. Sizes off the law (here two at 1.5x) scatter about it, and such a fit is undetermined, with no
+    figures; sizes exactly on it (the recovery test's) are a law the interval cannot be wider than."""
+    made = runs("mamba2", seed=3)
+    for run in made:
+        if run["width"] in (128, 512):
+            run["params"] = int(run["params"] * 1.5)
+    law = fit_family(points(made), RESAMPLES).optimal
+    assert law.verdict.startswith("undetermined: every resample puts the same sizes on the frontier"), law.verdict
+    assert not law.ok and law_cells(law, "ke")[:2] == ["-", "-"]
+
+
 def test_each_family_s_local_exponent_where_all_were_measured_against_the_reference_s() -> None:
     """Kaplan et al.'s alpha (a law without an offset) is a law's local exponent -d ln L / d ln C: recovered within
     its interval at the top of the compute every frontier holds, and each family called steeper, shallower or not

@@ -346,6 +346,12 @@ def size_rule(grid: Grid, front_w: np.ndarray, how: str) -> LawFit:
     failed = float(np.isnan(fitted[1:, 1]).mean())
     if failed > MAX_FAILED:
         verdict = undetermined(failed)
+    elif intervals["e"].high - intervals["e"].low <= 1e-9 * abs(e) and rmse > DESCRIBES:
+        verdict = (
+            "undetermined: every resample puts the same sizes on the frontier (the seeds never change which size "
+            f"wins a budget), so the bootstrap gives e no interval, while the sizes scatter about the fit (RMSE "
+            f"{rmse:.2f} in log N): not a measurement"
+        )
     elif not intervals["e"].excludes_zero():
         verdict = f"no trend: the 95% interval of e holds 0 ({intervals['e'].show()})"
     else:
