@@ -120,6 +120,21 @@ def test_a_stage_whose_code_changed_while_it_ran_is_not_committed(tmp_path: Path
     assert '"edits"' in dvc("status", "--json", cwd=root).stdout  # dvc repro runs it again
 
 
+def test_a_stage_recorded_with_other_deps_is_committed_when_it_runs_again(tmp_path: Path) -> None:
+    """A dep its lock entry does not hold (the code split into files since it last ran): hashed alike at hand-out
+    and at commit, so the run is recorded, not refused as "changed while it ran"."""
+    root = tmp_path / "project"
+    pipeline(root, {"c": "-"})
+    assert fanout(root).returncode == 0
+    (root / "helper.py").write_text("code split out of code.py\n")
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    spec["stages"]["c"]["deps"].append("helper.py")
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    result = fanout(root, "--only", "c")
+    assert result.returncode == 0 and "done    c in" in result.stderr, result.stderr
+    assert dvc("status", "--json", cwd=root).stdout.strip() == "{}"
+
+
 def test_a_stage_that_writes_no_output_fails_and_the_others_go_on(tmp_path: Path) -> None:
     root = tmp_path / "project"
     pipeline(root, {"a": "-", "c": "-"})

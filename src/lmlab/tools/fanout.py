@@ -139,8 +139,11 @@ def collect(repo: Repo, dvcfile: str, address: str) -> PipelineStage:
 
 def as_now(stage: PipelineStage) -> tuple[str, dict[str, str]]:
     """The stage's command in its file now, and every dep as DVC hashes it now (md5 of files and folders, the
-    params' values)."""
-    return command(stage), {dep.def_path: str(dep.get_hash()) for dep in stage.deps}
+    params' values), the way `commit_if_unchanged` hashes them (`save`): a dep the stage's lock entry does not
+    hold (its deps were listed otherwise when it last ran) `get_hash` hashes as legacy `md5-dos2unix` and `save`
+    as `md5`, and the two would differ for every such dep ("changed while it ran")."""
+    stage.save_deps()
+    return command(stage), {dep.def_path: str(dep.hash_info) for dep in stage.deps}
 
 
 def stem(address: str) -> str:
