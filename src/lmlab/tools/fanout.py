@@ -143,7 +143,12 @@ def as_now(stage: PipelineStage) -> tuple[str, dict[str, str]]:
     hold (its deps were listed otherwise when it last ran) `get_hash` hashes as legacy `md5-dos2unix` and `save`
     as `md5`, and the two would differ for every such dep ("changed while it ran")."""
     stage.save_deps()
-    return command(stage), {dep.def_path: str(dep.hash_info) for dep in stage.deps}
+    return command(stage), saved_deps(stage)
+
+
+def saved_deps(stage: PipelineStage) -> dict[str, str]:
+    """Each dep's hash as its last `save` computed it: what hand-out notes and commit compares."""
+    return {dep.def_path: str(dep.hash_info) for dep in stage.deps}
 
 
 def stem(address: str) -> str:
@@ -185,7 +190,7 @@ def commit_if_unchanged(
     def check_and_commit(repo: Repo) -> str | None:
         stage = collect(repo, noted["dvcfile"], address)
         stage.save(run_cache=False)  # every dep and output hashed now
-        now = {dep.def_path: str(dep.hash_info) for dep in stage.deps}
+        now = saved_deps(stage)
         before = noted["deps"]
         changed = sorted(path for path in before.keys() | now.keys() if before.get(path) != now.get(path))
         if noted.get("cmd") != command(stage):
