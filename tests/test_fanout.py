@@ -95,7 +95,7 @@ def test_the_stages_of_several_pipeline_files_run_side_by_side_the_first_file_fi
     study = {"cmd": f"{sys.executable} stage.py d a", "wdir": "..", "deps": ["stage.py"], "params": ["value"]}
     study["outs"] = ["out-d.txt"]
     (root / "study/dvc.yaml").write_text(yaml.safe_dump({"stages": {"d": study}}))
-    listed = fanout(root, "--list", files=("study/dvc.yaml", "dvc.yaml"))  # the files' order is the queue's
+    listed = fanout(root, "--hand-out", files=("study/dvc.yaml", "dvc.yaml"))  # the files' order is the queue's
     assert listed.returncode == 0, listed.stderr
     assert [line.rsplit(" ", 2)[1] for line in listed.stdout.splitlines()] == ["d", "a", "c"]
     assert "1 wait for them" in listed.stderr  # the report: listed once a and c are committed
@@ -148,13 +148,13 @@ def test_a_stage_that_writes_no_output_fails_and_the_others_go_on(tmp_path: Path
     assert not list((root / ".dvc/tmp/fanout").glob("*.json"))  # no note left that `--commit` would record
 
 
-def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
-    """--list gives one shell line per stage (what an array job runs); --commit records those that finished."""
+def test_handed_out_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
+    """--hand-out gives one shell line per stage (what an array job runs); --commit records those that finished."""
     root = tmp_path / "project"
     pipeline(root, {"a": "-", "b": "-"})
-    listed = fanout(root, "--list", "--only", "a,b")
+    listed = fanout(root, "--hand-out", "--only", "a,b")
     assert listed.returncode == 0, listed.stderr
-    assert "2 stages listed" in listed.stderr and "wait" not in listed.stderr  # the report: not in a,b
+    assert "2 stages handed out" in listed.stderr and "wait" not in listed.stderr  # the report: not in a,b
     lines = listed.stdout.splitlines()
     assert len(lines) == 2 and all(line.endswith(("stage.py a -", "stage.py b -")) for line in lines)
     subprocess.run(["bash", "-c", lines[0]], cwd=root, check=True)  # one finished, the other not yet
@@ -162,7 +162,7 @@ def test_listed_stages_run_elsewhere_then_commit(tmp_path: Path) -> None:
     assert first.returncode == 1 and "committed  a\n" in first.stderr and "not finished" in first.stderr
     subprocess.run(["bash", "-c", lines[1]], cwd=root, check=True)
     second = fanout(root, "--commit")
-    assert second.returncode == 0 and "1 of 1 listed stages committed" in second.stderr
+    assert second.returncode == 0 and "1 of 1 handed-out stages committed" in second.stderr
     assert '"a"' not in dvc("status", "--json", cwd=root).stdout
     wrong = fanout(root, "--only", "nope")
     assert wrong.returncode == 2 and "no stage group nope in dvc.yaml (nor a stage name" in wrong.stderr
@@ -198,16 +198,33 @@ def test_a_dvc_command_typed_beside_it_delays_a_commit_but_does_not_fail_it(tmp_
     assert '"a"' not in dvc("status", "--json", cwd=root).stdout
 
 
-def test_a_listed_stage_that_fails_leaves_no_old_output_for_commit_to_record(tmp_path: Path) -> None:
+def test_a_handed_out_stage_that_fails_leaves_no_old_output_for_commit_to_record(tmp_path: Path) -> None:
     """Handing a stage out removes its outputs, as `dvc repro` does before it runs one: the previous run's are not
     there to be recorded under the new deps when the new command fails."""
     root = tmp_path / "project"
     pipeline(root, {"a": "-"})
     assert fanout(root, "--only", "a").returncode == 0 and (root / "out-a.txt").read_text() == "a 1\n"
     (root / "params.yaml").write_text("value: 2\n")
-    listed = fanout(root, "--list", "--only", "a")
+    listed = fanout(root, "--hand-out", "--only", "a")
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1, listed.stderr
     assert not (root / "out-a.txt").exists()
     failed = fanout(root, "--commit")  # its task failed before writing: nothing to record
     assert failed.returncode == 1 and "not finished" in failed.stderr, failed.stderr
     assert '"a"' in dvc("status", "--json", cwd=root).stdout
+
+
+def test_list_shows_the_stale_stages_and_changes_nothing(tmp_path: Path) -> None:
+    """--list is a preview: it removes no output and notes no stage (--hand-out does both), so a --commit after it
+    has nothing to record and says how stages are handed out."""
+    root = tmp_path / "project"
+    pipeline(root, {"a": "-", "b": "-"})
+    assert fanout(root, "--only", "a").returncode == 0 and (root / "out-a.txt").read_text() == "a 1\n"
+    (root / "params.yaml").write_text("value: 2\n")
+    listed = fanout(root, "--list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].endswith("stage.py a -") and lines[1].endswith("stage.py b -") and lines[2].endswith("report.txt")
+    assert "3 stale stages of dvc.yaml (nothing run, nothing changed)" in listed.stderr
+    assert (root / "out-a.txt").read_text() == "a 1\n" and not list((root / ".dvc/tmp/fanout").glob("*.json"))
+    nothing = fanout(root, "--commit")
+    assert nothing.returncode == 1 and "no stage of dvc.yaml is handed out: `lmlab fanout --hand-out`" in nothing.stderr

@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
         "a second study keeps the cores busy through the first one's last stages), and `dvc commit` each as it "
         "finishes if nothing it depends on changed while it ran. A stage downstream of a stale stage not run here "
         "(another file's, another group's) is left for `dvc repro`. "
-        "Elsewhere: --list prints one shell line per stage for a job array (sbatch --array, GNU parallel), "
+        "--list shows what would run and touches nothing. Elsewhere: --hand-out prints one shell line per stage "
+        "for a job array (sbatch --array, GNU parallel), noting each and removing its outputs as a run would, "
         "and --commit records the ones that finished.",
     )
     p.add_argument("dvcfiles", nargs="+", metavar="dvcfile", help="pipeline files, e.g. synth/dvc.yaml")
@@ -37,7 +38,15 @@ def parser() -> argparse.ArgumentParser:
         "'mqar_long@transformer-*')",
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--list", action="store_true", help="print the stages' shell lines instead of running them")
+    mode.add_argument(
+        "--list", action="store_true", help="print the stale stages' shell lines and run nothing (changes nothing)"
+    )
+    mode.add_argument(
+        "--hand-out",
+        action="store_true",
+        help="hand the stages out to run elsewhere: print their shell lines, note their deps and remove their "
+        "outputs (but persistent ones), as a run would; --commit after",
+    )
     mode.add_argument("--commit", action="store_true", help="commit the listed stages that have finished")
     return p
 
@@ -61,15 +70,23 @@ def main(argv: list[str]) -> int:
             return commit(root, dvcfiles, console)
         with Repo(str(root)) as repo:
             stages, left = fanout.stale_stages(repo, dvcfiles, [g for g in args.only.split(",") if g])
-            if args.list:  # an array's tasks run at once: only those whose upstream stages are up to date
+            if args.list:
+                for stage in stages:
+                    print(fanout.command_line(stage))
+                console.print(
+                    f"{len(stages)} stale stages of {', '.join(dvcfiles)} (nothing run, nothing changed)"
+                    + (f"; {len(left)} left for `dvc repro {' '.join(args.dvcfiles)}` after" if left else "")
+                )
+                return 0
+            if args.hand_out:  # an array's tasks run at once: only those whose upstream stages are up to date
                 ready = [stage for stage in stages if not stage.after]
                 for stage in ready:  # each noted and its outputs removed, under the repository's lock
                     handed = fanout.under_lock(root, partial(fanout.hand_out, stage=stage), console.print)
                     print(fanout.command_line(handed))
                 later = len(stages) - len(ready) + len(left)
                 console.print(
-                    f"{len(ready)} stages listed; then `lmlab fanout {' '.join(args.dvcfiles)} --commit`"
-                    + (f"; {later} wait for them (list again after the commit)" if later else "")
+                    f"{len(ready)} stages handed out; then `lmlab fanout {' '.join(args.dvcfiles)} --commit`"
+                    + (f"; {later} wait for them (hand out again after the commit)" if later else "")
                 )
                 return 0
         console.print(
@@ -94,13 +111,16 @@ def in_repository(root: Path, dvcfile: str) -> str:
 
 
 def commit(root: Path, dvcfiles: list[str], console: Console) -> int:
-    """Commit every stage of `dvcfiles` handed out by --list whose command has finished."""
+    """Commit every stage of `dvcfiles` handed out by --hand-out whose command has finished."""
     from dvc.exceptions import DvcException
 
     from lmlab.tools import fanout
 
     notes = [json.loads(note.read_text()) for note in sorted((root / fanout.FOLDER).glob("*.json"))]
     notes = [note for note in notes if note["dvcfile"] in dvcfiles]
+    if not notes:
+        console.print(f"no stage of {', '.join(dvcfiles)} is handed out: `lmlab fanout --hand-out` hands them out")
+        return 1
     left = 0
     for note in notes:
         address = note["stage"]
@@ -110,5 +130,5 @@ def commit(root: Path, dvcfiles: list[str], console: Console) -> int:
             problem = f"not finished ({err})"
         left += problem is not None
         console.print(f"not committed  {address}: {problem}" if problem else f"committed  {address}")
-    console.print(f"{len(notes) - left} of {len(notes)} listed stages committed")
+    console.print(f"{len(notes) - left} of {len(notes)} handed-out stages committed")
     return 1 if left else 0
