@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
         help="hand the stages out to run elsewhere: print their shell lines, note their deps and remove their "
         "outputs (but persistent ones), as a run would; --commit after",
     )
-    mode.add_argument("--commit", action="store_true", help="commit the listed stages that have finished")
+    mode.add_argument("--commit", action="store_true", help="commit the handed-out stages that have finished")
     return p
 
 
@@ -70,12 +70,12 @@ def main(argv: list[str]) -> int:
             return commit(root, dvcfiles, console)
         with Repo(str(root)) as repo:
             stages, left = fanout.stale_stages(repo, dvcfiles, [g for g in args.only.split(",") if g])
+            after = f"; {len(left)} left for `dvc repro {' '.join(args.dvcfiles)}` after" if left else ""
             if args.list:
                 for stage in stages:
                     print(fanout.command_line(stage))
                 console.print(
-                    f"{len(stages)} stale stages of {', '.join(dvcfiles)} (nothing run, nothing changed)"
-                    + (f"; {len(left)} left for `dvc repro {' '.join(args.dvcfiles)}` after" if left else "")
+                    f"{len(stages)} stale stages of {', '.join(dvcfiles)} (nothing run, nothing changed){after}"
                 )
                 return 0
             if args.hand_out:  # an array's tasks run at once: only those whose upstream stages are up to date
@@ -91,8 +91,7 @@ def main(argv: list[str]) -> int:
                 return 0
         console.print(
             f"{len(stages)} stale stages of {', '.join(dvcfiles)}, {args.jobs} at a time, each as soon as the "
-            f"stages upstream of it are committed (logs in {root / fanout.FOLDER})"
-            + (f"; {len(left)} left for `dvc repro {' '.join(args.dvcfiles)}` after" if left else "")
+            f"stages upstream of it are committed (logs in {root / fanout.FOLDER}){after}"
         )
         failed = fanout.run_here(root, stages, args.jobs, console.print, threading.Event())
     except LmlabError as err:
