@@ -121,8 +121,9 @@ def recall_verdict(low: float, pairs: int | None) -> str:
 RECIPE_CAVEAT = (
     "Each row is the family's run at the best of the learning rates tried (`synth/params.yaml`: `lrs`), chosen "
     "by accuracy at the training length, as Zoology reports: recurrent models recall and track state only in "
-    "a narrow learning-rate window, which differs by family (docs/diagnostics.md: Mamba-2 solves this recall "
-    "at lr 3e-3 and not at 1e-3). A verdict holds for the rates and steps shown."
+    "a narrow learning-rate window, which differs by family and moves with width (docs/diagnostics.md: on "
+    "4-pair recall, Mamba-2 solves at lr 3e-3 and not at 5e-4, the Transformer at width 64 the reverse). A "
+    "verdict holds for the rates and steps shown."
 )
 MQAR_SETTING = ("family", "negative_eigenvalues", "width", "seq_len", "pairs")
 PARITY_SETTING = ("family", "negative_eigenvalues", "width", "seq_len", "modulus")
