@@ -200,7 +200,7 @@ def test_the_synth_pipeline_reproduces_and_reports(tmp_path: Path) -> None:
     params["families"], params["recall_families"] = ["lstm", "transformer"], ["transformer"]
     params["mqar"] |= {"steps": 4, "val_every": 2, "lrs": [0.001]}
     params["mqar"]["short"] |= {"seq_len": 16, "widths": [16]}
-    params["mqar"]["wide"] |= {"seq_len": 16, "widths": [48], "steps": 4}
+    params["mqar"]["wide"] |= {"seq_len": 16, "widths": [48], "steps": 4, "lrs": [0.001]}
     params["mqar"]["long"] |= {"seq_len": 24, "pairs": 6, "widths": [16], "steps": 4}
     params["parity"] |= {"width": 16, "steps": 4, "val_every": 2, "lrs": [0.003]}
     params["parity"]["negative_eigenvalues"] = ["gated_deltanet"]
